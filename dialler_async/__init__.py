@@ -1,0 +1,1 @@
+"""Asyncio client SDK for the jtel ACD Dialler Contacts REST API."""
