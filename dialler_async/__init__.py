@@ -1,1 +1,71 @@
-"""Asyncio client SDK for the jtel ACD Dialler Contacts REST API."""
+"""Asyncio client SDK for the jtel ACD Dialler Contacts REST API, built for bulk work.
+
+Everything public is importable from here; the underscore modules are private.
+"""
+
+from .__about__ import __version__
+from ._bulk import BulkStream
+from ._client import DiallerClient
+from ._exceptions import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    BulkError,
+    ClientStateError,
+    ConfigurationError,
+    ConflictError,
+    ConnectError,
+    ConnectionLostError,
+    ContactValidationError,
+    DiallerError,
+    NotFoundError,
+    RateLimitError,
+    RequestTimeoutError,
+    ResponseFormatError,
+    ServerError,
+    TransportError,
+)
+from ._limits import Limits
+from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewContact, ResultCode
+from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
+from ._retry import RetryPolicy
+from ._routes import Route, Routes
+
+__all__ = [
+    "UNSET",
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BulkError",
+    "BulkResult",
+    "BulkStream",
+    "Campaign",
+    "ClientStateError",
+    "ConfigurationError",
+    "ConflictError",
+    "ConnectError",
+    "ConnectionLostError",
+    "Contact",
+    "ContactUpdate",
+    "ContactValidationError",
+    "DiallerClient",
+    "DiallerError",
+    "HistoryEntry",
+    "ItemResult",
+    "Limits",
+    "NewContact",
+    "NotFoundError",
+    "Operation",
+    "Outcome",
+    "Progress",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ResponseFormatError",
+    "ResultCode",
+    "RetryPolicy",
+    "Route",
+    "Routes",
+    "ServerError",
+    "TransportError",
+    "__version__",
+]

@@ -114,7 +114,7 @@ class Routes:
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any]) -> Routes:
-        """Routes from ``{"operation": "METHOD /path"}`` or ``{"operation": ["METHOD", "/path"]}``."""
+        """Routes from ``{"op": "METHOD /path"}`` or ``{"op": ["METHOD", "/path"]}``."""
         parsed: dict[str, Route | tuple[str, str]] = {}
         for name, value in overrides.items():
             if isinstance(value, str):

@@ -1,0 +1,381 @@
+"""``DiallerClient``: one typed coroutine per Dialler Contacts function, plus the bulk jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import ssl
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from . import _bulk
+from ._converter import to_new_contact, to_update, unstructure
+from ._envelope import first_record, structure_records
+from ._exceptions import ClientStateError, ConfigurationError, NotFoundError
+from ._limits import Clock, Governor, Limits, Sleep
+from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
+from ._results import BulkResult, ItemResult, Operation
+from ._retry import RetryPolicy
+from ._routes import Route, Routes
+from ._transport import Reply, Transport
+from ._validation import check_new_contact, check_update
+
+log = logging.getLogger("dialler_async")
+T = TypeVar("T")
+
+ContactInput = NewContact | Mapping[str, Any]
+UpdateInput = ContactUpdate | Mapping[str, Any]
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class DiallerClient:
+    """An asyncio client for one client account of a jtel ACD server.
+
+    ``base_url`` is the server's ``/rest/v1.0`` prefix; the client appends ``/{client_id}``.
+    Open it with ``async with``; it holds one connection pool, one governor (``limits``) and one
+    retry budget for every call made through it. ``verify=False`` turns TLS verification off
+    (logged as a warning); pass an ``ssl.SSLContext`` for a private CA instead.
+    ``clock``/``sleep`` exist so tests can drive time; leave them alone otherwise.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: int,
+        token: str,
+        *,
+        limits: Limits | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        routes: Routes | None = None,
+        verify: bool | ssl.SSLContext = True,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not token:
+            raise ConfigurationError("token is empty")
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"base_url must start with http:// or https://: {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.client_id = int(client_id)
+        self.limits = limits or Limits()
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.routes = routes or Routes()
+        self._token = token
+        self._verify = verify
+        self._clock = clock
+        self._sleep = sleep
+        self._state = _State.UNOPENED
+        self._transport: Transport | None = None
+        if verify is False:
+            log.warning("TLS certificate verification is OFF for %s", self.base_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> Self:
+        """A client from ``DIALLER_BASE_URL``, ``DIALLER_CLIENT_ID`` and ``DIALLER_TOKEN`` (or
+        ``DIALLER_TOKEN_FILE``, a file holding the token). ``kwargs`` go to the constructor."""
+        env = os.environ if env is None else env
+        missing = [k for k in ("DIALLER_BASE_URL", "DIALLER_CLIENT_ID") if not env.get(k)]
+        token = env.get("DIALLER_TOKEN")
+        if not token and env.get("DIALLER_TOKEN_FILE"):
+            try:
+                token = Path(env["DIALLER_TOKEN_FILE"]).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigurationError(f"cannot read DIALLER_TOKEN_FILE: {exc}") from exc
+        if not token:
+            missing.append("DIALLER_TOKEN or DIALLER_TOKEN_FILE")
+        if missing:
+            raise ConfigurationError("set " + ", ".join(missing))
+        try:
+            client_id = int(env["DIALLER_CLIENT_ID"])
+        except ValueError as exc:
+            raise ConfigurationError("DIALLER_CLIENT_ID must be an integer") from exc
+        return cls(env["DIALLER_BASE_URL"], client_id, token or "", **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"DiallerClient(base_url={self.base_url!r}, client_id={self.client_id}, "
+            f"state={self._state.value})"
+        )
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.UNOPENED:
+            raise ClientStateError(
+                f"a DiallerClient can be opened once; this one is "
+                f"{self._state.value}: create a new one"
+            )
+        self._transport = Transport(
+            prefix=f"{self.base_url}/{self.client_id}",
+            token=self._token,
+            timeout=self.timeout,
+            retry=self.retry,
+            governor=Governor(self.limits, clock=self._clock, sleep=self._sleep),
+            verify=self._verify,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+        self._state = _State.OPEN
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool. The client cannot be used afterwards."""
+        if self._state is _State.OPEN and self._transport is not None:
+            self._state = _State.CLOSED
+            await self._transport.close()
+        self._state = _State.CLOSED
+
+    @property
+    def transport(self) -> Transport:
+        """The open transport (counters: ``requests``, ``retries``; ``governor``)."""
+        if self._state is not _State.OPEN or self._transport is None:
+            hint = (
+                "use `async with client:`"
+                if self._state is _State.UNOPENED
+                else "it was closed; create a new DiallerClient"
+            )
+            raise ClientStateError(f"the client is {self._state.value}: {hint}")
+        return self._transport
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        route: Route,
+        *,
+        id: int | None = None,
+        user_data: str | None = None,
+        query: Mapping[str, object] | None = None,
+        body: Any = None,
+        idempotent: bool = True,
+        missing_ok_on_retry: bool = False,
+    ) -> Reply:
+        transport = self.transport
+        path = transport.url_path(route, id=id, user_data=user_data, query=query)
+        return await transport.call(
+            route.method, path, body, idempotent=idempotent, missing_ok_on_retry=missing_ok_on_retry
+        )
+
+    def _keyed(
+        self, by_id: Route, by_user_data: Route, id: int | None, user_data: str | None
+    ) -> tuple[Route, dict[str, Any]]:
+        if (id is None) == (user_data is None):
+            raise TypeError("give exactly one of id or user_data")
+        if id is not None:
+            return by_id, {"id": id}
+        return by_user_data, {"user_data": user_data}
+
+    # -- single calls -----------------------------------------------------------------------
+
+    async def list_contacts(self, campaign_id: int | None = None) -> list[Contact]:
+        """Every contact of the account, or of one campaign. Can be a lot of data."""
+        route = self.routes.list_contacts
+        reply = await self._call(route, query={"diallerCampaignsID": campaign_id})
+        return structure_records(reply, Contact)
+
+    async def get_contact(self, id: int) -> Contact:
+        """One contact by ID; :class:`NotFoundError` if there is none."""
+        route = self.routes.get_contact
+        return first_record(await self._call(route, id=id), Contact)
+
+    async def find_contacts(self, user_data: str) -> list[Contact]:
+        """Every contact with this UserData (empty when none; the server's 404 is absorbed,
+        unless the route itself is missing)."""
+        route = self.routes.find_contacts
+        try:
+            reply = await self._call(route, user_data=user_data)
+        except NotFoundError as exc:
+            if exc.route_missing:
+                raise
+            return []
+        return structure_records(reply, Contact)
+
+    async def get_contacts_batch(
+        self, ids: Iterable[int] = (), user_data: Iterable[str] = (), language_id: int | None = None
+    ) -> list[Contact]:
+        """Contacts by IDs and/or UserData values, with result code and history filled in."""
+        body: dict[str, Any] = {}
+        if id_list := list(ids):
+            body["IDList"] = id_list
+        if user_data_list := list(user_data):
+            body["UserDataList"] = user_data_list
+        if not body:
+            return []
+        route = self.routes.get_contacts_batch
+        reply = await self._call(route, query={"languagesID": language_id}, body=body)
+        return structure_records(reply, Contact)
+
+    async def import_contact(
+        self, contact: ContactInput, *, overwrite_duplicates: bool = False
+    ) -> Contact:
+        """Import one contact; returns the server's record (the overwritten one for a duplicate).
+
+        Validated before sending (:class:`ContactValidationError`). Retried after a lost answer
+        only when ``overwrite_duplicates`` is set and the contact has a UserData.
+        """
+        checked = check_new_contact(to_new_contact(contact))
+        has_key = bool(checked.user_data and checked.user_data.strip())
+        reply = await self._import(
+            unstructure(checked),
+            overwrite=overwrite_duplicates,
+            idempotent=overwrite_duplicates and has_key,
+        )
+        return first_record(reply, Contact)
+
+    async def _import(self, body: dict[str, Any], *, overwrite: bool, idempotent: bool) -> Reply:
+        return await self._call(
+            self.routes.import_contact,
+            query={"overwriteDuplicates": overwrite},
+            body=body,
+            idempotent=idempotent,
+        )
+
+    async def update_contact(self, update: UpdateInput) -> Contact:
+        """Change only the fields given (``None`` clears); found by ``id`` or ``user_data``."""
+        body = unstructure(check_update(to_update(update)))
+        return first_record(await self._update(body), Contact)
+
+    async def _update(self, body: dict[str, Any]) -> Reply:
+        return await self._call(self.routes.update_contact, body=body)
+
+    async def _action(self, action: str, id: int | None, user_data: str | None) -> Reply:
+        route, key = self._keyed(
+            getattr(self.routes, f"{action}_contact"),
+            getattr(self.routes, f"{action}_contact_by_user_data"),
+            id,
+            user_data,
+        )
+        return await self._call(route, **key, missing_ok_on_retry=action == "delete")
+
+    async def delete_contact(self, id: int | None = None, *, user_data: str | None = None) -> None:
+        """Delete a contact and all its data, by ID or by UserData (the lowest-ID match)."""
+        await self._action("delete", id, user_data)
+
+    async def lock_contact(self, id: int | None = None, *, user_data: str | None = None) -> None:
+        """Lock a contact so the dialler skips it (idempotent)."""
+        await self._action("lock", id, user_data)
+
+    async def unlock_contact(self, id: int | None = None, *, user_data: str | None = None) -> None:
+        """Unlock a contact (idempotent)."""
+        await self._action("unlock", id, user_data)
+
+    async def reset_contact(self, id: int | None = None, *, user_data: str | None = None) -> None:
+        """Reset a contact's dialling state (tries, next try, invalid flags, result code)."""
+        await self._action("reset", id, user_data)
+
+    async def contact_history(
+        self, id: int | None = None, *, user_data: str | None = None
+    ) -> list[HistoryEntry]:
+        """Every call attempt of a contact (by UserData: of every matching contact)."""
+        route, key = self._keyed(
+            self.routes.contact_history, self.routes.contact_history_by_user_data, id, user_data
+        )
+        return structure_records(await self._call(route, **key), HistoryEntry)
+
+    async def list_campaigns(self) -> list[Campaign]:
+        """Every dialler campaign of the account."""
+        route = self.routes.list_campaigns
+        return structure_records(await self._call(route), Campaign)
+
+    async def get_campaign(self, id: int) -> Campaign:
+        """One campaign by ID; :class:`NotFoundError` if there is none."""
+        route = self.routes.get_campaign
+        return first_record(await self._call(route, id=id), Campaign)
+
+    # -- bulk -------------------------------------------------------------------------------
+
+    def stream(
+        self, operation: Operation | str, items: Iterable[Any] | AsyncIterable[Any], **options: Any
+    ) -> AsyncIterator[ItemResult]:
+        """Run ``operation`` over ``items`` and yield one :class:`ItemResult` per input as it
+        finishes. The options are those of :func:`import_contacts` and friends."""
+        return _bulk.stream(self, Operation(operation), items, **options)
+
+    async def import_contacts(
+        self,
+        contacts: Iterable[ContactInput] | AsyncIterable[ContactInput],
+        *,
+        overwrite_duplicates: bool = True,
+        campaign_id: int | None = None,
+        campaign_name: str | None = None,
+        **options: Any,
+    ) -> BulkResult:
+        """Import many contacts concurrently; returns the exact account of every input.
+
+        ``campaign_id``/``campaign_name`` fill the campaign of rows that have none. See the
+        README's "Bulk jobs" for ``options`` (``on_error``, ``max_failures``, ``on_progress``,
+        ``keep_results``, ``ordered``, ``checkpoint``, ``concurrency``, ``rate``).
+        """
+        return await _bulk.run(
+            self,
+            Operation.IMPORT,
+            contacts,
+            overwrite_duplicates=overwrite_duplicates,
+            campaign_id=campaign_id,
+            campaign_name=campaign_name,
+            **options,
+        )
+
+    async def update_contacts(
+        self, updates: Iterable[UpdateInput] | AsyncIterable[UpdateInput], **options: Any
+    ) -> BulkResult:
+        """Apply many partial updates concurrently."""
+        return await _bulk.run(self, Operation.UPDATE, updates, **options)
+
+    async def _keyed_bulk(
+        self,
+        operation: Operation,
+        ids: Keys | None,
+        user_data: Keys | None,
+        options: dict[str, Any],
+    ) -> BulkResult:
+        if (ids is None) == (user_data is None):
+            raise TypeError("give exactly one of ids or user_data")
+        keys = ids if ids is not None else user_data
+        assert keys is not None
+        return await _bulk.run(self, operation, keys, by_user_data=user_data is not None, **options)
+
+    async def delete_contacts(
+        self, ids: Keys | None = None, user_data: Keys | None = None, **options: Any
+    ) -> BulkResult:
+        """Delete many contacts by ID or by UserData (exactly one of the two)."""
+        return await self._keyed_bulk(Operation.DELETE, ids, user_data, options)
+
+    async def lock_contacts(
+        self, ids: Keys | None = None, user_data: Keys | None = None, **options: Any
+    ) -> BulkResult:
+        """Lock many contacts by ID or by UserData."""
+        return await self._keyed_bulk(Operation.LOCK, ids, user_data, options)
+
+    async def unlock_contacts(
+        self, ids: Keys | None = None, user_data: Keys | None = None, **options: Any
+    ) -> BulkResult:
+        """Unlock many contacts by ID or by UserData."""
+        return await self._keyed_bulk(Operation.UNLOCK, ids, user_data, options)
+
+    async def reset_contacts(
+        self, ids: Keys | None = None, user_data: Keys | None = None, **options: Any
+    ) -> BulkResult:
+        """Reset many contacts by ID or by UserData."""
+        return await self._keyed_bulk(Operation.RESET, ids, user_data, options)
+
+
+Keys = Iterable[Any] | AsyncIterable[Any] | Sequence[Any]

@@ -1,0 +1,39 @@
+"""Reading the API's answer envelopes (``{"records": [...], "count": N, "status": 200}``)."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from ._converter import structure
+from ._exceptions import ResponseFormatError
+from ._transport import Reply
+
+T = TypeVar("T")
+
+
+def _malformed(reply: Reply, why: str, body: object) -> ResponseFormatError:
+    return ResponseFormatError(why, method=reply.method, path=reply.path, body=repr(body))
+
+
+def structure_records(reply: Reply, cls: type[T]) -> list[T]:
+    """Every record of a list envelope as ``cls``; :class:`ResponseFormatError` if malformed."""
+    data = reply.data
+    records = data.get("records") if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise _malformed(reply, "no 'records' list in the answer", data)
+    try:
+        return [structure(record, cls) for record in records]
+    except (ValueError, TypeError) as exc:
+        raise _malformed(reply, f"unexpected record ({exc})", records) from exc
+
+
+def first_record(reply: Reply, cls: type[T]) -> T:
+    """The one record of a single-record envelope; :class:`ResponseFormatError` if none."""
+    data = reply.data
+    records = data.get("records") if isinstance(data, dict) else None
+    if not isinstance(records, list) or not records:
+        raise _malformed(reply, "the answer holds no record", data)
+    try:
+        return structure(records[0], cls)
+    except (ValueError, TypeError) as exc:
+        raise _malformed(reply, f"unexpected record ({exc})", records[0]) from exc

@@ -1,0 +1,213 @@
+"""What a bulk job reports: an :class:`ItemResult` per input and the :class:`BulkResult`."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ._exceptions import BulkError, DiallerError
+from ._models import Contact
+
+
+class Operation(enum.StrEnum):
+    """What a bulk job does to each item."""
+
+    IMPORT = "import"
+    UPDATE = "update"
+    DELETE = "delete"
+    LOCK = "lock"
+    UNLOCK = "unlock"
+    RESET = "reset"
+
+
+class Outcome(enum.StrEnum):
+    """How one input ended. Every input ends in exactly one of these.
+
+    * ``SUCCEEDED``: the server confirmed it (or a lookup proved an unconfirmed write landed).
+    * ``FAILED``: the server refused it, or retries ran out; ``error`` says why. Safe to retry.
+    * ``INVALID``: rejected before any request (bad input); ``error`` names every problem.
+    * ``AMBIGUOUS``: a write that may or may not have happened, and could not be checked
+      (no UserData to look it up); NOT resent, so it cannot have been duplicated.
+    * ``CANCELLED``: never (completely) sent because the job stopped first. Safe to retry.
+    * ``SKIPPED``: already SUCCEEDED in an earlier run of the same job (checkpoint).
+    """
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INVALID = "invalid"
+    AMBIGUOUS = "ambiguous"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+@attrs.frozen(kw_only=True)
+class ItemResult:
+    """The result of one input item.
+
+    ``index`` is its position in the input (0-based), ``key`` its UserData or ID, ``input`` the
+    item as given, ``contact`` the server's record where one was returned, ``error`` the
+    :class:`DiallerError` of a non-success, ``status`` the HTTP status of the last answer (None
+    when there was none), ``attempts`` the HTTP attempts made, ``duplicate_in_input`` that an
+    earlier input had the same UserData/ID (so this one ran strictly after it), and
+    ``reconciled`` that the outcome was established by a lookup after an unconfirmed write.
+    """
+
+    index: int
+    key: str | int | None
+    operation: Operation
+    outcome: Outcome
+    input: Any = attrs.field(repr=False)
+    contact: Contact | None = attrs.field(default=None, repr=False)
+    error: DiallerError | None = None
+    status: int | None = None
+    attempts: int = 0
+    duplicate_in_input: bool = False
+    reconciled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED)
+
+
+@attrs.frozen(kw_only=True)
+class Progress:
+    """A snapshot passed to ``on_progress`` (at most every ``progress_interval`` seconds and once
+    at the end). ``total`` is None while the input length is unknown."""
+
+    done: int
+    total: int | None
+    counts: Mapping[Outcome, int]
+    elapsed: float
+    rate: float
+    requests: int
+    retries: int
+    throttled: int
+    current_rate_limit: float | None
+    finished: bool = False
+
+    @property
+    def failed(self) -> int:
+        return sum(
+            n for o, n in self.counts.items() if o not in (Outcome.SUCCEEDED, Outcome.SKIPPED)
+        )
+
+
+@attrs.frozen(kw_only=True)
+class BulkResult:
+    """The exact account of a bulk job: ``total`` always equals the sum of the six counts.
+
+    ``failures`` holds every non-success item (FAILED, INVALID, AMBIGUOUS, CANCELLED) even when
+    ``keep_results=False``; ``items`` holds all of them, ordered by input index, unless
+    ``keep_results=False``. ``requests``/``retries``/``throttled`` count HTTP attempts, retries
+    and 429 answers of this job.
+    """
+
+    operation: Operation
+    succeeded: int
+    failed: int
+    invalid: int
+    ambiguous: int
+    cancelled: int
+    skipped: int
+    failures: Sequence[ItemResult] = attrs.field(repr=False)
+    items: Sequence[ItemResult] | None = attrs.field(repr=False)
+    elapsed: float
+    requests: int
+    retries: int
+    throttled: int
+    duplicates_in_input: int = 0
+
+    @property
+    def total(self) -> int:
+        return (
+            self.succeeded
+            + self.failed
+            + self.invalid
+            + self.ambiguous
+            + self.cancelled
+            + self.skipped
+        )
+
+    @property
+    def counts(self) -> dict[Outcome, int]:
+        return {o: getattr(self, o.value) for o in Outcome}
+
+    @property
+    def ok(self) -> bool:
+        """True when every input SUCCEEDED or was SKIPPED as already done."""
+        return self.total == self.succeeded + self.skipped
+
+    def raise_for_failures(self) -> BulkResult:
+        """Raise :class:`BulkError` (carrying this result) unless :attr:`ok`; else return self."""
+        if not self.ok:
+            raise BulkError(f"{self.operation.value}: {self.summary()}", self)
+        return self
+
+    def summary(self) -> str:
+        parts = [f"{n} {o.value}" for o, n in self.counts.items() if n]
+        return f"{self.total} items: " + (", ".join(parts) or "none") + f" in {self.elapsed:.1f}s"
+
+
+class Tally:
+    """Accumulates item results into a :class:`BulkResult` (the engine's bookkeeping)."""
+
+    __slots__ = ("counts", "duplicates", "failures", "items", "keep")
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.counts = dict.fromkeys(Outcome, 0)
+        self.failures: list[ItemResult] = []
+        self.items: list[ItemResult] = []
+        self.duplicates = 0
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, result: ItemResult) -> None:
+        self.counts[result.outcome] += 1
+        if result.duplicate_in_input:
+            self.duplicates += 1
+        if not result.ok:
+            self.failures.append(result)
+        if self.keep:
+            self.items.append(result)
+
+    def result(
+        self, operation: Operation, *, elapsed: float, requests: int, retries: int, throttled: int
+    ) -> BulkResult:
+        c = self.counts
+        return BulkResult(
+            operation=operation,
+            succeeded=c[Outcome.SUCCEEDED],
+            failed=c[Outcome.FAILED],
+            invalid=c[Outcome.INVALID],
+            ambiguous=c[Outcome.AMBIGUOUS],
+            cancelled=c[Outcome.CANCELLED],
+            skipped=c[Outcome.SKIPPED],
+            failures=sorted(self.failures, key=_by_index),
+            items=sorted(self.items, key=_by_index) if self.keep else None,
+            elapsed=elapsed,
+            requests=requests,
+            retries=retries,
+            throttled=throttled,
+            duplicates_in_input=self.duplicates,
+        )
+
+
+def _by_index(item: ItemResult) -> int:
+    return item.index
+
+
+def describe_error(error: DiallerError | None) -> dict[str, Any]:
+    """``{"type", "status", "message"}`` of an item's error, for reports and rejects files."""
+    if error is None:
+        return {}
+    return {
+        "type": type(error).__name__,
+        "status": getattr(error, "status", None),
+        "message": str(error),
+    }

@@ -1,0 +1,181 @@
+"""When to try a request again, and how long to wait: small pure functions plus a retry budget.
+
+The rule that matters most: a request that may have reached the server is repeated only when
+repeating it cannot change the outcome (GETs, delete/lock/unlock/reset, update, and an import
+with ``overwriteDuplicates=true`` and a UserData). The API has no idempotency keys, so a plain
+import that timed out is never replayed here; the bulk engine reconciles it by UserData.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+import attrs
+
+from ._exceptions import (
+    APIStatusError,
+    DiallerError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+    TransportError,
+)
+
+_DEFAULT_RETRY_STATUSES: Final = frozenset({502, 503, 504})
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a single request is retried.
+
+    * ``max_attempts``: attempts in all, the first included (1 = never retry).
+    * ``initial_backoff`` / ``max_backoff`` / ``multiplier``: exponential backoff with full jitter:
+      the n-th retry waits ``uniform(0, min(max_backoff, initial_backoff * multiplier**(n-1)))``.
+    * ``deadline``: seconds from the first attempt after which no retry starts (None: no limit).
+    * ``max_retry_after``: a longer ``Retry-After`` is not waited for (the error is raised).
+    * ``retry_statuses``: server errors retried when the call is safe to repeat. 429 is always
+      retried (the request was not processed), 500 never (jtel: a server-side failure to report).
+    * ``budget``: a client-wide retry quota (botocore's "standard" mode): each retry costs
+      ``retry_cost`` tokens (``timeout_retry_cost`` after a timeout), each success refunds one.
+      When it runs dry, errors are raised at once, so an outage cannot turn a large job into a
+      retry storm. None disables it.
+    """
+
+    max_attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    initial_backoff: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
+    max_backoff: float = attrs.field(default=20.0, validator=attrs.validators.ge(0))
+    multiplier: float = attrs.field(default=2.0, validator=attrs.validators.ge(1))
+    deadline: float | None = 300.0
+    max_retry_after: float = 120.0
+    retry_statuses: frozenset[int] = _DEFAULT_RETRY_STATUSES
+    budget: int | None = 500
+    retry_cost: int = 5
+    timeout_retry_cost: int = 10
+
+    @classmethod
+    def never(cls) -> RetryPolicy:
+        """A policy that never retries."""
+        return cls(max_attempts=1, budget=None)
+
+
+@attrs.frozen
+class RetryDecision:
+    """The outcome of :func:`decide`: retry after ``delay`` seconds, or not, and why."""
+
+    retry: bool
+    delay: float
+    reason: str
+
+
+def backoff_delay(policy: RetryPolicy, retry_number: int, rand: Callable[[], float]) -> float:
+    """Full-jitter delay before retry number ``retry_number`` (1-based)."""
+    ceiling = policy.initial_backoff * policy.multiplier ** (retry_number - 1)
+    return rand() * min(policy.max_backoff, ceiling)
+
+
+def is_retryable(policy: RetryPolicy, error: DiallerError, *, idempotent: bool) -> bool:
+    """Whether ``error`` may be retried at all, ignoring attempts, deadline and budget."""
+    if isinstance(error, RateLimitError):
+        return True
+    if isinstance(error, TransportError):
+        return not error.request_sent or idempotent
+    if isinstance(error, ServerError):
+        return idempotent and error.status in policy.retry_statuses
+    return False
+
+
+def decide(
+    policy: RetryPolicy,
+    error: DiallerError,
+    *,
+    attempt: int,
+    idempotent: bool,
+    elapsed: float,
+    rand: Callable[[], float] = random.random,
+) -> RetryDecision:
+    """Decide whether to retry after ``attempt`` attempts (1-based) failed with ``error``."""
+    if not is_retryable(policy, error, idempotent=idempotent):
+        return RetryDecision(False, 0.0, "not retryable")
+    if attempt >= policy.max_attempts:
+        return RetryDecision(False, 0.0, "attempts exhausted")
+    retry_after = error.retry_after if isinstance(error, APIStatusError) else None
+    if retry_after is not None:
+        if retry_after > policy.max_retry_after:
+            return RetryDecision(False, 0.0, "Retry-After above max_retry_after")
+        delay = retry_after
+    else:
+        delay = backoff_delay(policy, attempt, rand)
+    if policy.deadline is not None and elapsed + delay > policy.deadline:
+        return RetryDecision(False, 0.0, "deadline exceeded")
+    return RetryDecision(True, delay, "retry")
+
+
+def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP-date.
+
+    Returns None when absent or malformed (then backoff applies); never negative.
+    """
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(0.0, value)
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+class RetryBudget:
+    """A shared quota of retries (see :class:`RetryPolicy`'s ``budget``)."""
+
+    __slots__ = ("_capacity", "_tokens")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._tokens = capacity
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens
+
+    def try_spend(self, error: DiallerError, policy: RetryPolicy) -> bool:
+        """Take the cost of one retry after ``error``; False (nothing taken) when too few left.
+
+        Throttling (429) is free: the server asked us to wait, and we do.
+        """
+        if isinstance(error, RateLimitError):
+            return True
+        cost = (
+            policy.timeout_retry_cost
+            if isinstance(error, RequestTimeoutError)
+            else policy.retry_cost
+        )
+        if cost > self._tokens:
+            return False
+        self._tokens -= cost
+        return True
+
+    def refund(self) -> None:
+        """A success puts one token back."""
+        if self._tokens < self._capacity:
+            self._tokens += 1

@@ -1,0 +1,72 @@
+"""Client-side checks that run before any request, so a bad row costs no round trip.
+
+The rules are the server's documented ones (API notes, sections 3.5 and 6): ``Name``, a campaign
+(ID or name), at least one phone number, and the maximum lengths of the field table.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from . import _fields as F
+from ._exceptions import ContactValidationError
+from ._models import ContactUpdate, NewContact
+
+_LIMITED: Final = tuple((f.py, f.api, f.max_length) for f in F.IMPORT_FIELDS if f.max_length)
+_PHONES: Final = tuple(f"phone_number{n}" for n in range(1, 7))
+
+
+def _length_problems(obj: NewContact | ContactUpdate) -> list[str]:
+    problems = []
+    for py, api, limit in _LIMITED:
+        value = getattr(obj, py)
+        if isinstance(value, str) and len(value) > limit:
+            problems.append(f"{api}: {len(value)} characters, at most {limit} allowed")
+    return problems
+
+
+def _blank(value: object) -> bool:
+    return not isinstance(value, str) or not value.strip()
+
+
+def new_contact_problems(contact: NewContact, *, campaign_given: bool = False) -> list[str]:
+    """Every reason the server would reject this import, in field order (empty if none).
+
+    ``campaign_given``: the caller fills in a campaign for rows that have none.
+    """
+    problems = []
+    if _blank(contact.name):
+        problems.append("Name: required")
+    if not campaign_given and contact.campaign_id is None and _blank(contact.campaign_name):
+        problems.append("DiallerCampaignsID or DiallerCampaignsName: required")
+    if all(_blank(getattr(contact, p)) for p in _PHONES):
+        problems.append("PhoneNumber1..PhoneNumber6: at least one is required")
+    problems.extend(_length_problems(contact))
+    return problems
+
+
+def update_problems(update: ContactUpdate) -> list[str]:
+    """Every reason the server would reject this update (empty if none)."""
+    problems = []
+    if not isinstance(update.id, int) and _blank(update.user_data):
+        problems.append("ID or UserData: required to find the contact")
+    if update.name is None or (isinstance(update.name, str) and not update.name.strip()):
+        problems.append("Name: cannot be cleared")
+    problems.extend(_length_problems(update))
+    return problems
+
+
+def check_new_contact(contact: NewContact) -> NewContact:
+    """Return the contact, or raise :class:`ContactValidationError` naming every problem."""
+    problems = new_contact_problems(contact)
+    if problems:
+        raise ContactValidationError(problems, key=contact.user_data)
+    return contact
+
+
+def check_update(update: ContactUpdate) -> ContactUpdate:
+    """Return the update, or raise :class:`ContactValidationError` naming every problem."""
+    problems = update_problems(update)
+    if problems:
+        raise ContactValidationError(problems, key=update.key)
+    return update
