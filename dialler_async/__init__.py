@@ -30,6 +30,7 @@ from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewC
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._validation import validate_contact, validate_update
 
 __all__ = [
     "UNSET",
@@ -68,4 +69,6 @@ __all__ = [
     "ServerError",
     "TransportError",
     "__version__",
+    "validate_contact",
+    "validate_update",
 ]

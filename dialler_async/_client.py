@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from . import _bulk
-from ._converter import to_new_contact, to_update, unstructure
+from ._converter import unstructure
 from ._envelope import first_record, structure_records
 from ._exceptions import ClientStateError, ConfigurationError, NotFoundError
 from ._limits import Clock, Governor, Limits, Sleep
@@ -23,7 +23,7 @@ from ._results import BulkResult, ItemResult, Operation
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
 from ._transport import Reply, Transport
-from ._validation import check_new_contact, check_update
+from ._validation import validate_contact, validate_update
 
 log = logging.getLogger("dialler_async")
 T = TypeVar("T")
@@ -231,7 +231,7 @@ class DiallerClient:
         Validated before sending (:class:`ContactValidationError`). Retried after a lost answer
         only when ``overwrite_duplicates`` is set and the contact has a UserData.
         """
-        checked = check_new_contact(to_new_contact(contact))
+        checked = validate_contact(contact)
         has_key = bool(checked.user_data and checked.user_data.strip())
         reply = await self._import(
             unstructure(checked),
@@ -250,7 +250,7 @@ class DiallerClient:
 
     async def update_contact(self, update: UpdateInput) -> Contact:
         """Change only the fields given (``None`` clears); found by ``id`` or ``user_data``."""
-        body = unstructure(check_update(to_update(update)))
+        body = unstructure(validate_update(update))
         return first_record(await self._update(body), Contact)
 
     async def _update(self, body: dict[str, Any]) -> Reply:

@@ -6,9 +6,11 @@ The rules are the server's documented ones (API notes, sections 3.5 and 6): ``Na
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from . import _fields as F
+from ._converter import to_new_contact, to_update
 from ._exceptions import ContactValidationError
 from ._models import ContactUpdate, NewContact
 
@@ -56,9 +58,9 @@ def update_problems(update: ContactUpdate) -> list[str]:
     return problems
 
 
-def check_new_contact(contact: NewContact) -> NewContact:
+def check_new_contact(contact: NewContact, *, campaign_given: bool = False) -> NewContact:
     """Return the contact, or raise :class:`ContactValidationError` naming every problem."""
-    problems = new_contact_problems(contact)
+    problems = new_contact_problems(contact, campaign_given=campaign_given)
     if problems:
         raise ContactValidationError(problems, key=contact.user_data)
     return contact
@@ -70,3 +72,20 @@ def check_update(update: ContactUpdate) -> ContactUpdate:
     if problems:
         raise ContactValidationError(problems, key=update.key)
     return update
+
+
+def validate_contact(
+    data: NewContact | Mapping[str, Any], *, campaign_given: bool = False
+) -> NewContact:
+    """Convert and check one contact to import, exactly as an import would, without sending it.
+
+    Accepts a :class:`NewContact` or a dict in the API's (or the SDK's) spelling. Raises
+    :class:`ContactValidationError` naming every problem. ``campaign_given``: a campaign will be
+    filled in for rows without one (``import_contacts(campaign_id=...)``).
+    """
+    return check_new_contact(to_new_contact(data), campaign_given=campaign_given)
+
+
+def validate_update(data: ContactUpdate | Mapping[str, Any]) -> ContactUpdate:
+    """Convert and check one partial update without sending it (see :func:`validate_contact`)."""
+    return check_update(to_update(data))
