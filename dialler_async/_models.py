@@ -101,7 +101,7 @@ class NewContact:
 
     @property
     def key(self) -> str | None:
-        """The contact's foreign-system key (``UserData``), if any."""
+        """The contact's foreign-system key (its user data), if any."""
         return self.user_data
 
 
@@ -160,7 +160,7 @@ class ContactUpdate:
 
     @property
     def key(self) -> int | str | None:
-        """The ID if given, else the UserData: what the server matches on."""
+        """The ID if given, else the user data: what the server matches on."""
         if isinstance(self.id, int):
             return self.id
         if isinstance(self.user_data, str):

@@ -126,6 +126,12 @@ class Transport:
             },
             raise_for_status=False,
         )
+        # aiohttp silently resends a GET/DELETE once when a reused connection drops
+        # (aiohttp#7363; no public switch, aiohttp#10790). That resend bypasses our rate
+        # limiter and hides from our retry layer that the first attempt may have done the
+        # work (a delete then "fails" with 404). Our retry layer decides instead.
+        if hasattr(self.session, "_retry_connection"):
+            self.session._retry_connection = False
 
     async def close(self) -> None:
         await self.session.close()

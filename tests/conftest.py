@@ -1,0 +1,105 @@
+"""Shared fixtures: an in-process emulator on loopback, a client for it, and a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dialler_async import DiallerClient, Limits, RetryPolicy
+from dialler_async.emulator import Emulator, EmulatorConfig
+
+pytest_plugins = ["dialler_async.emulator.pytest_plugin"]
+
+
+class FakeClock:
+    """Virtual time for tests: ``sleep`` never waits for real.
+
+    Sleepers are woken one at a time in wake-up order, each after a few loop iterations (so
+    every task that is ready gets to run and register its own sleep first); time then jumps
+    to that wake-up. ``sleeps`` records every delay asked for.
+    """
+
+    _TICKS = 5
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+        self._advancing = False
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._seq += 1
+        heapq.heappush(self._heap, (self.now + max(delay, 0.0), self._seq, future))
+        if not self._advancing:
+            self._advancing = True
+            loop.call_soon(self._step, self._TICKS)
+        await future
+
+    def _step(self, ticks: int) -> None:
+        loop = asyncio.get_running_loop()
+        if ticks:
+            loop.call_soon(self._step, ticks - 1)
+            return
+        while self._heap:
+            wake, _, future = heapq.heappop(self._heap)
+            if not future.done():
+                self.now = max(self.now, wake)
+                future.set_result(None)
+                break
+        if self._heap:
+            loop.call_soon(self._step, self._TICKS)
+        else:
+            self._advancing = False
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+FAST_RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, deadline=30.0)
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(EmulatorConfig()) as emu:
+        yield emu
+
+
+@pytest.fixture
+async def client(emulator: Emulator, clock: FakeClock) -> AsyncIterator[DiallerClient]:
+    """A client whose retry sleeps are instant (fake clock); HTTP is real."""
+    async with DiallerClient(
+        emulator.base_url,
+        emulator.client_id,
+        emulator.token,
+        limits=Limits(max_concurrency=8),
+        retry=FAST_RETRY,
+        timeout=5.0,
+        clock=clock,
+        sleep=clock.sleep,
+    ) as c:
+        yield c
+
+
+def contact(n: int, **fields: object) -> dict[str, object]:
+    """A valid import row in the API's spelling."""
+    row: dict[str, object] = {
+        "Name": f"Mustermann{n}",
+        "FirstName": "Max",
+        "DiallerCampaignsID": 538,
+        "PhoneNumber1": f"+4930{n:07d}",
+        "UserData": f"CRM-{n:06d}",
+    }
+    row.update(fields)
+    return row
