@@ -388,8 +388,7 @@ class _Engine:
             raise
         except Exception as exc:  # the caller's iterator failed: stop, report it at the end
             log.error("reading the input failed after %d items: %r", index, exc)
-            self.input_error = exc
-            self.stopping = True
+            self.input_error = exc  # what was read is still processed, then this is raised
         for _ in range(self.workers_count):
             await self.inbox.put(None)
 

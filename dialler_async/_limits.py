@@ -10,6 +10,7 @@ most ``rate + 1`` starts, from the very first request on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -99,6 +100,7 @@ class Governor:
     __slots__ = (
         "_ceiling",
         "_last_raise",
+        "_next_cut",
         "_recent",
         "_semaphore",
         "clock",
@@ -116,7 +118,8 @@ class Governor:
         self.limiter = RateLimiter(limits.max_per_second, clock=clock, sleep=sleep)
         self._ceiling = limits.max_per_second
         self._last_raise = 0.0
-        self._recent = _StartCounter(clock)
+        self._next_cut = -float("inf")
+        self._recent = _RecentStarts(clock)
         self.throttled = 0
 
     @property
@@ -132,18 +135,25 @@ class Governor:
             yield
 
     def on_throttled(self, retry_after: float | None) -> None:
-        """A 429 arrived: pause everyone for ``retry_after`` and (adaptive) halve the rate."""
+        """A 429 arrived: pause everyone for ``retry_after`` and (adaptive) halve the rate.
+
+        One cut per batch in flight: requests already sent at the old rate answer 429 too, and
+        that is the same signal, not a new one. So no further cut until ``max_concurrency``
+        requests could have started at the new rate (at most a second).
+        """
         self.throttled += 1
         now = self.clock()
         if retry_after:
             self.limiter.pause_until(now + retry_after)
-        if not self.limits.adaptive:
+        if not self.limits.adaptive or now < self._next_cut:
             return
         current = self.limiter.rate
         if current is None:
             current = max(self._recent.per_second(), self.limits.min_per_second)
             self._ceiling = current
-        self.limiter.rate = max(self.limits.min_per_second, current / 2.0)
+        cut = max(self.limits.min_per_second, current / 2.0)
+        self.limiter.rate = cut
+        self._next_cut = now + min(1.0, self.limits.max_concurrency / cut)
         self._last_raise = now
 
     def on_success(self) -> None:
@@ -157,24 +167,20 @@ class Governor:
             self.limiter.rate = min(self._ceiling, current + self._ceiling * self.limits.recovery)
 
 
-class _StartCounter:
-    """Starts seen in the last second: the rate to cut from when no rate was configured."""
+class _RecentStarts:
+    """The start rate over the last few dozen starts: what to cut from when no rate is set."""
 
-    __slots__ = ("_clock", "_count", "_previous", "_window")
+    __slots__ = ("_clock", "_times")
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, size: int = 64) -> None:
         self._clock = clock
-        self._window = 0
-        self._count = 0
-        self._previous = 0
+        self._times: collections.deque[float] = collections.deque(maxlen=size)
 
     def add(self) -> None:
-        second = int(self._clock())
-        if second != self._window:
-            self._previous = self._count if second == self._window + 1 else 0
-            self._window = second
-            self._count = 0
-        self._count += 1
+        self._times.append(self._clock())
 
     def per_second(self) -> float:
-        return float(max(self._count, self._previous))
+        if len(self._times) < 2:
+            return 0.0
+        span = self._clock() - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else float(len(self._times))

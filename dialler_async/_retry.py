@@ -103,13 +103,13 @@ def decide(
         return RetryDecision(False, 0.0, "not retryable")
     if attempt >= policy.max_attempts:
         return RetryDecision(False, 0.0, "attempts exhausted")
+    delay = backoff_delay(policy, attempt, rand)
     retry_after = error.retry_after if isinstance(error, APIStatusError) else None
     if retry_after is not None:
         if retry_after > policy.max_retry_after:
             return RetryDecision(False, 0.0, "Retry-After above max_retry_after")
-        delay = retry_after
-    else:
-        delay = backoff_delay(policy, attempt, rand)
+        # The server's word is the floor; "Retry-After: 0" must not become a tight loop.
+        delay = max(delay, retry_after)
     if policy.deadline is not None and elapsed + delay > policy.deadline:
         return RetryDecision(False, 0.0, "deadline exceeded")
     return RetryDecision(True, delay, "retry")

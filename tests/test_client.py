@@ -168,7 +168,9 @@ async def test_wrong_token_and_other_clients_id() -> None:
 async def test_missing_route_is_told_apart_from_missing_object(emulator: Emulator) -> None:
     from dialler_async import Routes
 
-    routes = Routes().replace(find_contacts=("GET", "/dialler/contacts/nowhere?userData={user_data}"))
+    routes = Routes().replace(
+        find_contacts=("GET", "/dialler/contacts/nowhere?userData={user_data}")
+    )
     async with DiallerClient(emulator.base_url, 1, emulator.token, routes=routes) as c:
         with pytest.raises(NotFoundError) as info:
             await c.find_contacts("x")
@@ -286,15 +288,18 @@ async def test_token_never_in_logs_or_errors(
 
 
 def test_from_env(tmp_path: Path) -> None:
-    env = {"DIALLER_BASE_URL": "https://h:8443/rest/v1.0", "DIALLER_CLIENT_ID": "42",
-           "DIALLER_TOKEN": "tok"}
+    env = {
+        "DIALLER_BASE_URL": "https://h:8443/rest/v1.0",
+        "DIALLER_CLIENT_ID": "42",
+        "DIALLER_TOKEN": "tok",
+    }
     c = DiallerClient.from_env(env)
     assert (c.base_url, c.client_id) == ("https://h:8443/rest/v1.0", 42)
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n", encoding="utf-8")
     env2 = {**env, "DIALLER_TOKEN": "", "DIALLER_TOKEN_FILE": str(token_file)}
     assert DiallerClient.from_env(env2)._token == "from-file"
-    with pytest.raises(ConfigurationError, match="DIALLER_BASE_URL.*DIALLER_TOKEN"):
+    with pytest.raises(ConfigurationError, match=r"DIALLER_BASE_URL.*DIALLER_TOKEN"):
         DiallerClient.from_env({"DIALLER_CLIENT_ID": "1"})
     with pytest.raises(ConfigurationError, match="integer"):
         DiallerClient.from_env({**env, "DIALLER_CLIENT_ID": "x"})

@@ -101,8 +101,15 @@ def test_wiki_campaign_example() -> None:
 
 def test_history_entry_fields() -> None:
     entry = structure(
-        {"ID": 1, "DiallerContactsID": 7, "PhoneNumber": "+49301", "dtCallStart": "2026-05-01 09:30:00",
-         "ResultCode": "Busy", "UsersUID": "agent1", "bRecorded": True},
+        {
+            "ID": 1,
+            "DiallerContactsID": 7,
+            "PhoneNumber": "+49301",
+            "dtCallStart": "2026-05-01 09:30:00",
+            "ResultCode": "Busy",
+            "UsersUID": "agent1",
+            "bRecorded": True,
+        },
         HistoryEntry,
     )
     assert entry.started_at == datetime(2026, 5, 1, 9, 30)
@@ -129,8 +136,14 @@ def test_datetimes_in_and_out(raw: str | None, expected: datetime | None) -> Non
 
 def test_csv_style_strings_are_converted() -> None:
     contact = to_new_contact(
-        {"Name": "Müller", "DiallerCampaignsID": " 538 ", "Amount": "12,50", "PhoneNumber1": 4930123,
-         "RandomSortOrder": "", "PostalCode": 10115}
+        {
+            "Name": "Müller",
+            "DiallerCampaignsID": " 538 ",
+            "Amount": "12,50",
+            "PhoneNumber1": 4930123,
+            "RandomSortOrder": "",
+            "PostalCode": 10115,
+        }
     )
     assert contact.campaign_id == 538
     assert contact.amount == 12.5
@@ -153,8 +166,13 @@ def test_unknown_input_keys_are_sent_through() -> None:
 def test_wrong_types_name_every_problem() -> None:
     with pytest.raises(ContactValidationError) as info:
         to_new_contact(
-            {"Name": ["x"], "DiallerCampaignsID": "abc", "Amount": "lots", "dtBeginDate": "soon",
-             "UserData": "K1"}
+            {
+                "Name": ["x"],
+                "DiallerCampaignsID": "abc",
+                "Amount": "lots",
+                "dtBeginDate": "soon",
+                "UserData": "K1",
+            }
         )
     problems = info.value.problems
     assert len(problems) == 4

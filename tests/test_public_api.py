@@ -26,10 +26,12 @@ def test_all_matches_the_public_imports_of_init() -> None:
 
 
 def test_issue_names_are_public() -> None:
-    required = """DiallerClient Limits RetryPolicy Routes Contact NewContact ContactUpdate HistoryEntry
-    Campaign DiallerError APIStatusError BadRequestError AuthenticationError NotFoundError
-    ConflictError RateLimitError ServerError TransportError ConnectError RequestTimeoutError
-    ContactValidationError Operation Outcome ItemResult BulkResult BulkError""".split()
+    required = """
+        DiallerClient Limits RetryPolicy Routes Contact NewContact ContactUpdate HistoryEntry
+        Campaign DiallerError APIStatusError BadRequestError AuthenticationError NotFoundError
+        ConflictError RateLimitError ServerError TransportError ConnectError RequestTimeoutError
+        ContactValidationError Operation Outcome ItemResult BulkResult BulkError
+    """.split()
     assert set(required) <= set(dialler_async.__all__)
 
 

@@ -97,6 +97,16 @@ def test_retry_after_is_honoured_up_to_the_cap() -> None:
     assert (d.retry, d.delay) == (True, 7.0)
     d = decide(policy, status(ServerError, 503, 3.0), attempt=1, idempotent=True, elapsed=0)
     assert (d.retry, d.delay) == (True, 3.0)
+    # Retry-After is a floor: zero does not turn into a tight loop
+    d = decide(
+        policy,
+        status(RateLimitError, 429, 0.0),
+        attempt=3,
+        idempotent=True,
+        elapsed=0,
+        rand=lambda: 1.0,
+    )
+    assert d.delay == 2.0
     d = decide(policy, status(RateLimitError, 429, 61.0), attempt=1, idempotent=True, elapsed=0)
     assert (d.retry, d.reason) == (False, "Retry-After above max_retry_after")
 

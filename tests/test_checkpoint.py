@@ -1,0 +1,169 @@
+"""Checkpoint and resume: skip what succeeded, retry the rest, never duplicate a write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from dialler_async import ConfigurationError, DiallerClient, Outcome
+from dialler_async.emulator import Emulator, FaultKind
+
+from .conftest import contact
+
+
+def rows(n: int) -> list[dict[str, object]]:
+    return [contact(i) for i in range(n)]
+
+
+async def test_rerun_skips_what_succeeded_and_retries_the_rest(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "job.db"
+    data = [*rows(20), {"Name": "broken"}]
+    # 503 on a plain import: not processed, not safe to resend blindly -> FAILED
+    emulator.faults.script(FaultKind.UNAVAILABLE, times=3, operation="import_contact")
+    first = await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+    assert (first.succeeded, first.failed, first.invalid) == (17, 3, 1)
+    second = await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+    assert (second.skipped, second.succeeded, second.invalid) == (17, 3, 1)
+    assert emulator.store.contact_count() == 20  # no duplicates although no upsert
+    third = await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+    assert third.skipped == 20 and third.requests == 0
+
+
+async def test_a_changed_row_is_processed_again(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "job.db"
+    await client.import_contacts(rows(3), checkpoint=journal)
+    changed = rows(3)
+    changed[1] = contact(1, City="Hamburg")
+    again = await client.import_contacts(changed, checkpoint=journal)
+    assert (again.skipped, again.succeeded) == (2, 1)
+    assert emulator.store.contact_count() == 3  # an upsert by UserData
+
+
+async def test_a_checkpoint_belongs_to_one_job(client: DiallerClient, tmp_path: Path) -> None:
+    journal = tmp_path / "job.db"
+    await client.import_contacts(rows(1), checkpoint=journal)
+    with pytest.raises(ConfigurationError, match="belongs to another job"):
+        await client.lock_contacts(user_data=["CRM-000000"], checkpoint=journal)
+
+
+async def test_pending_writes_are_reconciled_on_resume(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A row journaled as sent-but-unconfirmed is looked up by UserData, never blindly resent."""
+    journal = tmp_path / "job.db"
+    await client.import_contacts(rows(2), checkpoint=journal, overwrite_duplicates=False)
+    # Simulate a crash after sending row 0 (it landed) and row 1 (it did not), before their
+    # outcomes were journaled: both rows are left PENDING, and row 1's contact is gone.
+    db = sqlite3.connect(journal)
+    db.execute("UPDATE items SET state='pending'")
+    db.commit()
+    db.close()
+    await client.delete_contact(user_data="CRM-000001")
+    resumed = await client.import_contacts(rows(2), checkpoint=journal, overwrite_duplicates=False)
+    by_index = {i.index: i for i in resumed.items or []}
+    assert by_index[0].outcome is Outcome.SUCCEEDED and by_index[0].reconciled
+    assert by_index[1].outcome is Outcome.SUCCEEDED and not by_index[1].reconciled
+    assert emulator.store.contact_count(user_data="CRM-000000") == 1
+    assert emulator.store.contact_count(user_data="CRM-000001") == 1
+
+
+async def test_pending_without_user_data_stays_ambiguous(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "job.db"
+    data = [{k: v for k, v in contact(0).items() if k != "UserData"}]
+    await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+    db = sqlite3.connect(journal)
+    db.execute("UPDATE items SET state='pending'")
+    db.commit()
+    db.close()
+    resumed = await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+    assert resumed.ambiguous == 1 and resumed.requests == 0
+    assert emulator.store.contact_count() == 1
+
+
+JOB = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from dialler_async import DiallerClient, Limits
+
+    base_url, token, journal, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    rows = ({"Name": f"N{i}", "PhoneNumber1": f"+49{i:08d}", "UserData": f"K{i:06d}",
+             "DiallerCampaignsID": 538} for i in range(n))
+
+    async def main():
+        async with DiallerClient(base_url, 1, token, limits=Limits(max_concurrency=8)) as c:
+            r = await c.import_contacts(rows, overwrite_duplicates=False, checkpoint=journal,
+                                        keep_results=False)
+        print(json.dumps({k.value: v for k, v in r.counts.items()}), flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    """Kill a plain (non-upsert) import with SIGKILL, several times, and resume it each time."""
+    script = tmp_path / "job.py"
+    script.write_text(JOB, encoding="utf-8")
+    db_file, journal, n = tmp_path / "server.db", tmp_path / "job.db", 600
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dialler_async.emulator",
+            "--port",
+            "0",
+            "--db",
+            str(db_file),
+            "--latency",
+            "0.01",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DIALLER_TOKEN": "kill-test"},
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        base_url = line.split(" on ")[1].split()[0]
+        for kill_after in (0.6, 0.9, 0.7):
+            job = subprocess.Popen(
+                [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(kill_after)
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+        final = subprocess.run(
+            [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        counts = __import__("json").loads(final.stdout.strip().splitlines()[-1])
+        assert sum(counts.values()) == n
+        assert counts["skipped"] > 0 and counts["succeeded"] + counts["skipped"] == n
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
+    db = sqlite3.connect(db_file)
+    per_key = db.execute("SELECT COUNT(*), COUNT(DISTINCT user_data) FROM contacts").fetchone()
+    db.close()
+    assert per_key == (n, n)  # every row landed exactly once
