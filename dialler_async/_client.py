@@ -8,7 +8,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -19,7 +19,7 @@ from ._envelope import first_record, structure_records
 from ._exceptions import ClientStateError, ConfigurationError, NotFoundError
 from ._limits import Clock, Governor, Limits, Sleep
 from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
-from ._results import BulkResult, ItemResult, Operation
+from ._results import BulkResult, Operation
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
 from ._transport import Reply, Transport
@@ -304,7 +304,7 @@ class DiallerClient:
 
     def stream(
         self, operation: Operation | str, items: Iterable[Any] | AsyncIterable[Any], **options: Any
-    ) -> AsyncIterator[ItemResult]:
+    ) -> _bulk.BulkStream:
         """Run ``operation`` over ``items`` and yield one :class:`ItemResult` per input as it
         finishes. The options are those of :func:`import_contacts` and friends."""
         return _bulk.stream(self, Operation(operation), items, **options)

@@ -359,3 +359,59 @@ async def test_failures_count_by_outcome(emulator: Emulator) -> None:
 async def test_emulator_config_fixture_is_usable() -> None:
     async with Emulator(EmulatorConfig(seed=1)) as emu, emu.client() as c:
         assert (await c.import_contacts(rows(3))).succeeded == 3
+
+
+OPERATIONS = [
+    (Operation.IMPORT, "import_contact"),
+    (Operation.UPDATE, "update_contact"),
+    (Operation.DELETE, "delete_contact_by_user_data"),
+    (Operation.LOCK, "lock_contact_by_user_data"),
+    (Operation.UNLOCK, "unlock_contact_by_user_data"),
+    (Operation.RESET, "reset_contact_by_user_data"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("operation", "route"), OPERATIONS)
+async def test_every_operation_under_faults_keeps_an_exact_account_and_the_rate(
+    emulator: Emulator, operation: Operation, route: str
+) -> None:
+    n, rate = 120, 400.0
+    keys = [f"CRM-{i:06d}" for i in range(n)]
+    async with emulator.client() as setup:
+        await setup.import_contacts(rows(n))
+    kinds = (
+        FaultKind.UNAVAILABLE,
+        FaultKind.DROP_BEFORE,
+        FaultKind.DROP_AFTER,
+        FaultKind.RATE_LIMITED,
+    )
+    emulator.configure(
+        faults=dict.fromkeys(kinds, 0.03),
+        fault_operations={route},
+        seed=3,
+        latency=0.002,
+        retry_after=0,
+    )
+    emulator.stats.reset()
+    retry = RetryPolicy(max_attempts=8, initial_backoff=0.001, max_backoff=0.01)
+    items: list[object]
+    if operation is Operation.IMPORT:
+        items = list(rows(n))
+    elif operation is Operation.UPDATE:
+        items = [{"UserData": k, "Tag": "x"} for k in keys]
+    else:
+        items = list(keys)
+    keyed = operation not in (Operation.IMPORT, Operation.UPDATE)
+    options = {"by_user_data": True} if keyed else {}
+    async with emulator.client(retry=retry, limits=Limits(max_per_second=rate)) as c:
+        async with c.stream(operation, items, **options) as results:
+            seen = [r.index async for r in results]
+        account = results.result
+    assert sorted(seen) == list(range(n))  # every input index exactly once
+    assert account.total == n == sum(account.counts.values())
+    assert account.succeeded == n
+    assert sum(emulator.stats.faults.values()) > 0
+    assert emulator.stats.max_starts_in_window(1.0) <= rate + 1
+    expected = 0 if operation is Operation.DELETE else n
+    assert emulator.store.contact_count() == expected  # no duplicates, nothing lost

@@ -140,3 +140,30 @@ async def test_error_body_that_is_not_json_is_kept_as_a_snippet(
     assert type(info.value) is APIStatusError
     assert info.value.status == 418
     assert info.value.body is not None and len(info.value.body) == 201
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, "BadRequestError"),
+        (401, "AuthenticationError"),
+        (404, "NotFoundError"),
+        (409, "ConflictError"),
+        (429, "RateLimitError"),
+        (500, "ServerError"),
+        (503, "ServerError"),
+        (403, "APIStatusError"),
+    ],
+)
+async def test_one_error_class_per_status(
+    canned: tuple[DiallerClient, list[web.Response]], status: int, expected: str
+) -> None:
+    client, answers = canned
+    answers.append(
+        web.json_response({"status": status, "error": f"reason {status}"}, status=status)
+    )
+    with pytest.raises(APIStatusError) as info:
+        await client.get_campaign(1)
+    assert type(info.value).__name__ == expected
+    assert (info.value.status, info.value.error) == (status, f"reason {status}")
+    assert (info.value.method, info.value.path) == ("GET", "/dialler/campaigns/1")
