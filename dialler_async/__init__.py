@@ -6,6 +6,8 @@ Everything public is importable from here; the underscore modules are private.
 from .__about__ import __version__
 from ._bulk import BulkStream
 from ._client import DiallerClient
+from ._converter import structure as from_api
+from ._converter import unstructure as to_api
 from ._exceptions import (
     APIStatusError,
     AuthenticationError,
@@ -30,7 +32,7 @@ from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewC
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
-from ._validation import validate_contact, validate_update
+from ._validation import validate_contact, validate_key, validate_update
 
 __all__ = [
     "UNSET",
@@ -69,6 +71,9 @@ __all__ = [
     "ServerError",
     "TransportError",
     "__version__",
+    "from_api",
+    "to_api",
     "validate_contact",
+    "validate_key",
     "validate_update",
 ]

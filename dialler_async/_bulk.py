@@ -387,7 +387,7 @@ class _Engine:
                 self._account(job, self._result(job, Outcome.CANCELLED))
             raise
         except Exception as exc:  # the caller's iterator failed: stop, report it at the end
-            log.error("reading the input failed after %d items: %r", index, exc)
+            log.debug("reading the input failed after %d items: %r", index, exc)
             self.input_error = exc  # what was read is still processed, then this is raised
         for _ in range(self.workers_count):
             await self.inbox.put(None)

@@ -8,7 +8,7 @@ send it through the client's single-call plumbing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -19,12 +19,10 @@ from ._exceptions import ContactValidationError
 from ._models import Contact
 from ._results import Operation
 from ._transport import Reply
-from ._validation import check_update, new_contact_problems
+from ._validation import check_update, new_contact_problems, validate_key
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
-
-_USER_DATA_MAX: Final = F.BY_API["UserData"].max_length or 64
 
 
 @attrs.frozen(slots=True)
@@ -116,7 +114,7 @@ class KeyedAction:
         self.by_user_data = by_user_data
 
     def prepare(self, item: Any) -> Prepared:
-        key = _user_data_key(item) if self.by_user_data else _id_key(item)
+        key = validate_key(item, by_user_data=self.by_user_data)
         return Prepared(key=key, serial_key=key, payload=key, idempotent=True)
 
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
@@ -126,24 +124,6 @@ class KeyedAction:
 
     def contact(self, reply: Reply) -> Contact | None:
         return None
-
-
-def _id_key(item: Any) -> int:
-    if isinstance(item, int) and not isinstance(item, bool) and item > 0:
-        return item
-    if isinstance(item, str) and item.strip().isdigit() and int(item) > 0:
-        return int(item)
-    raise ContactValidationError([f"ID: expected a positive integer, got {item!r}"])
-
-
-def _user_data_key(item: Any) -> str:
-    if not isinstance(item, str) or not item.strip():
-        raise ContactValidationError([f"UserData: expected non-empty text, got {item!r}"])
-    if len(item) > _USER_DATA_MAX:
-        raise ContactValidationError(
-            [f"UserData: {len(item)} characters, at most {_USER_DATA_MAX} allowed"], key=item
-        )
-    return item
 
 
 def record_matches(contact: Contact, body: dict[str, Any]) -> bool:

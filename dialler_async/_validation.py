@@ -15,6 +15,7 @@ from ._exceptions import ContactValidationError
 from ._models import ContactUpdate, NewContact
 
 _LIMITED: Final = tuple((f.py, f.api, f.max_length) for f in F.IMPORT_FIELDS if f.max_length)
+_USER_DATA_MAX: Final = F.BY_API["UserData"].max_length or 64
 _PHONES: Final = tuple(f"phone_number{n}" for n in range(1, 7))
 
 
@@ -89,3 +90,25 @@ def validate_contact(
 def validate_update(data: ContactUpdate | Mapping[str, Any]) -> ContactUpdate:
     """Convert and check one partial update without sending it (see :func:`validate_contact`)."""
     return check_update(to_update(data))
+
+
+def validate_key(value: Any, *, by_user_data: bool) -> int | str:
+    """Check one key of a delete/lock/unlock/reset job without sending it.
+
+    By ID: a positive integer (or its digits as text) -> ``int``. By UserData: non-empty text of
+    at most 64 characters -> ``str``. Raises :class:`ContactValidationError` otherwise.
+    """
+    if by_user_data:
+        if not isinstance(value, str) or not value.strip():
+            raise ContactValidationError([f"UserData: expected non-empty text, got {value!r}"])
+        if len(value) > _USER_DATA_MAX:
+            raise ContactValidationError(
+                [f"UserData: {len(value)} characters, at most {_USER_DATA_MAX} allowed"],
+                key=value,
+            )
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    raise ContactValidationError([f"ID: expected a positive integer, got {value!r}"])

@@ -1,0 +1,305 @@
+"""The command line: one argparse parser with a subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Sequence
+
+from .. import __version__
+from ..emulator.__main__ import build_parser as emulator_parser
+from ._probe import PROBE_ID, PROBE_USER_DATA
+
+ENV_HELP = """\
+connection:
+  Set DIALLER_BASE_URL (the server's .../rest/v1.0 prefix), DIALLER_CLIENT_ID and
+  DIALLER_TOKEN, or DIALLER_TOKEN_FILE naming a file that holds the token. The token is
+  never taken as an argument and never printed. --emulator runs the built-in emulator
+  in-process instead (in memory; --emulator-db FILE keeps its data across runs).
+"""
+
+EXIT_HELP = """\
+exit status:
+  0    every row succeeded (or was skipped as done by an earlier run)
+  1    some rows failed (see --rejects / --report), or a lookup found nothing
+  2    usage or configuration error (bad option, missing variables, 401, unreadable input)
+  130  interrupted (Ctrl-C, SIGTERM); the checkpoint is flushed: run the same command to resume
+"""
+
+OVERWRITE_HELP = (
+    "on (the default): a row whose UserData already exists overwrites that contact instead "
+    "of creating a second one, i.e. import is an upsert by UserData. That makes a retried "
+    "request and a re-run or resumed job safe: a row sent twice cannot create a duplicate. "
+    "--no-overwrite-duplicates always creates new contacts; then only --checkpoint keeps a "
+    "re-run from importing rows twice (rows without UserData cannot even be checked)"
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument(
+        "--emulator",
+        action="store_true",
+        help="run the built-in emulator in-process instead of using DIALLER_* variables",
+    )
+    group.add_argument(
+        "--emulator-db",
+        metavar="FILE",
+        help="SQLite file for the emulator's data, kept across runs (implies --emulator)",
+    )
+    group.add_argument(
+        "--routes",
+        metavar="FILE",
+        help='JSON route overrides, e.g. {"find_contacts": "GET /dialler/contacts/search?'
+        'userData={user_data}"} (see `probe`)',
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="per-request timeout (30)",
+    )
+    output = common.add_argument_group("output")
+    output.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
+    output.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="log level of the SDK's log lines on stderr (warning)",
+    )
+    return common
+
+
+def _job() -> argparse.ArgumentParser:
+    job = argparse.ArgumentParser(add_help=False)
+    group = job.add_argument_group("job")
+    add = group.add_argument
+    add(
+        "--concurrency", type=_positive_int, default=16, metavar="N", help="requests in flight (16)"
+    )
+    add(
+        "--rate", type=_positive_float, metavar="R", help="at most R requests per second (no limit)"
+    )
+    add(
+        "--checkpoint",
+        metavar="FILE",
+        help="journal of done rows; after a crash or Ctrl-C, run the same command to resume",
+    )
+    add(
+        "--rejects",
+        metavar="FILE",
+        help="write every row that did not succeed, as it came in, plus error_status and "
+        "error_message (CSV; .jsonl for JSON Lines), ready to fix and re-import",
+    )
+    add("--report", metavar="FILE", help="write the full account as JSON")
+    add("--max-failures", type=_positive_int, metavar="N", help="stop after N failed rows")
+    add(
+        "--dry-run",
+        action="store_true",
+        help="validate every row (and its campaign), send no writes; report and --rejects as usual",
+    )
+    return job
+
+
+def _input(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="CSV or JSON Lines file; - for stdin")
+    group = parser.add_argument_group("input")
+    add = group.add_argument
+    add("--format", choices=["csv", "jsonl"], help="default: by extension (.jsonl, .ndjson)")
+    add("--encoding", default="utf-8-sig", help="text encoding (UTF-8, with or without BOM)")
+    add("--delimiter", help="CSV delimiter (default: detected from the header line)")
+    add(
+        "--map",
+        action="append",
+        default=[],
+        metavar="COLUMN=FIELD",
+        help="read COLUMN as FIELD, e.g. --map Surname=Name (repeatable)",
+    )
+    add(
+        "--drop-column",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="do not send COLUMN (repeatable)",
+    )
+
+
+def _keys(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("keys")
+    which = group.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ids", metavar="FILE", help="contact IDs, one a line (- for stdin)")
+    which.add_argument("--user-data", metavar="FILE", help="UserData values, one a line")
+    group.add_argument(
+        "--column",
+        metavar="NAME",
+        help="read the keys from this column of a CSV (a CSV whose header has an ID or "
+        "UserData column is recognised without it)",
+    )
+    group.add_argument("--encoding", default="utf-8-sig", help="text encoding (UTF-8)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dialler-async",
+        description="Bulk import, update and maintenance of jtel ACD dialler contacts.",
+        epilog=ENV_HELP + "\n" + EXIT_HELP,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common, job = _common(), _job()
+
+    def command(
+        name: str, help: str, description: str, parents: Sequence[argparse.ArgumentParser]
+    ) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=textwrap.fill(description, 96),
+            parents=list(parents),
+            formatter_class=_Formatter,
+            epilog=ENV_HELP + "\n" + EXIT_HELP,
+        )
+
+    p = command(
+        "import",
+        "import contacts from a CSV or JSON Lines file",
+        "Import contacts. Columns are API field names (Name, PhoneNumber1, "
+        "DiallerCampaignsID ...; any case) or the SDK's names (name, phone_number1 ...); "
+        "--map names the rest. Unknown columns are sent as they are (with a warning); "
+        "read-only columns such as ID are ignored. An empty cell means 'not given'.",
+        [common, job],
+    )
+    _input(p)
+    group = p.add_argument_group("campaign and duplicates")
+    campaign = group.add_mutually_exclusive_group()
+    campaign.add_argument(
+        "--campaign-id", type=int, metavar="N", help="campaign for rows that have none"
+    )
+    campaign.add_argument("--campaign-name", metavar="NAME", help="campaign for rows without one")
+    group.add_argument(
+        "--overwrite-duplicates",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=OVERWRITE_HELP,
+    )
+
+    p = command(
+        "update",
+        "change fields of existing contacts",
+        "Update contacts found by the ID or UserData column; only the non-empty cells are "
+        "sent. To clear a field, give --null-marker (e.g. NULL) and put it in the cell.",
+        [common, job],
+    )
+    _input(p)
+    p.add_argument("--null-marker", metavar="TEXT", help="a cell holding exactly TEXT clears")
+
+    for name, what in (
+        ("delete", "delete contacts (and their history)"),
+        ("lock", "lock contacts so the dialler skips them"),
+        ("unlock", "unlock contacts"),
+        ("reset", "reset contacts' dialling state (tries, next try, result code)"),
+    ):
+        p = command(
+            name, what, f"{what[0].upper()}{what[1:]}, by ID or by UserData.", [common, job]
+        )
+        _keys(p)
+
+    p = command(
+        "export",
+        "write contacts as CSV or JSON Lines",
+        "Write every contact (of one campaign) with API field names as columns. The output "
+        "re-imports with `import` (the ID column is ignored there).",
+        [common],
+    )
+    p.add_argument("--campaign-id", type=int, metavar="N", help="only this campaign")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="csv (default)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument(
+        "--all-fields", action="store_true", help="add the server's fields (tries, locks ...)"
+    )
+
+    p = command("get", "show one contact", "Show one contact by ID.", [common])
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command(
+        "find", "find contacts by UserData", "Show every contact with this UserData.", [common]
+    )
+    p.add_argument("user_data", metavar="USERDATA")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command(
+        "history",
+        "show a contact's call history",
+        "Show call attempts by ID or UserData.",
+        [common],
+    )
+    p.add_argument("id", type=int, nargs="?", metavar="ID")
+    p.add_argument("--user-data", metavar="USERDATA", help="instead of an ID")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("campaigns", "list the dialler campaigns", "List the campaigns.", [common])
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command(
+        "probe",
+        "check which API routes the server serves",
+        "Send one harmless request per operation of the route table (a nonexistent ID or "
+        "UserData, an invalid body for import/update) and classify the answer: a 404 with an "
+        "empty body means the route is MISSING on this server; any JSON answer means PRESENT. "
+        "Override a missing route with --routes FILE on every command.",
+        [common],
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--probe-id", type=int, default=PROBE_ID, help=f"an ID that does not exist ({PROBE_ID})"
+    )
+    p.add_argument(
+        "--probe-user-data",
+        default=PROBE_USER_DATA,
+        help=f"a UserData that does not exist ({PROBE_USER_DATA})",
+    )
+
+    emulator = emulator_parser()
+    sub.add_parser(
+        "emulator",
+        help="serve the local emulator of the API",
+        description=emulator.description,
+        parents=[emulator],
+        add_help=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    return parser
+
+
+def parse_map(values: Sequence[str]) -> dict[str, str]:
+    """``["Surname=Name", ...]`` as ``{"Surname": "Name"}``."""
+    mapping: dict[str, str] = {}
+    for value in values:
+        source, sep, target = value.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ValueError(f"--map expects COLUMN=FIELD, got {value!r}")
+        mapping[source.strip()] = target.strip()
+    return mapping

@@ -1,0 +1,363 @@
+"""The bulk commands: import, update, delete, lock, unlock, reset (and their dry runs)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .. import _fields as F
+from .._client import DiallerClient
+from .._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    DiallerError,
+    NotFoundError,
+)
+from .._models import Campaign
+from .._results import BulkResult, Operation
+from ._args import parse_map
+from ._connect import UsageError, connect
+from ._dryrun import dry_run
+from ._input import (
+    Columns,
+    InputError,
+    Reader,
+    count_lines,
+    key_file_has_header,
+    key_items,
+)
+from ._output import Account, Rejects, line_of, write_report
+from ._probe import MISSING, PROBE_ID, PROBE_USER_DATA, probe_one
+from ._progress import Display, failure_sample, note, summary
+
+
+class Job:
+    """One bulk command: its input, options, and what it has written so far."""
+
+    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        self.args = args
+        self.console = console
+        self.operation = Operation(args.command)
+        self.keyed = self.operation not in (Operation.IMPORT, Operation.UPDATE)
+        self.columns: Columns | None = None
+        self.rows_read = 0
+        self.last_line: int | None = None
+        self.rejects: Rejects | None = None
+        self.written: set[int] = set()
+        if self.keyed:
+            self.by_user_data = args.user_data is not None
+            self.key_name = "UserData" if self.by_user_data else "ID"
+            self.path: str = args.user_data if self.by_user_data else args.ids
+            self.reader = Reader(self.path, fmt=None, encoding=args.encoding, strict_header=False)
+        else:
+            self.path = args.file
+            self.reader = Reader(
+                self.path, fmt=args.format, encoding=args.encoding, delimiter=args.delimiter
+            )
+        try:
+            self.check_outputs()
+            self._plan()
+            if self.keyed:
+                header = key_file_has_header(self.reader, args.column, self.key_name)
+                header = header and self.reader.format == "csv"
+            else:
+                header = self.reader.format == "csv"
+            self.total = count_lines(self.path, header)
+        except BaseException:
+            self.reader.close()
+            raise
+
+    def _plan(self) -> None:
+        args = self.args
+        if self.keyed:
+            return
+        fields = F.IMPORT_FIELDS
+        if self.operation is Operation.UPDATE:
+            fields = (F.BY_API["ID"], *F.IMPORT_FIELDS)
+        try:
+            mapping = parse_map(args.map)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        self.columns = Columns(fields, mapping=mapping, drop=args.drop_column)
+        if self.reader.format == "csv":
+            self.columns.plan(self.reader.header)
+            self._warn_columns(0, 0)
+        if self.operation is Operation.UPDATE and self.reader.format == "csv":
+            sent = {self.columns.target(h) for h in self.reader.header}
+            if not sent & {"ID", "UserData"}:
+                raise UsageError(f"{self.path}: an update needs an ID or a UserData column")
+
+    def _warn_columns(self, unknown_seen: int, ignored_seen: int) -> tuple[int, int]:
+        assert self.columns is not None
+        unknown, ignored = self.columns.unknown, self.columns.ignored
+        if len(unknown) > unknown_seen:
+            note(
+                self.console,
+                "warning: unknown columns are sent as they are: "
+                f"{', '.join(unknown[unknown_seen:])} "
+                "(--map COLUMN=FIELD to rename, --drop-column to leave out)",
+                "yellow",
+            )
+        if len(ignored) > ignored_seen and not self.args.quiet:
+            note(self.console, f"note: not sent: {', '.join(ignored[ignored_seen:])}", "dim")
+        return len(unknown), len(ignored)
+
+    def items(self) -> Iterator[Any]:
+        """The input, lazily, counting what was read."""
+        if self.keyed:
+            source = key_items(self.reader, self.args.column, self.key_name)
+        else:
+            assert self.columns is not None
+            source = self.reader.rows(
+                self.columns, null_marker=getattr(self.args, "null_marker", None)
+            )
+        seen = (len(self.columns.unknown), len(self.columns.ignored)) if self.columns else (0, 0)
+        for item in source:
+            self.rows_read += 1
+            self.last_line = line_of(item)
+            if self.columns is not None and self.reader.format == "jsonl":
+                seen = self._warn_columns(*seen)
+            yield item
+
+    def check_outputs(self) -> None:
+        """Refuse to write a rejects file, report or checkpoint over the input."""
+        if self.path == "-":
+            return
+        source = Path(self.path).resolve()
+        for option in ("rejects", "report", "checkpoint"):
+            target = getattr(self.args, option)
+            if target and Path(target).resolve() == source:
+                raise UsageError(f"--{option} {target} is the input file; choose another name")
+
+    def open_rejects(self) -> None:
+        if self.args.rejects:
+            header = self.reader.header if not self.keyed and self.reader.format == "csv" else None
+            try:
+                self.rejects = Rejects(
+                    self.args.rejects,
+                    header=header,
+                    delimiter=self.reader.delimiter,
+                    encoding=self.reader.encoding,
+                )
+            except OSError as exc:
+                raise UsageError(str(exc)) from exc
+
+    def close(self) -> None:
+        self.reader.close()
+        if self.rejects is not None:
+            self.rejects.close()
+
+    # -- checks -------------------------------------------------------------------------
+
+    async def _check_routes(self, client: DiallerClient) -> None:
+        """Refuse to start a job whose endpoint the server does not have (every row would
+        fail): the same harmless request as ``probe`` sends for it."""
+        if self.keyed:
+            name = f"{self.operation.value}_contact"
+            name += "_by_user_data" if self.by_user_data else ""
+        else:
+            name = f"{self.operation.value}_contact"
+        route = getattr(client.routes, name)
+        found = await probe_one(client, name, route, PROBE_ID, PROBE_USER_DATA)
+        if found["result"] == MISSING:
+            raise UsageError(
+                f"the server has no endpoint for {name} ({route.method} {route.path} answered "
+                "404 with an empty body); run `dialler-async probe` and override the route "
+                "with --routes FILE"
+            )
+
+    async def preflight(self, client: DiallerClient) -> list[Campaign] | None:
+        """One cheap read before the job: catches a wrong token or URL before row one."""
+        try:
+            campaigns = await client.list_campaigns()
+        except AuthenticationError as exc:
+            raise UsageError(
+                f"the server refused the token ({exc}); check DIALLER_TOKEN and DIALLER_CLIENT_ID"
+            ) from exc
+        except ConnectError as exc:
+            raise UsageError(f"cannot reach the server: {exc}") from exc
+        except (NotFoundError, DiallerError) as exc:
+            note(self.console, f"warning: could not list the campaigns ({exc})", "yellow")
+            return None
+        await self._check_routes(client)
+        args = self.args
+        if self.operation is Operation.IMPORT and campaigns is not None:
+            given_id, given_name = args.campaign_id, args.campaign_name
+            if (given_id is not None and all(c.id != given_id for c in campaigns)) or (
+                given_name is not None and all(c.name != given_name for c in campaigns)
+            ):
+                known = "; ".join(f"{c.id} {c.name}" for c in campaigns) or "none"
+                what = f"ID {given_id}" if given_id is not None else repr(given_name)
+                raise UsageError(f"no campaign {what} on this server; campaigns: {known}")
+        return campaigns
+
+    def options(self, display: Display) -> dict[str, Any]:
+        args = self.args
+        options: dict[str, Any] = {
+            "keep_results": False,
+            "on_progress": display.update,
+            "concurrency": args.concurrency,
+            "max_failures": args.max_failures,
+            "total": self.total,
+            "progress_interval": 0.2 if display.live else 1.0,
+        }
+        if args.checkpoint:
+            options["checkpoint"] = args.checkpoint
+        if self.operation is Operation.IMPORT:
+            options.update(
+                overwrite_duplicates=args.overwrite_duplicates,
+                campaign_id=args.campaign_id,
+                campaign_name=args.campaign_name,
+            )
+        if self.keyed:
+            options["by_user_data"] = self.by_user_data
+        return options
+
+    async def run(self, client: DiallerClient, display: Display) -> tuple[BulkResult, str | None]:
+        """Stream the job; returns the account and why it ended early (or None)."""
+        try:
+            results = client.stream(self.operation, self.items(), **self.options(display))
+        except ConfigurationError as exc:  # e.g. a checkpoint of another job
+            raise UsageError(str(exc)) from exc
+        ended: str | None = None
+        async with results:
+            try:
+                async for result in results:
+                    if not result.ok and self.rejects is not None:
+                        self.rejects.write(result)
+                        self.written.add(result.index)
+            except asyncio.CancelledError as cancelled:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                ended = "interrupted"
+                bulk: BulkResult = getattr(cancelled, "bulk_result", None) or results.result
+            except (InputError, csv.Error, OSError, ValueError) as exc:
+                ended = f"input: reading {self.path} failed near line {self.last_line}: {exc}"
+                bulk = results.result
+            else:
+                bulk = results.result
+        if self.rejects is not None:
+            for failed in bulk.failures:
+                if failed.index not in self.written:
+                    self.rejects.write(failed)
+        return bulk, ended
+
+
+async def bulk_command(args: argparse.Namespace, console: Console) -> int:
+    """Run one bulk command end to end; returns the exit status."""
+    job = Job(args, console)
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    label = "checking" if args.dry_run else job.operation.value
+    ended: str | None = None
+    try:
+        async with connect(args, console, concurrency=args.concurrency, rate=args.rate) as client:
+            campaigns = await job.preflight(client)
+            job.open_rejects()  # only now: a job refused above leaves no empty rejects file
+            with Display(console, label, job.total, quiet=args.quiet, source=job.path) as display:
+                if args.dry_run:
+                    account = await dry_run(job, display, campaigns)
+                else:
+                    bulk, ended = await job.run(client, display)
+                    account = Account.of(bulk)
+    finally:
+        job.close()
+
+    status = 0 if account.problems == 0 else 1
+    if ended == "interrupted":
+        status = 130
+    elif ended is not None:
+        status = 2
+    if args.report:
+        write_report(
+            args.report,
+            account,
+            command=args.command,
+            input=job.path,
+            started_at=started_at,
+            exit_status=status,
+            ended_early=ended,
+            rows_read=job.rows_read,
+            checkpoint=args.checkpoint,
+            rejects=args.rejects,
+            rejects_written=job.rejects.count if job.rejects else 0,
+        )
+    _closing(job, account, ended, console)
+    return status
+
+
+def _closing(job: Job, account: Account, ended: str | None, console: Console) -> None:
+    args = job.args
+    if ended is not None and ended != "interrupted":
+        note(console, ended[len("input: ") :], "bold red")
+    if args.quiet:
+        return
+    what = "dry run of " if account.dry_run else ""
+    summary(console, account, title=f"{what}{account.operation} {job.path}")
+    rejects = job.rejects
+    if ended == "interrupted":
+        if rejects is not None and rejects.count:
+            note(
+                console,
+                f"{rejects.count:,} rows that did not succeed so far are in {rejects.path}.",
+                "yellow",
+            )
+        if args.checkpoint:
+            note(
+                console,
+                f"Interrupted. The checkpoint {args.checkpoint} is flushed: run the same command "
+                "again to resume (rows already done are skipped).",
+                "bold yellow",
+            )
+        else:
+            note(
+                console,
+                "Interrupted. Without --checkpoint a re-run starts from the first row again "
+                "(safe for imports with the default upsert by UserData); add --checkpoint FILE "
+                "to be able to resume.",
+                "bold yellow",
+            )
+    elif account.problems:
+        failure_sample(console, account)
+        if rejects is not None:
+            note(
+                console,
+                f"{rejects.count:,} rows did not succeed: they are in {rejects.path} as they came "
+                "in, with error_status and error_message; fix them and run the same command on "
+                "that file.",
+                "yellow",
+            )
+        else:
+            note(
+                console,
+                f"{account.problems:,} rows did not succeed. Add --rejects rejects.csv to get them "
+                "in a file, as they came in, ready to fix and import again.",
+                "yellow",
+            )
+        ambiguous = account.counts.get("ambiguous", 0)
+        if ambiguous:
+            note(
+                console,
+                f"{ambiguous:,} rows are ambiguous: they may or may not have been applied. "
+                "Re-import them with the default --overwrite-duplicates (an upsert cannot "
+                "duplicate), or look them up with `find` first.",
+                "magenta",
+            )
+        stopped = args.max_failures and account.problems >= args.max_failures
+        if stopped and not account.dry_run and job.total and job.rows_read < job.total:
+            note(
+                console,
+                f"Stopped after {args.max_failures} failures (--max-failures): rows after line "
+                f"{job.last_line} were not read.",
+                "bold yellow",
+            )
+    if args.report:
+        note(console, f"report: {args.report}", "dim")

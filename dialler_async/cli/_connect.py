@@ -1,0 +1,92 @@
+"""Getting a client: from the DIALLER_* variables, or an in-process emulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from .._client import DiallerClient
+from .._exceptions import ConfigurationError
+from .._limits import Limits
+from .._routes import Routes
+from ..emulator import Emulator
+
+MISSING_ENV = (
+    "no server configured: set DIALLER_BASE_URL (e.g. https://acd.example.com/CarrierPortal/"
+    "rest/v1.0), DIALLER_CLIENT_ID and DIALLER_TOKEN (or DIALLER_TOKEN_FILE), "
+    "or add --emulator to try the built-in emulator"
+)
+
+
+class UsageError(Exception):
+    """A configuration or usage problem: printed, exit status 2."""
+
+
+def setup_logging(level: str, console: Console) -> None:
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def load_routes(path: str | None) -> Routes | None:
+    if path is None:
+        return None
+    try:
+        return Routes.from_file(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read --routes {path}: {exc.strerror or exc}") from exc
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--routes {path}: {exc}") from exc
+
+
+@asynccontextmanager
+async def connect(
+    args: argparse.Namespace,
+    console: Console,
+    *,
+    concurrency: int = 16,
+    rate: float | None = None,
+    announce: bool = True,
+) -> AsyncIterator[DiallerClient]:
+    """An open client for the configured server (or a fresh in-process emulator)."""
+    options: dict[str, Any] = {
+        "routes": load_routes(args.routes),
+        "timeout": args.timeout,
+        "limits": Limits(max_concurrency=max(1, concurrency), max_per_second=rate),
+    }
+    if args.emulator or args.emulator_db:
+        db = args.emulator_db or ":memory:"
+        async with Emulator(db=db) as emu:
+            if announce and not args.quiet:
+                where = f"data in {db}" if args.emulator_db else "in memory, gone at exit"
+                console.print(
+                    f"[dim]using the built-in emulator at {emu.base_url} ({where})[/]",
+                    highlight=False,
+                )
+            async with DiallerClient(emu.base_url, emu.client_id, emu.token, **options) as client:
+                yield client
+        return
+    try:
+        client = DiallerClient.from_env(**options)
+    except ConfigurationError as exc:
+        text = str(exc)
+        if text.startswith("set "):
+            raise UsageError(f"{MISSING_ENV} (missing: {text[4:]})") from exc
+        raise UsageError(text) from exc
+    async with client:
+        yield client

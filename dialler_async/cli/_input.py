@@ -1,0 +1,373 @@
+"""Reading rows lazily: CSV (comma, semicolon, tab) or JSON Lines, from a file or stdin.
+
+Every row becomes a :class:`Row`: a dict in the API's spelling (what the SDK gets) that also
+carries the row exactly as it came in (``raw``, original column names) and its line number,
+so a rejected row can be written back unchanged. Nothing is read ahead beyond one line: a
+500k-row file costs the memory of the rows in flight.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import orjson
+
+from .. import _fields as F
+
+Format = Literal["csv", "jsonl"]
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+#: Columns the CLI itself adds to a rejects file; ignored when that file is imported again.
+ERROR_COLUMNS = ("error_status", "error_message")
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+class InputError(Exception):
+    """The input cannot be read as asked (exit status 2)."""
+
+
+class Row(dict[str, Any]):
+    """One input row in the API's spelling; ``raw`` is the row as it came in."""
+
+    __slots__ = ("line", "raw")
+
+    def __init__(self, raw: dict[str, Any], line: int) -> None:
+        super().__init__()
+        self.raw = raw
+        self.line = line
+
+
+class KeyItem(str):
+    """One key (ID or UserData) of a keyed command, remembering the row it came from."""
+
+    raw: dict[str, Any]
+    line: int
+
+
+class UnparsableLine:
+    """A JSON Lines line that is not a JSON object. The SDK rejects it as INVALID."""
+
+    __slots__ = ("line", "problem", "raw")
+
+    def __init__(self, text: str, line: int, problem: str) -> None:
+        self.raw = {"line": text}
+        self.line = line
+        self.problem = problem
+
+    def __repr__(self) -> str:
+        return f"<line {self.line}: {self.problem}>"
+
+
+def detect_format(path: str, given: str | None) -> Format | None:
+    """``csv``/``jsonl`` from ``--format`` or the file's extension (None: look at stdin)."""
+    if given in ("csv", "jsonl"):
+        return given  # type: ignore[return-value]
+    if path == "-":
+        return None
+    return "jsonl" if Path(path).suffix.lower() in JSONL_SUFFIXES else "csv"
+
+
+def detect_delimiter(header_line: str) -> str:
+    """The delimiter of a header line: the candidate it contains most often (``,`` if none)."""
+    counts = {d: header_line.count(d) for d in _DELIMITERS}
+    best = max(_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def count_lines(path: str, header: bool) -> int | None:
+    """How many data rows a regular file holds, counted fast (None for stdin/pipes).
+
+    Counts line breaks, so a CSV cell with an embedded line break makes this an estimate.
+    """
+    if path == "-" or not Path(path).is_file():
+        return None
+    lines = 0
+    last = b"\n"
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last != b"\n":
+        lines += 1
+    return max(0, lines - 1) if header else lines
+
+
+def open_text(path: str, encoding: str) -> TextIO:
+    """The input as text with universal newlines left to the csv module."""
+    if path == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, newline="")
+    try:
+        return open(path, encoding=encoding, newline="")
+    except OSError as exc:
+        raise InputError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    except LookupError as exc:
+        raise InputError(f"unknown encoding {encoding!r}") from exc
+
+
+class Columns:
+    """How input column names map to API field names (one instance per command).
+
+    A column is matched case-insensitively against the API names and the SDK's snake_case
+    names of ``fields``; ``--map SOURCE=FIELD`` names the rest. Read-only server fields and
+    ``--drop-column`` columns are not sent; unknown columns are passed through unchanged.
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[F.Field],
+        *,
+        mapping: dict[str, str],
+        drop: Sequence[str] = (),
+    ) -> None:
+        self.lookup: dict[str, str] = {}
+        for field in fields:
+            self.lookup[field.api.lower()] = field.api
+            self.lookup[field.py.lower()] = field.api
+        self.readonly = {
+            name: f.api
+            for f in F.CONTACT_FIELDS
+            if f.api not in set(self.lookup.values())
+            for name in (f.api.lower(), f.py.lower())
+        }
+        self.mapping: dict[str, str] = {}
+        for source, target in mapping.items():
+            api = self.lookup.get(target.strip().lower())
+            if api is None:
+                raise InputError(
+                    f"--map {source}={target}: {target!r} is not a field that can be sent; "
+                    f"fields: {', '.join(f.api for f in fields)}"
+                )
+            self.mapping[source.strip().lower()] = api
+        self.drop = {d.strip().lower() for d in drop} | set(ERROR_COLUMNS)
+        self.unknown: list[str] = []
+        self.ignored: list[str] = []
+        self._cache: dict[str, str | None] = {}
+
+    def target(self, column: str) -> str | None:
+        """The API name to send ``column`` as (itself when unknown), None to leave it out."""
+        try:
+            return self._cache[column]
+        except KeyError:
+            pass
+        low = column.strip().lower()
+        result: str | None
+        if low in self.drop or not low:
+            result = None
+            if low and low not in ERROR_COLUMNS:
+                self.ignored.append(column)
+        elif low in self.mapping:
+            result = self.mapping[low]
+        elif low in self.lookup:
+            result = self.lookup[low]
+        elif low in self.readonly:
+            result = None
+            self.ignored.append(column)
+        else:
+            result = column
+            self.unknown.append(column)
+        self._cache[column] = result
+        return result
+
+    def plan(self, header: Sequence[str]) -> list[str | None]:
+        """Targets for a CSV header; raises :class:`InputError` on clashes."""
+        missing = [s for s in self.mapping if s not in {h.strip().lower() for h in header}]
+        if missing:
+            raise InputError(f"--map names columns the input does not have: {missing}")
+        targets = [self.target(h) for h in header]
+        seen: dict[str, str] = {}
+        for column, api in zip(header, targets, strict=True):
+            if api is None:
+                continue
+            if api in seen:
+                raise InputError(f"columns {seen[api]!r} and {column!r} both mean {api}")
+            seen[api] = column
+        return targets
+
+
+def _cell(value: Any, null_marker: str | None) -> tuple[bool, Any]:
+    """(given, value) of one cell: empty means "not given"; the null marker means null."""
+    if isinstance(value, str):
+        if null_marker is not None and value == null_marker:
+            return True, None
+        if not value.strip():
+            return False, None
+    return True, value
+
+
+class Reader:
+    """An open input file: its format, header and a lazy iterator of :class:`Row`."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        fmt: str | None,
+        encoding: str,
+        delimiter: str | None = None,
+        strict_header: bool = True,
+    ) -> None:
+        self.path = path
+        self.encoding = encoding
+        self.stream = open_text(path, encoding)
+        self.first_line = self._readline()
+        found = detect_format(path, fmt)
+        if found is None:
+            found = "jsonl" if self.first_line.lstrip().startswith("{") else "csv"
+        self.format: Format = found
+        self.header: list[str] = []
+        self.delimiter = delimiter or ","
+        self.extra_cells_warned = False
+        if self.format == "csv":
+            if not self.first_line.strip():
+                self.close()
+                raise InputError(f"{path}: no header line (the file is empty)")
+            self.delimiter = delimiter or detect_delimiter(self.first_line)
+            header = next(csv.reader([self.first_line], delimiter=self.delimiter))
+            self.header = [h.strip().lstrip("\ufeff") for h in header]
+            dupes = {h for h in self.header if self.header.count(h) > 1}
+            if dupes and strict_header:
+                self.close()
+                raise InputError(f"{path}: duplicate columns {sorted(dupes)}")
+
+    def _readline(self) -> str:
+        try:
+            return self.stream.readline()
+        except UnicodeDecodeError as exc:
+            self.close()
+            raise InputError(
+                f"{self.path} is not {self.encoding} text ({exc.reason}); "
+                "give its encoding with --encoding, e.g. --encoding cp1252"
+            ) from exc
+
+    def close(self) -> None:
+        if self.path == "-" and isinstance(self.stream, io.TextIOWrapper):
+            self.stream.detach()
+        else:
+            self.stream.close()
+
+    def records(self) -> Iterator[tuple[int, Any]]:
+        """``(line, raw)`` per data row: a dict for CSV and JSON objects, else the text."""
+        if self.format == "csv":
+            yield from self._csv_records()
+        else:
+            yield from self._jsonl_records()
+
+    def _csv_records(self) -> Iterator[tuple[int, Any]]:
+        reader = csv.reader(self.stream, delimiter=self.delimiter)
+        width = len(self.header)
+        previous = 0
+        for cells in reader:
+            line = previous + 2  # +1 for the header, +1 for 1-based
+            previous = reader.line_num
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue
+            if (
+                len(cells) > width
+                and not self.extra_cells_warned
+                and any(c.strip() for c in cells[width:])
+            ):
+                self.extra_cells_warned = True
+                print(
+                    f"warning: {self.path} line {line} has more cells than the header; "
+                    "the surplus cells are ignored (reported once)",
+                    file=sys.stderr,
+                )
+            cells = cells[:width] + [""] * (width - len(cells))
+            yield line, dict(zip(self.header, cells, strict=True))
+
+    def _jsonl_records(self) -> Iterator[tuple[int, Any]]:
+        line = 0
+        text = self.first_line
+        while text:
+            line += 1
+            if text.strip():
+                try:
+                    value = orjson.loads(text)
+                except orjson.JSONDecodeError as exc:
+                    yield line, UnparsableLine(text.rstrip("\r\n"), line, f"not valid JSON: {exc}")
+                else:
+                    if isinstance(value, dict):
+                        yield line, value
+                    else:
+                        yield line, UnparsableLine(text.rstrip("\r\n"), line, "not a JSON object")
+            text = self.stream.readline()
+
+    def rows(self, columns: Columns, *, null_marker: str | None = None) -> Iterator[Any]:
+        """:class:`Row` per data row (or :class:`UnparsableLine`), mapped by ``columns``."""
+        targets = columns.plan(self.header) if self.format == "csv" else None
+        for line, raw in self.records():
+            if not isinstance(raw, dict):
+                yield raw
+                continue
+            row = Row(raw, line)
+            if targets is not None:
+                for api, value in zip(targets, raw.values(), strict=True):
+                    if api is not None:
+                        given, cell = _cell(value, null_marker)
+                        if given:
+                            row[api] = cell
+            else:
+                for key, value in raw.items():
+                    api = columns.target(key)
+                    if api is None:
+                        continue
+                    if value is None:  # JSON null: sent as null (clears in an update)
+                        row[api] = None
+                        continue
+                    given, cell = _cell(value, null_marker)
+                    if given:
+                        row[api] = cell
+            yield row
+
+
+def key_file_has_header(reader: Reader, column: str | None, default_column: str) -> bool:
+    """Whether a key file is a table (JSON Lines, ``--column``, or a CSV header naming
+    ``default_column``) rather than a plain list of keys."""
+    if reader.format == "jsonl" or column is not None:
+        return True
+    return default_column.lower() in (h.lower() for h in reader.header)
+
+
+def key_items(reader: Reader, column: str | None, default_column: str) -> Iterator[Any]:
+    """The keys of a key file: one a line, or one column of a CSV (``--column``).
+
+    Without ``--column`` a file whose header line names ``default_column`` (ID or UserData)
+    is read as a CSV; any other file is a plain list, every non-blank line one key.
+    """
+    if reader.format == "jsonl":
+        name = column or default_column
+        for line, raw in reader.records():
+            if not isinstance(raw, dict):
+                yield raw
+                continue
+            value = next((v for k, v in raw.items() if k.lower() == name.lower()), None)
+            yield _key(value, raw, line)
+        return
+    if key_file_has_header(reader, column, default_column):
+        header_lower = [h.lower() for h in reader.header]
+        wanted = (column or default_column).lower()
+        if wanted not in header_lower:
+            raise InputError(f"{reader.path} has no column {column!r}; columns: {reader.header}")
+        position = header_lower.index(wanted)
+        name = reader.header[position]
+        for line, raw in reader.records():
+            yield _key(raw[name], raw, line)
+        return
+    # A plain list: the line taken for a header is the first key.
+    for number, text in enumerate(itertools.chain([reader.first_line], reader.stream), 1):
+        key = text.strip()
+        if key:
+            yield _key(key, {default_column: key}, number)
+
+
+def _key(value: Any, raw: dict[str, Any], line: int) -> KeyItem:
+    text = "" if value is None else str(value).strip()
+    item = KeyItem(text)
+    item.raw = raw
+    item.line = line
+    return item

@@ -1,0 +1,136 @@
+"""The read-only commands: export, get, find, history, campaigns. Data goes to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+from .. import to_api
+from .._exceptions import NotFoundError
+from .._models import Contact
+from ._connect import UsageError, connect
+from ._output import ALL_COLUMNS, EXPORT_COLUMNS, write_export
+from ._progress import note, out_console, table_out
+
+_CONTACT_COLUMNS = (
+    "ID",
+    "UserData",
+    "Name",
+    "FirstName",
+    "DiallerCampaignsID",
+    "PhoneNumber1",
+    "City",
+    "bLocked",
+    "dtNextTry",
+)
+_HISTORY_COLUMNS = ("ID", "DiallerContactsID", "dtCallStart", "PhoneNumber", "ResultCode")
+_CAMPAIGN_COLUMNS = ("ID", "Name", "ClientsID", "LanguagesID", "nMaxParallelLines", "dtTo")
+
+
+def _json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _records(objs: Sequence[Any]) -> list[dict[str, Any]]:
+    return [to_api(o) for o in objs]
+
+
+async def export(args: argparse.Namespace, console: Console) -> int:
+    columns = ALL_COLUMNS if args.all_fields else EXPORT_COLUMNS
+    async with connect(args, console, announce=False) as client:
+        contacts = await client.list_contacts(args.campaign_id)
+    count = _write(contacts, args.output, args.format, columns)
+    if not args.quiet:
+        where = f" to {args.output}" if args.output else ""
+        note(console, f"exported {count:,} contacts{where}", "dim")
+    return 0
+
+
+def _write(contacts: Sequence[Contact], path: str | None, fmt: Any, columns: Sequence[str]) -> int:
+    if path is None:
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
+        try:
+            return write_export(contacts, out, fmt=fmt, columns=columns)
+        finally:
+            out.flush()
+            out.detach()
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            return write_export(contacts, fh, fmt=fmt, columns=columns)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def _contact_rows(contacts: Sequence[Contact]) -> list[dict[str, Any]]:
+    return _records(contacts)
+
+
+async def get(args: argparse.Namespace, console: Console) -> int:
+    async with connect(args, console, announce=False) as client:
+        try:
+            contact = await client.get_contact(args.id)
+        except NotFoundError as exc:
+            if exc.route_missing:
+                raise
+            note(console, f"no contact with ID {args.id}", "yellow")
+            return 1
+    record = to_api(contact)
+    if args.json:
+        _json(record)
+        return 0
+    rows = [{"field": k, "value": v} for k, v in record.items() if v is not None]
+    table_out(out_console(), rows, ("field", "value"))
+    return 0
+
+
+async def find(args: argparse.Namespace, console: Console) -> int:
+    async with connect(args, console, announce=False) as client:
+        contacts = await client.find_contacts(args.user_data)
+    if args.json:
+        _json(_contact_rows(contacts))
+    elif contacts:
+        table_out(out_console(), _contact_rows(contacts), _CONTACT_COLUMNS)
+    if not contacts:
+        note(console, f"no contact with UserData {args.user_data!r}", "yellow")
+        return 1
+    return 0
+
+
+async def history(args: argparse.Namespace, console: Console) -> int:
+    if (args.id is None) == (args.user_data is None):
+        raise UsageError("history: give a contact ID or --user-data, not both")
+    async with connect(args, console, announce=False) as client:
+        try:
+            entries = await client.contact_history(args.id, user_data=args.user_data)
+        except NotFoundError as exc:
+            if exc.route_missing:
+                raise
+            who = f"ID {args.id}" if args.id is not None else f"UserData {args.user_data!r}"
+            note(console, f"no contact with {who}", "yellow")
+            return 1
+    records = _records(entries)
+    if args.json:
+        _json(records)
+    elif records:
+        table_out(out_console(), records, _HISTORY_COLUMNS)
+    else:
+        note(console, "no call attempts yet", "dim")
+    return 0
+
+
+async def campaigns(args: argparse.Namespace, console: Console) -> int:
+    async with connect(args, console, announce=False) as client:
+        found = await client.list_campaigns()
+    records = _records(found)
+    if args.json:
+        _json(records)
+    else:
+        table_out(out_console(), records, _CAMPAIGN_COLUMNS)
+    return 0
