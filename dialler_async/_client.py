@@ -8,7 +8,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 ContactInput = NewContact | Mapping[str, Any]
 UpdateInput = ContactUpdate | Mapping[str, Any]
+Keys = Iterable[Any] | AsyncIterable[Any]
 
 
 class _State(enum.Enum):
@@ -377,5 +378,3 @@ class DiallerClient:
         """Reset many contacts by ID or by UserData."""
         return await self._keyed_bulk(Operation.RESET, ids, user_data, options)
 
-
-Keys = Iterable[Any] | AsyncIterable[Any] | Sequence[Any]
