@@ -30,6 +30,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._limits import RateLimiter
+from ._models import Contact
 from ._operations import OperationRules, Prepared, record_matches, rules_for
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress, Tally
 
@@ -122,11 +123,15 @@ async def run(
     items: Iterable[Any] | AsyncIterable[Any],
     **options: Any,
 ) -> BulkResult:
-    """Consume :func:`stream` and return the account."""
-    async with stream(client, operation, items, **options) as results:
-        async for _ in results:
-            pass
-        return results.result
+    """Run the same engine as :func:`stream` to the end and return the account.
+
+    Nobody reads the items one by one here, so they are not handed over at all: the account
+    (and ``keep_results``) already holds them.
+    """
+    engine = _Engine(client, operation, items, options, deliver=False)
+    async for _ in engine.iterate():
+        pass
+    return engine.result()
 
 
 class _Engine:
@@ -136,7 +141,10 @@ class _Engine:
         operation: Operation,
         items: Iterable[Any] | AsyncIterable[Any],
         options: dict[str, Any],
+        *,
+        deliver: bool = True,
     ) -> None:
+        self.deliver = deliver
         options = dict(options)
         journal = {
             k: options.get(k)
@@ -238,7 +246,7 @@ class _Engine:
 
     async def _emit(self, job: _Job, result: ItemResult) -> None:
         self._account(job, result)
-        if self.closing:
+        if self.closing or not self.deliver:
             return
         if not self.ordered:
             await self.outbox.put(result)
@@ -255,7 +263,8 @@ class _Engine:
         *,
         key: str | int | None = None,
         error: DiallerError | None = None,
-        contact: Any = None,
+        record: dict[str, Any] | None = None,
+        contact: Contact | None = None,
         attempts: int = 0,
         reconciled: bool = False,
     ) -> ItemResult:
@@ -272,6 +281,7 @@ class _Engine:
             operation=self.operation,
             outcome=outcome,
             input=job.input,
+            record=record,
             contact=contact,
             error=error,
             status=status,
@@ -325,7 +335,7 @@ class _Engine:
         job.sent_unsafe = not prepared.idempotent
         try:
             reply = await self.rules.send(self.client, prepared)
-            contact = self.rules.contact(reply)
+            record = self.rules.record(reply)
         except DiallerError as err:
             attempts += err.attempts
             if not prepared.idempotent and _may_have_landed(err):
@@ -336,7 +346,7 @@ class _Engine:
             return self._result(job, Outcome.FAILED, error=err, attempts=attempts)
         job.sent_unsafe = False
         return self._result(
-            job, Outcome.SUCCEEDED, contact=contact, attempts=attempts + reply.attempts
+            job, Outcome.SUCCEEDED, record=record, attempts=attempts + reply.attempts
         )
 
     async def _reconcile(

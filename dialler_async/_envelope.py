@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._converter import structure
 from ._exceptions import ResponseFormatError
@@ -37,3 +37,16 @@ def first_record(reply: Reply, cls: type[T]) -> T:
         return structure(records[0], cls)
     except (ValueError, TypeError) as exc:
         raise _malformed(reply, f"unexpected record ({exc})", records[0]) from exc
+
+
+def first_raw_record(reply: Reply) -> dict[str, Any]:
+    """The one record of a single-record envelope, checked only for its shape (an object with
+    an integer ``ID``); full conversion is left to whoever reads it."""
+    data = reply.data
+    records = data.get("records") if isinstance(data, dict) else None
+    if not isinstance(records, list) or not records:
+        raise _malformed(reply, "the answer holds no record", data)
+    record = records[0]
+    if not isinstance(record, dict) or type(record.get("ID")) is not int:
+        raise _malformed(reply, "the record has no integer ID", record)
+    return record

@@ -31,6 +31,8 @@ class Limits:
       raise the rate again step by step (by ``recovery`` of the ceiling per second) up to
       ``max_per_second`` (or, without one, up to the rate seen when the first 429 came).
     * ``min_per_second``: the rate never drops below this.
+    * ``jitter_margin``: starts are spaced this fraction further apart than ``1/rate`` (1%), so
+      the server sees at most ``max_per_second`` arrivals in any second despite network jitter.
     """
 
     max_concurrency: int = attrs.field(default=16, validator=attrs.validators.ge(1))
@@ -38,6 +40,7 @@ class Limits:
     adaptive: bool = True
     min_per_second: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     recovery: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
+    jitter_margin: float = attrs.field(default=0.01, validator=attrs.validators.ge(0))
 
     @max_per_second.validator
     def _check_rate(self, attribute: attrs.Attribute[float | None], value: float | None) -> None:
@@ -48,28 +51,36 @@ class Limits:
 class RateLimiter:
     """Spaces acquisitions at least ``1/rate`` seconds apart; ``rate=None`` lets all through.
 
-    ``pause_until(t)`` holds every caller until clock time ``t`` (Retry-After for everyone).
-    The clock and sleep are injectable so tests run without real waiting.
+    ``margin`` stretches the spacing a little (0.01: starts 1% further apart than ``1/rate``)
+    so that network jitter cannot squeeze ``rate + 1`` arrivals into a server's one-second
+    window. ``pause_until(t)`` holds every caller until clock time ``t`` (Retry-After for
+    everyone). The clock and sleep are injectable so tests run without real waiting.
     """
 
-    __slots__ = ("_clock", "_interval", "_next", "_paused_until", "_sleep")
+    __slots__ = ("_clock", "_interval", "_next", "_paused_until", "_sleep", "_stretch")
 
     def __init__(
-        self, rate: float | None, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
+        self,
+        rate: float | None,
+        *,
+        margin: float = 0.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self._interval = 0.0 if rate is None else 1.0 / rate
+        self._stretch = 1.0 + margin
+        self._interval = 0.0 if rate is None else self._stretch / rate
         self._next = -float("inf")
         self._paused_until = -float("inf")
 
     @property
     def rate(self) -> float | None:
-        return None if self._interval == 0.0 else 1.0 / self._interval
+        return None if self._interval == 0.0 else self._stretch / self._interval
 
     @rate.setter
     def rate(self, value: float | None) -> None:
-        self._interval = 0.0 if value is None else 1.0 / value
+        self._interval = 0.0 if value is None else self._stretch / value
 
     def pause_until(self, when: float) -> None:
         self._paused_until = max(self._paused_until, when)
@@ -115,7 +126,9 @@ class Governor:
         self.limits = limits
         self.clock = clock
         self._semaphore = asyncio.Semaphore(limits.max_concurrency)
-        self.limiter = RateLimiter(limits.max_per_second, clock=clock, sleep=sleep)
+        self.limiter = RateLimiter(
+            limits.max_per_second, margin=limits.jitter_margin, clock=clock, sleep=sleep
+        )
         self._ceiling = limits.max_per_second
         self._last_raise = 0.0
         self._next_cut = -float("inf")
@@ -127,12 +140,27 @@ class Governor:
         """The rate in force now (lower than configured while recovering from 429s)."""
         return self.limiter.rate
 
+    async def acquire(self) -> None:
+        """Wait for a concurrency slot and a rate slot; pair with :meth:`release`."""
+        await self._semaphore.acquire()
+        try:
+            await self.limiter.acquire()
+        except BaseException:
+            self._semaphore.release()
+            raise
+        self._recent.add()
+
+    def release(self) -> None:
+        self._semaphore.release()
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        async with self._semaphore:
-            await self.limiter.acquire()
-            self._recent.add()
+        """``acquire``/``release`` as a context manager (the hot path calls them directly)."""
+        await self.acquire()
+        try:
             yield
+        finally:
+            self.release()
 
     def on_throttled(self, retry_after: float | None) -> None:
         """A 429 arrived: pause everyone for ``retry_after`` and (adaptive) halve the rate.

@@ -14,7 +14,7 @@ import attrs
 
 from . import _fields as F
 from ._converter import to_new_contact, to_update, unstructure
-from ._envelope import first_record
+from ._envelope import first_raw_record
 from ._exceptions import ContactValidationError
 from ._models import Contact
 from ._results import Operation
@@ -61,10 +61,12 @@ class Import:
 
     def prepare(self, item: Any) -> Prepared:
         contact = to_new_contact(item)
-        problems = new_contact_problems(contact, campaign_given=bool(self.default_campaign))
+        body = unstructure(contact)
+        problems = new_contact_problems(
+            contact, campaign_given=bool(self.default_campaign), body=body
+        )
         if problems:
             raise ContactValidationError(problems, key=contact.user_data)
-        body = unstructure(contact)
         if (
             self.default_campaign
             and "DiallerCampaignsID" not in body
@@ -85,8 +87,8 @@ class Import:
             prepared.payload, overwrite=self.overwrite, idempotent=prepared.idempotent
         )
 
-    def contact(self, reply: Reply) -> Contact | None:
-        return first_record(reply, Contact)
+    def record(self, reply: Reply) -> dict[str, Any] | None:
+        return first_raw_record(reply)
 
 
 class Update:
@@ -102,8 +104,8 @@ class Update:
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
         return await client._update(prepared.payload)
 
-    def contact(self, reply: Reply) -> Contact | None:
-        return first_record(reply, Contact)
+    def record(self, reply: Reply) -> dict[str, Any] | None:
+        return first_raw_record(reply)
 
 
 class KeyedAction:
@@ -122,7 +124,7 @@ class KeyedAction:
             return await client._action(self.operation.value, None, str(prepared.key))
         return await client._action(self.operation.value, int(prepared.key or 0), None)
 
-    def contact(self, reply: Reply) -> Contact | None:
+    def record(self, reply: Reply) -> dict[str, Any] | None:
         return None
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from ._converter import structure
 from ._exceptions import BulkError, DiallerError
 from ._models import Contact
 
@@ -48,7 +49,8 @@ class ItemResult:
     """The result of one input item.
 
     ``index`` is its position in the input (0-based), ``key`` its UserData or ID, ``input`` the
-    item as given, ``contact`` the server's record where one was returned, ``error`` the
+    item as given, ``record``/``contact`` the server's record where one was returned (raw JSON
+    object / :class:`Contact`), ``error`` the
     :class:`DiallerError` of a non-success, ``status`` the HTTP status of the last answer (None
     when there was none), ``attempts`` the HTTP attempts made, ``duplicate_in_input`` that an
     earlier input had the same UserData/ID (so this one ran strictly after it), and
@@ -60,16 +62,29 @@ class ItemResult:
     operation: Operation
     outcome: Outcome
     input: Any = attrs.field(repr=False)
-    contact: Contact | None = attrs.field(default=None, repr=False)
+    record: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
     error: DiallerError | None = None
     status: int | None = None
     attempts: int = 0
     duplicate_in_input: bool = False
     reconciled: bool = False
+    _contact: Contact | None = attrs.field(default=None, repr=False, alias="contact")
 
     @property
     def ok(self) -> bool:
         return self.outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED)
+
+    @property
+    def contact(self) -> Contact | None:
+        """The server's record as a :class:`Contact` (None where the answer had none).
+
+        Built from ``record`` (the raw JSON object) on first access: a bulk job that never
+        looks at the records does not pay for converting them.
+        """
+        if self._contact is None and self.record is not None:
+            # Frozen, so the cache is set the one way attrs leaves open.
+            object.__setattr__(self, "_contact", structure(self.record, Contact))
+        return self._contact
 
 
 @attrs.frozen(kw_only=True)

@@ -10,20 +10,21 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from . import _fields as F
-from ._converter import to_new_contact, to_update
+from ._converter import to_new_contact, to_update, unstructure
 from ._exceptions import ContactValidationError
 from ._models import ContactUpdate, NewContact
 
-_LIMITED: Final = tuple((f.py, f.api, f.max_length) for f in F.IMPORT_FIELDS if f.max_length)
-_USER_DATA_MAX: Final = F.BY_API["UserData"].max_length or 64
+_LIMITS: Final = {f.api: f.max_length for f in F.IMPORT_FIELDS if f.max_length}
+_USER_DATA_MAX: Final = _LIMITS["UserData"]
 _PHONES: Final = tuple(f"phone_number{n}" for n in range(1, 7))
 
 
-def _length_problems(obj: NewContact | ContactUpdate) -> list[str]:
+def _length_problems(body: Mapping[str, Any]) -> list[str]:
+    # Only the fields being sent: a request body is a handful of keys, the model has dozens.
     problems = []
-    for py, api, limit in _LIMITED:
-        value = getattr(obj, py)
-        if isinstance(value, str) and len(value) > limit:
+    for api, value in body.items():
+        limit = _LIMITS.get(api)
+        if limit is not None and isinstance(value, str) and len(value) > limit:
             problems.append(f"{api}: {len(value)} characters, at most {limit} allowed")
     return problems
 
@@ -32,10 +33,13 @@ def _blank(value: object) -> bool:
     return not isinstance(value, str) or not value.strip()
 
 
-def new_contact_problems(contact: NewContact, *, campaign_given: bool = False) -> list[str]:
+def new_contact_problems(
+    contact: NewContact, *, campaign_given: bool = False, body: Mapping[str, Any] | None = None
+) -> list[str]:
     """Every reason the server would reject this import, in field order (empty if none).
 
-    ``campaign_given``: the caller fills in a campaign for rows that have none.
+    ``campaign_given``: the caller fills in a campaign for rows that have none. ``body``: the
+    contact's request body when the caller has it already (saves converting it again).
     """
     problems = []
     if _blank(contact.name):
@@ -44,7 +48,7 @@ def new_contact_problems(contact: NewContact, *, campaign_given: bool = False) -
         problems.append("DiallerCampaignsID or DiallerCampaignsName: required")
     if all(_blank(getattr(contact, p)) for p in _PHONES):
         problems.append("PhoneNumber1..PhoneNumber6: at least one is required")
-    problems.extend(_length_problems(contact))
+    problems.extend(_length_problems(unstructure(contact) if body is None else body))
     return problems
 
 
@@ -55,7 +59,7 @@ def update_problems(update: ContactUpdate) -> list[str]:
         problems.append("ID or UserData: required to find the contact")
     if update.name is None or (isinstance(update.name, str) and not update.name.strip()):
         problems.append("Name: cannot be cleared")
-    problems.extend(_length_problems(update))
+    problems.extend(_length_problems(unstructure(update)))
     return problems
 
 

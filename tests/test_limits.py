@@ -52,6 +52,14 @@ async def test_concurrent_acquirers_get_distinct_slots(clock: FakeClock) -> None
     assert sorted(times) == pytest.approx([1000.0 + i / 20 for i in range(20)])
 
 
+async def test_margin_stretches_the_spacing(clock: FakeClock) -> None:
+    limiter = RateLimiter(100.0, margin=0.01, clock=clock, sleep=clock.sleep)
+    times = await starts(limiter, clock, 101)
+    assert times[-1] - times[0] == pytest.approx(1.01)  # 100 gaps of 10.1 ms
+    assert max_in_window(times) == 100  # not 101: jitter cannot push the server over
+    assert limiter.rate == pytest.approx(100.0)
+
+
 async def test_unlimited_never_sleeps(clock: FakeClock) -> None:
     limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
     await starts(limiter, clock, 100)

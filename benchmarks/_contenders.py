@@ -1,0 +1,116 @@
+"""The contenders: the SDK's bulk import and what a user would write by hand.
+
+Each runs one import of the given contacts at a given concurrency and returns a :class:`Run`:
+contacts, wall seconds, client CPU seconds (``time.process_time()`` of this process: the
+server is another process) and how many succeeded. Sessions are opened before the clock starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import aiohttp
+import httpx
+
+from benchmarks._payloads import CAMPAIGN_ID
+from dialler_async import DiallerClient, Limits, RetryPolicy
+
+CLIENT_ID = 1
+IMPORT_PATH = "/dialler/contacts/import?overwriteDuplicates=true"
+
+
+class Run(NamedTuple):
+    n: int
+    elapsed: float
+    cpu: float
+    ok: int
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu / self.n * 1e6 if self.n else 0.0
+
+
+def import_url(base_url: str) -> str:
+    return f"{base_url.rstrip('/')}/{CLIENT_ID}{IMPORT_PATH}"
+
+
+async def sdk(
+    base_url: str,
+    token: str,
+    contacts: Iterable[dict[str, Any]],
+    concurrency: int,
+    *,
+    retry: RetryPolicy | None = None,
+    rate: float | None = None,
+    **options: Any,
+) -> Run:
+    """``client.import_contacts(..., keep_results=False)`` with ``Limits(max_concurrency=c)``."""
+    limits = Limits(max_concurrency=concurrency, max_per_second=rate)
+    async with DiallerClient(base_url, CLIENT_ID, token, limits=limits, retry=retry) as client:
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = await client.import_contacts(
+            contacts, campaign_id=CAMPAIGN_ID, keep_results=False, **options
+        )
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return Run(result.total, elapsed, cpu, result.succeeded)
+
+
+def _check(status: int, data: Any) -> dict[str, Any]:
+    if status != 200 or not isinstance(data, dict) or data.get("status") != 200:
+        raise RuntimeError(f"import failed: HTTP {status}")
+    record: dict[str, Any] = data["records"][0]
+    return record
+
+
+async def aiohttp_loop(
+    base_url: str, token: str, contacts: Sequence[dict[str, Any]], concurrency: int
+) -> Run:
+    """The hand-written baseline: one task per contact, a semaphore, ``resp.json()``."""
+    url = import_url(base_url)
+    headers = {"Authorization": f"Bearer {token}"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(contact: dict[str, Any]) -> dict[str, Any]:
+            async with semaphore:
+                body = {**contact, "DiallerCampaignsID": CAMPAIGN_ID}
+                async with session.post(url, json=body) as resp:
+                    return _check(resp.status, await resp.json())
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        results = await asyncio.gather(*(one(c) for c in contacts), return_exceptions=True)
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    ok = sum(1 for r in results if not isinstance(r, BaseException))
+    return Run(len(results), elapsed, cpu, ok)
+
+
+async def httpx_loop(
+    base_url: str, token: str, contacts: Sequence[dict[str, Any]], concurrency: int
+) -> Run:
+    """The same loop written with ``httpx.AsyncClient``."""
+    url = import_url(base_url)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=60.0
+    ) as client:
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(contact: dict[str, Any]) -> dict[str, Any]:
+            async with semaphore:
+                body = {**contact, "DiallerCampaignsID": CAMPAIGN_ID}
+                resp = await client.post(url, json=body)
+                return _check(resp.status_code, resp.json())
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        results = await asyncio.gather(*(one(c) for c in contacts), return_exceptions=True)
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    ok = sum(1 for r in results if not isinstance(r, BaseException))
+    return Run(len(results), elapsed, cpu, ok)

@@ -1,0 +1,311 @@
+"""Targets (PASS/FAIL), the markdown tables printed at the end, and the plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _target(name: str, value: float | None, goal: str, ok: bool | None) -> dict[str, Any]:
+    status = "N/A" if ok is None else ("PASS" if ok else "FAIL")
+    return {"target": name, "value": value, "goal": goal, "status": status}
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if ov := res.get("overhead"):
+        thr = ov["ratios"]["sdk/aiohttp"]["throughput"]["of_medians"]
+        cpu = ov["ratios"]["sdk/aiohttp"]["cpu_per_contact"]["of_medians"]
+        hx = ov["ratios"]["sdk/httpx"]["throughput"]["of_medians"]
+        out.append(_target("throughput SDK / aiohttp loop", thr, ">= 0.90", thr >= 0.90))
+        out.append(_target("client CPU per contact SDK / aiohttp loop", cpu, "<= 1.20", cpu <= 1.2))
+        out.append(_target("throughput SDK / httpx loop", hx, ">= 10", hx >= 10))
+    if lat := res.get("latency"):
+        worst = min(p["contenders"]["sdk"]["vs_ceiling"] for p in lat["points"])
+        top = max(p["concurrency"] for p in lat["points"])
+        out.append(
+            _target(
+                f"latency-bound SDK / Little's-law ceiling, worst of c <= {top}",
+                worst,
+                ">= 0.95",
+                worst >= 0.95,
+            )
+        )
+    if mem := res.get("memory"):
+        lo, hi = mem["sdk_growth_between"]
+        growth = mem["sdk_growth_mb"]
+        out.append(_target(f"peak RSS({hi:,}) - RSS({lo:,}), MB", growth, "<= 25", growth <= 25))
+    if rate := res.get("rate"):
+        free = [r for runs in rate["runs"].values() for r in runs if r["server_limit"] is None]
+        limited = [r for runs in rate["runs"].values() for r in runs if r["server_limit"]]
+        excess = max(r["max_in_one_second"] - r["configured"] for r in free)
+        achieved = min(r["achieved_client"] / r["configured"] for r in free)
+        throttled = sum(r["throttled_429"] for r in limited)
+        out.append(
+            _target("most starts in a 1 s window - configured rate", excess, "<= 1", excess <= 1)
+        )
+        out.append(
+            _target("achieved / configured rate (worst run)", achieved, ">= 0.97", achieved >= 0.97)
+        )
+        out.append(
+            _target("429s with server limit = configured rate", throttled, "== 0", throttled == 0)
+        )
+    if faults := res.get("faults"):
+        ok = all(v["all_accounted"] and v["no_duplicates"] for v in faults["levels"].values())
+        out.append(_target("faults: every item accounted for, none twice", None, "all", ok))
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
+    return str(value)
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _range(r: dict[str, float]) -> str:
+    return f"{r['paired_min']:.3f}-{r['paired_max']:.3f}"
+
+
+def _spread(s: dict[str, float]) -> str:
+    return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
+
+
+def _spread_f(s: dict[str, float]) -> str:
+    return f"{s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f})"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    parts: list[str] = []
+    if ov := res.get("overhead"):
+        rows = [
+            [name, f"{s['n']:,}", s["reps"], _spread(s["rate"]), _spread_f(s["cpu_us"])]
+            for name, s in ov["contenders"].items()
+        ]
+        parts.append(f"### 1. Overhead (fast server, concurrency {ov['concurrency']})\n")
+        parts.append(
+            _table(
+                [
+                    "contender",
+                    "contacts",
+                    "reps",
+                    "contacts/s median (min-max)",
+                    "client CPU µs/contact median (min-max)",
+                ],
+                rows,
+            )
+        )
+        ratio_rows = [
+            [pair, kind, r["of_medians"], r["paired_median"], _range(r)]
+            for pair, kinds in ov["ratios"].items()
+            for kind, r in kinds.items()
+        ]
+        parts.append(
+            "\n"
+            + _table(
+                ["ratio", "of", "ratio of medians", "per-rep ratio median", "per-rep range"],
+                ratio_rows,
+            )
+        )
+    if bd := res.get("breakdown"):
+        parts.append(
+            f"\n### 1b. Where the SDK's client CPU goes (concurrency {bd['concurrency']})\n"
+        )
+        rows = [
+            [name, _spread(s["rate"]), _spread_f(s["cpu_us"])] for name, s in bd["steps"].items()
+        ]
+        parts.append(_table(["variant", "contacts/s median (min-max)", "CPU µs/contact"], rows))
+        parts.append(
+            "\n"
+            + _table(
+                ["layer added", "extra CPU µs/contact"],
+                [[k, f"{v:+.1f}"] for k, v in bd["layer_cost_us"].items()],
+            )
+        )
+    if lat := res.get("latency"):
+        rtt = lat["round_trip_at_concurrency_1"] * 1000
+        parts.append(
+            f"\n### 2. Latency-bound ({lat['latency'] * 1000:.0f} ms added per request; "
+            f"measured round trip one at a time {rtt:.2f} ms)\n"
+        )
+        rows = []
+        for p in lat["points"]:
+            for name, s in p["contenders"].items():
+                rows.append(
+                    [
+                        p["concurrency"],
+                        name,
+                        p["ceiling"],
+                        _spread(s["rate"]),
+                        s["vs_ceiling"],
+                        s["vs_practical_ceiling"],
+                        s["cpu_bound_max"],
+                    ]
+                )
+        parts.append(
+            _table(
+                [
+                    "concurrency",
+                    "contender",
+                    "ceiling c/L per s",
+                    "contacts/s median (min-max)",
+                    "median / ceiling",
+                    "median / (c / measured round trip)",
+                    "1 core / CPU per contact",
+                ],
+                rows,
+            )
+        )
+    if mem := res.get("memory"):
+        parts.append(
+            f"\n### 3. Memory (peak RSS, fresh process per run, concurrency {mem['concurrency']})\n"
+        )
+        rows = [
+            [mode, f"{int(n):,}", f"{v['peak_rss_mb']:.1f}", f"{v['rss_before_mb']:.1f}", v["rate"]]
+            for mode, sizes in mem["modes"].items()
+            for n, v in sizes.items()
+        ]
+        parts.append(
+            _table(
+                ["contender", "contacts", "peak RSS MB", "RSS before run MB", "contacts/s"], rows
+            )
+        )
+        parts.append(
+            f"\nSDK growth {mem['sdk_growth_between']}: {mem['sdk_growth_mb']:.1f} MB;"
+            f" naive growth {mem['naive_growth_between']}: "
+            f"{_fmt(mem['naive_growth_mb'])} MB (naive capped at "
+            f"{mem['naive_capped_at']:,} contacts)."
+        )
+    if rate := res.get("rate"):
+        parts.append(f"\n### 4. Rate accuracy (emulator, concurrency {rate['concurrency']})\n")
+        rows = [
+            [
+                key,
+                r["n"],
+                f"{r['achieved_client']:.1f}",
+                f"{r['achieved_server']:.1f}",
+                r["max_in_one_second"],
+                r["client_max_in_one_second"],
+                r["throttled_429"],
+            ]
+            for key, runs in rate["runs"].items()
+            for r in runs
+        ]
+        parts.append(
+            _table(
+                [
+                    "configured",
+                    "requests",
+                    "achieved/s (client)",
+                    "achieved/s (server)",
+                    "max starts in 1 s (server)",
+                    "max starts in 1 s (client)",
+                    "429s",
+                ],
+                rows,
+            )
+        )
+    if conv := res.get("conversion"):
+        parts.append("\n### 5. Conversion (µs per contact, CPU)\n")
+        rows = [[name, _spread_f(s)] for name, s in conv["steps_us"].items()]
+        parts.append(_table(["step", "µs median (min-max)"], rows))
+        share = conv["cattrs_share_of_sdk_cpu"]
+        parts.append(
+            f"\ncattrs total {conv['cattrs_total_us']:.1f} µs = "
+            f"{_fmt(share and share * 100)} % of the SDK's "
+            f"{_fmt(conv['sdk_cpu_us_per_contact'])} µs client CPU per contact (isolated, "
+            "warm caches)."
+        )
+        if bd := res.get("breakdown"):
+            layers = bd["layer_cost_us"]
+            prep = layers.get("bulk_raw -> bulk_no_structure", 0.0)
+            answer = layers.get("bulk_no_structure -> sdk", 0.0)
+            full = bd["steps"]["sdk"]["cpu_us"]["median"]
+            parts.append(
+                f"In the real run (1b) preparing a row costs {prep:.1f} µs and structuring the "
+                f"answer {answer:.1f} µs: {(prep + answer) / full:.0%} of the SDK's "
+                f"{full:.0f} µs per contact."
+            )
+    if faults := res.get("faults"):
+        parts.append(
+            f"\n### 6. Faults (emulator, {faults['n']:,} contacts per run, "
+            f"concurrency {faults['concurrency']})\n"
+        )
+        rows = [
+            [
+                f"{v['probability']:.0%}",
+                _spread(v["rate"]),
+                v["vs_clean"]["of_medians"],
+                f"{v['vs_clean']['paired_median']:.3f} ({_range(v['vs_clean'])})",
+                sum(v["retries"]) / len(v["retries"]),
+                v["all_accounted"],
+                v["all_succeeded"],
+                v["no_duplicates"],
+            ]
+            for v in faults["levels"].values()
+        ]
+        parts.append(
+            _table(
+                [
+                    "faults",
+                    "contacts/s median (min-max)",
+                    "vs clean (of medians)",
+                    "vs clean, per rep: median (range)",
+                    "retries/run",
+                    "accounted",
+                    "all succeeded",
+                    "no duplicates",
+                ],
+                rows,
+            )
+        )
+    if tg := res.get("targets"):
+        parts.append("\n### Targets\n")
+        parts.append(
+            _table(
+                ["target", "value", "goal", "result"],
+                [[t["target"], t["value"], t["goal"], t["status"]] for t in tg],
+            )
+        )
+    return "\n".join(parts) + "\n"
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    lat = res["latency"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    conc = [p["concurrency"] for p in lat["points"]]
+    ax.plot(conc, [p["ceiling"] for p in lat["points"]], "k--", label="Little's-law ceiling")
+    for name, style in (("sdk", "o-"), ("aiohttp", "s-"), ("httpx", "^-")):
+        xs = [p["concurrency"] for p in lat["points"] if name in p["contenders"]]
+        stats = [p["contenders"][name]["rate"] for p in lat["points"] if name in p["contenders"]]
+        if not xs:
+            continue
+        med = [s["median"] for s in stats]
+        err = [
+            [m - s["min"] for m, s in zip(med, stats, strict=True)],
+            [s["max"] - m for m, s in zip(med, stats, strict=True)],
+        ]
+        label = {"sdk": "dialler_async SDK", "aiohttp": "aiohttp loop", "httpx": "httpx loop"}
+        ax.errorbar(xs, med, yerr=err, fmt=style, capsize=3, label=label[name])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(conc, [str(c) for c in conc])
+    ax.set_xlabel("concurrency (requests in flight)")
+    ax.set_ylabel("contacts / s")
+    ax.set_title(f"Import throughput, {lat['latency'] * 1000:.0f} ms server latency")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
