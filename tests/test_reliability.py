@@ -26,7 +26,9 @@ POLICY = RetryPolicy(max_attempts=6, initial_backoff=0.1, max_backoff=1.0)
 
 @pytest.fixture
 async def fake_client(emulator: Emulator, clock: FakeClock) -> AsyncIterator[DiallerClient]:
-    async with emulator.client(retry=POLICY, clock=clock, sleep=clock.sleep) as c:
+    # adaptive=False: these tests read the retry schedule; a rate cut would add its own waits
+    limits = Limits(adaptive=False)
+    async with emulator.client(retry=POLICY, limits=limits, clock=clock, sleep=clock.sleep) as c:
         yield c
 
 
