@@ -79,6 +79,7 @@ class DiallerClient:
         self._sleep = sleep
         self._state = _State.UNOPENED
         self._transport: Transport | None = None
+        self._import_paths: dict[bool, str] = {}
         if verify is False:
             log.warning("TLS certificate verification is OFF for %s", self.base_url)
 
@@ -242,12 +243,13 @@ class DiallerClient:
         return first_record(reply, Contact)
 
     async def _import(self, body: dict[str, Any], *, overwrite: bool, idempotent: bool) -> Reply:
-        return await self._call(
-            self.routes.import_contact,
-            query={"overwriteDuplicates": overwrite},
-            body=body,
-            idempotent=idempotent,
-        )
+        transport = self.transport
+        route = self.routes.import_contact
+        path = self._import_paths.get(overwrite)
+        if path is None:  # one of two paths, built once: this is every bulk import's hot path
+            path = transport.url_path(route, query={"overwriteDuplicates": overwrite})
+            self._import_paths[overwrite] = path
+        return await transport.call(route.method, path, body, idempotent=idempotent)
 
     async def update_contact(self, update: UpdateInput) -> Contact:
         """Change only the fields given (``None`` clears); found by ``id`` or ``user_data``."""

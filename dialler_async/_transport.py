@@ -111,6 +111,7 @@ class Transport:
         self.budget = RetryBudget(retry.budget) if retry.budget is not None else None
         self.requests = 0
         self.retries = 0
+        self._urls: dict[str, URL] = {}
         connector = aiohttp.TCPConnector(
             limit=governor.limits.max_concurrency, limit_per_host=0, ssl=verify
         )
@@ -158,7 +159,12 @@ class Transport:
     async def send(self, method: str, path: str, body: Any = None) -> Any:
         """One attempt: the decoded JSON object of a 2xx answer, or an error from our tree."""
         data = orjson.dumps(body) if body is not None else None
-        url = URL(self._prefix + path, encoded=True)
+        url = self._urls.get(path)
+        if url is None:
+            url = URL(self._prefix + path, encoded=True)
+            # Most requests of a job share a path (every import does): build each URL once.
+            if len(self._urls) < 1024:
+                self._urls[path] = url
         governor = self.governor
         await governor.acquire()
         try:
