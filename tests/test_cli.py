@@ -364,6 +364,16 @@ def test_exit_0_when_everything_succeeded_and_stdin_semicolon_bom(tmp_path: Path
     assert count(db) == 2
 
 
+def test_non_utf8_file_needs_its_encoding(tmp_path: Path, db: Path) -> None:
+    source = tmp_path / "latin1.csv"
+    source.write_bytes("UserData;Name;PhoneNumber1\nL-1;Müller;+4930111\n".encode("latin-1"))
+    refused = cli("import", source, "--campaign-id", str(SPRING), *emu(db))
+    assert refused.returncode == 2 and "--encoding" in refused.stderr
+    loaded = cli("import", source, "--campaign-id", str(SPRING), "--encoding", "latin-1", *emu(db))
+    assert loaded.returncode == 0, loaded.stderr
+    assert [c["Name"] for c in contacts(db)] == ["Müller"]
+
+
 def test_jsonl_map_and_unknown_columns(tmp_path: Path, db: Path) -> None:
     source = tmp_path / "crm.csv"
     source.write_text(
