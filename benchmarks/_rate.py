@@ -9,7 +9,6 @@ Then the emulator's own limit is set to R: how many 429s it sent, and the rate a
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,18 +19,9 @@ from benchmarks._payloads import CAMPAIGN_ID, contacts
 from benchmarks._procs import ServerProcess, emulator
 from benchmarks._stats import Log
 from dialler_async import DiallerClient, Limits
+from dialler_async.emulator._faults import max_in_window
 
 _CONCURRENCY = 16
-
-
-def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
-    """The most times less than ``window`` apart (the emulator's own rule)."""
-    best = lo = 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def _tracer(starts: list[float]) -> aiohttp.TraceConfig:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sized
 from pathlib import Path
@@ -71,6 +72,16 @@ def _may_have_landed(error: DiallerError) -> bool:
     if isinstance(error, APIStatusError):
         return error.status in _AMBIGUOUS_STATUSES
     return isinstance(error, ResponseFormatError)
+
+
+async def _each(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
+    """Any iterable as an async one, pulled one item at a time."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
 
 
 class BulkStream:
@@ -376,16 +387,8 @@ class _Engine:
         index = 0
         job: _Job | None = None
         try:
-            if isinstance(self.items, AsyncIterable):
-                async for item in self.items:
-                    job = _Job(index, item)
-                    index += 1
-                    await self.inbox.put(job)
-                    job = None
-                    if self.stopping:
-                        break
-            else:
-                for item in self.items:
+            async with contextlib.aclosing(_each(self.items)) as each:
+                async for item in each:
                     job = _Job(index, item)
                     index += 1
                     await self.inbox.put(job)

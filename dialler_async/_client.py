@@ -379,4 +379,3 @@ class DiallerClient:
     ) -> BulkResult:
         """Reset many contacts by ID or by UserData."""
         return await self._keyed_bulk(Operation.RESET, ids, user_data, options)
-

@@ -12,9 +12,20 @@ import enum
 import math
 import random
 from collections import Counter, deque
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
-__all__ = ["FaultKind", "Faults", "RateLimiter", "Stats"]
+__all__ = ["FaultKind", "Faults", "RateLimiter", "Stats", "max_in_window"]
+
+
+def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
+    """The most of ``times`` (ascending) in any sliding window: those less than ``window``
+    apart share one, the rule the emulator's rate limiter applies."""
+    best = lo = 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
 
 
 class FaultKind(enum.Enum):
@@ -76,12 +87,7 @@ class Stats:
         rate limiter applies, so with ``rate_limit=R`` the admitted requests never exceed R.
         """
         times = [t for t, op in self.arrivals if operation is None or op == operation]
-        best = lo = 0
-        for hi, t in enumerate(times):
-            while t - times[lo] >= window:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
+        return max_in_window(times, window)
 
     def reset(self) -> None:
         """Forget everything counted so far."""
