@@ -225,18 +225,20 @@ class _Engine:
         if not finished and now - self.last_progress < self.progress_interval:
             return
         self.last_progress = now
-        r = self.result()
+        # From the running counts only: result() sorts every kept item, too dear to repeat.
+        transport = self.client.transport
+        done, elapsed = self.tally.done, now - self.started
         self.on_progress(
             Progress(
-                done=r.total,
+                done=done,
                 total=self.total,
-                counts=r.counts,
-                elapsed=r.elapsed,
-                rate=r.total / r.elapsed if r.elapsed > 0 else 0.0,
-                requests=r.requests,
-                retries=r.retries,
-                throttled=r.throttled,
-                current_rate_limit=self.client.transport.governor.rate,
+                counts=dict(self.tally.counts),
+                elapsed=elapsed,
+                rate=done / elapsed if elapsed > 0 else 0.0,
+                requests=transport.requests - self.base[0],
+                retries=transport.retries - self.base[1],
+                throttled=transport.governor.throttled - self.base[2],
+                current_rate_limit=transport.governor.rate,
                 finished=finished,
             )
         )
