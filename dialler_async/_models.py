@@ -45,15 +45,20 @@ def _no_extra() -> Mapping[str, Any]:
     return {}
 
 
-@attrs.frozen(kw_only=True)
-class NewContact:
-    """A contact to import. Required by the server: ``name``, ``campaign_id`` or
-    ``campaign_name``, and at least one of ``phone_number1`` .. ``phone_number6``.
+def _compact_repr(obj: Any, *, hide: tuple[object, ...]) -> str:
+    """Only the fields that hold something: a contact has 70-odd, a row sets a dozen."""
+    shown = ", ".join(
+        f"{a.name}={value!r}"
+        for a in attrs.fields(type(obj))
+        if a.repr and not any((value := getattr(obj, a.name)) is h for h in hide)
+    )
+    return f"{type(obj).__name__}({shown})"
 
-    Fields left ``None`` are not sent, so an import with ``overwrite_duplicates=True`` changes
-    only the fields given. ``extra`` holds API fields by their API name that this SDK does not
-    model; they are sent as they are.
-    """
+
+@attrs.frozen(kw_only=True)
+class _ContactFields:
+    """The fields a client may import or update (the jtel import field list), shared by
+    :class:`NewContact` and :class:`Contact`."""
 
     campaign_id: int | None = None
     campaign_name: str | None = None
@@ -97,7 +102,22 @@ class NewContact:
     model: str | None = None
     tag: str | None = None
     external_system_link: str | None = None
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class NewContact(_ContactFields):
+    """A contact to import. Required by the server: ``name``, ``campaign_id`` or
+    ``campaign_name``, and at least one of ``phone_number1`` .. ``phone_number6``.
+
+    Fields left ``None`` are not sent, so an import with ``overwrite_duplicates=True`` changes
+    only the fields given. ``extra`` holds API fields by their API name that this SDK does not
+    model; they are sent as they are.
+    """
+
     extra: Mapping[str, Any] = attrs.field(factory=_no_extra, repr=False)
+
+    def __repr__(self) -> str:
+        return _compact_repr(self, hide=(None,))
 
     @property
     def key(self) -> str | None:
@@ -105,7 +125,7 @@ class NewContact:
         return self.user_data
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class ContactUpdate:
     """A partial update of an existing contact, found by ``id`` or ``user_data``.
 
@@ -158,6 +178,9 @@ class ContactUpdate:
     external_system_link: str | UnsetType | None = UNSET
     extra: Mapping[str, Any] = attrs.field(factory=_no_extra, repr=False)
 
+    def __repr__(self) -> str:  # None is shown: it means "set to null" here
+        return _compact_repr(self, hide=(UNSET,))
+
     @property
     def key(self) -> int | str | None:
         """The ID if given, else the user data: what the server matches on."""
@@ -201,8 +224,8 @@ class HistoryEntry:
     extra: Mapping[str, Any] = attrs.field(factory=_no_extra, repr=False)
 
 
-@attrs.frozen(kw_only=True)
-class Contact:
+@attrs.frozen(kw_only=True, repr=False)
+class Contact(_ContactFields):
     """A dialler contact as the server returns it.
 
     ``result_code`` and ``history`` are filled only by the batch retrieval
@@ -210,48 +233,6 @@ class Contact:
     """
 
     id: int | None = None
-    campaign_id: int | None = None
-    campaign_name: str | None = None
-    random_sort_order: int | None = None
-    user_data: str | None = None
-    client: str | None = None
-    service: str | None = None
-    reference_number: str | None = None
-    name: str | None = None
-    first_name: str | None = None
-    salutation: str | None = None
-    title: str | None = None
-    company: str | None = None
-    address: str | None = None
-    postal_code: str | None = None
-    city: str | None = None
-    country: str | None = None
-    account_owner: str | None = None
-    account_bank: str | None = None
-    account_national_bank_code: str | None = None
-    account_bic: str | None = None
-    account_number: str | None = None
-    account_iban: str | None = None
-    amount: float | None = None
-    phone_number1: str | None = None
-    phone_number2: str | None = None
-    phone_number3: str | None = None
-    phone_number4: str | None = None
-    phone_number5: str | None = None
-    phone_number6: str | None = None
-    fax_number: str | None = None
-    email: str | None = None
-    website: str | None = None
-    comment: str | None = None
-    reserved_users_uid: str | None = None
-    follow_up_users_uid: str | None = None
-    follow_up_at: datetime | None = None
-    begin_date: datetime | None = None
-    end_date: datetime | None = None
-    manufacturer: str | None = None
-    model: str | None = None
-    tag: str | None = None
-    external_system_link: str | None = None
     imported_at: datetime | None = None
     next_try_at: datetime | None = None
     locked: bool | None = None
@@ -285,6 +266,9 @@ class Contact:
     result_code: ResultCode | None = None
     history: tuple[HistoryEntry, ...] | None = None
     extra: Mapping[str, Any] = attrs.field(factory=_no_extra, repr=False)
+
+    def __repr__(self) -> str:
+        return _compact_repr(self, hide=(None,))
 
 
 @attrs.frozen(kw_only=True)

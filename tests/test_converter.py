@@ -233,3 +233,12 @@ def test_models_are_frozen_and_slotted() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         contact.name = "Y"  # type: ignore[misc]
     assert not hasattr(contact, "__dict__")
+
+
+def test_reprs_show_only_what_is_set() -> None:
+    assert repr(NewContact(name="X", phone_number1="+49")) == (
+        "NewContact(name='X', phone_number1='+49')"
+    )
+    # in an update, None means "set to null" and is shown; UNSET is not
+    assert repr(ContactUpdate(id=3, comment=None)) == "ContactUpdate(id=3, comment=None)"
+    assert repr(Contact(id=5, name="M")) == "Contact(name='M', id=5)"
