@@ -117,7 +117,8 @@ class BulkResult:
     ``failures`` holds every non-success item (FAILED, INVALID, AMBIGUOUS, CANCELLED) even when
     ``keep_results=False``; ``items`` holds all of them, ordered by input index, unless
     ``keep_results=False``. ``requests``/``retries``/``throttled`` count HTTP attempts, retries
-    and 429 answers of this job.
+    and 429 answers made through the client while the job ran (jobs running side by side on one
+    client share those counters).
     """
 
     operation: Operation
