@@ -136,6 +136,7 @@ class Engine:
         self.stopping = False
         self.closing = False
         self.input_error: BaseException | None = None
+        self.read_all = False
         self.active: dict[object, collections.deque[_Job]] = {}
         self.inbox: asyncio.Queue[_Job | None] = asyncio.Queue(self.workers_count * 2)
         self.outbox: asyncio.Queue[ItemResult | None] = asyncio.Queue(self.workers_count * 4)
@@ -155,6 +156,7 @@ class Engine:
             requests=t.requests - self.base[0],
             retries=t.retries - self.base[1],
             throttled=t.governor.throttled - self.base[2],
+            read_all=self.read_all,
         )
 
     def _progress(self, finished: bool = False) -> None:
@@ -336,6 +338,8 @@ class Engine:
                     job = None
                     if self.stopping:
                         break
+                else:
+                    self.read_all = True
         except asyncio.CancelledError:
             if job is not None:
                 self._account(job, self._result(job, Outcome.CANCELLED))

@@ -116,7 +116,10 @@ class BulkResult:
 
     ``failures`` holds every non-success item (FAILED, INVALID, AMBIGUOUS, CANCELLED) even when
     ``keep_results=False``; ``items`` holds all of them, ordered by input index, unless
-    ``keep_results=False``. ``requests``/``retries``/``throttled`` count HTTP attempts, retries
+    ``keep_results=False``. ``read_all`` is False when the job stopped before reading its whole
+    input (``max_failures``, ``on_error="raise"``, cancellation, a failing input iterator): the
+    rows after the first ``total`` were never read and are in no count.
+    ``requests``/``retries``/``throttled`` count HTTP attempts, retries
     and 429 answers made through the client while the job ran (jobs running side by side on one
     client share those counters).
     """
@@ -135,6 +138,7 @@ class BulkResult:
     retries: int
     throttled: int
     duplicates_in_input: int = 0
+    read_all: bool = True
 
     @property
     def total(self) -> int:
@@ -164,7 +168,13 @@ class BulkResult:
 
     def summary(self) -> str:
         parts = [f"{n} {o.value}" for o, n in self.counts.items() if n]
-        return f"{self.total} items: " + (", ".join(parts) or "none") + f" in {self.elapsed:.1f}s"
+        stopped = "" if self.read_all else " (stopped before the end of the input)"
+        return (
+            f"{self.total} items: "
+            + (", ".join(parts) or "none")
+            + f" in {self.elapsed:.1f}s"
+            + stopped
+        )
 
 
 class Tally:
@@ -193,7 +203,14 @@ class Tally:
             self.items.append(result)
 
     def result(
-        self, operation: Operation, *, elapsed: float, requests: int, retries: int, throttled: int
+        self,
+        operation: Operation,
+        *,
+        elapsed: float,
+        requests: int,
+        retries: int,
+        throttled: int,
+        read_all: bool,
     ) -> BulkResult:
         c = self.counts
         return BulkResult(
@@ -211,6 +228,7 @@ class Tally:
             retries=retries,
             throttled=throttled,
             duplicates_in_input=self.duplicates,
+            read_all=read_all,
         )
 
 

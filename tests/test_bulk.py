@@ -39,6 +39,7 @@ async def test_import_account_adds_up(client: DiallerClient, emulator: Emulator)
     result = await client.import_contacts(rows(200))
     assert_exact_account(result, 200)
     assert result.ok and result.succeeded == 200 and result.failures == []
+    assert result.read_all
     assert result.requests == 200 and result.retries == 0
     assert emulator.store.contact_count() == 200
     item = result.items[0] if result.items else None
@@ -206,6 +207,7 @@ async def test_max_failures_cancels_the_rest(client: DiallerClient, emulator: Em
     assert_exact_account(result, result.total)
     assert result.invalid >= 3 and result.cancelled > 0
     assert result.total < len(data)  # stopped reading the input
+    assert not result.read_all and "stopped before the end" in result.summary()
     assert not result.ok
     with pytest.raises(BulkError) as info:
         result.raise_for_failures()
@@ -249,6 +251,7 @@ async def test_input_iterator_error_is_raised_after_accounting(client: DiallerCl
         async for _ in s:
             pass
     assert s.result.total == 5 and s.result.succeeded == 5
+    assert not s.result.read_all
 
 
 @pytest.mark.slow
@@ -297,6 +300,7 @@ async def test_cancellation_gives_a_partial_account_and_leaks_nothing(emulator: 
         assert sum(result.counts.values()) == result.total
         assert result.succeeded > 0 and result.cancelled > 0
         assert result.ambiguous == 0  # in-flight requests were allowed to finish
+        assert not result.read_all
         assert emulator.store.contact_count() == result.succeeded
         connector = c.transport.session.connector
         assert connector is not None
