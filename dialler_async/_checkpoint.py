@@ -95,8 +95,5 @@ class Checkpoint:
             (index, digest, state, None if key is None else str(key), error),
         )
 
-    def counts(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
-
     def close(self) -> None:
         self._db.close()

@@ -14,16 +14,15 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from . import _bulk
-from ._converter import unstructure
 from ._envelope import first_record, structure_records
 from ._exceptions import ClientStateError, ConfigurationError, NotFoundError
 from ._limits import Clock, Governor, Limits, Sleep
 from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
+from ._operations import Import, Update
 from ._results import BulkResult, Operation
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
 from ._transport import Reply, Transport
-from ._validation import validate_contact, validate_update
 
 log = logging.getLogger("dialler_async")
 T = TypeVar("T")
@@ -79,7 +78,6 @@ class DiallerClient:
         self._sleep = sleep
         self._state = _State.UNOPENED
         self._transport: Transport | None = None
-        self._import_paths: dict[bool, str] = {}
         if verify is False:
             log.warning("TLS certificate verification is OFF for %s", self.base_url)
 
@@ -233,28 +231,24 @@ class DiallerClient:
         Validated before sending (:class:`ContactValidationError`). Retried after a lost answer
         only when ``overwrite_duplicates`` is set and the contact has a UserData.
         """
-        checked = validate_contact(contact)
-        has_key = bool(checked.user_data and checked.user_data.strip())
-        reply = await self._import(
-            unstructure(checked),
-            overwrite=overwrite_duplicates,
-            idempotent=overwrite_duplicates and has_key,
+        rules = Import(
+            overwrite_duplicates=overwrite_duplicates, campaign_id=None, campaign_name=None
         )
+        reply = await rules.send(self, rules.prepare(contact))
         return first_record(reply, Contact)
 
     async def _import(self, body: dict[str, Any], *, overwrite: bool, idempotent: bool) -> Reply:
-        transport = self.transport
-        route = self.routes.import_contact
-        path = self._import_paths.get(overwrite)
-        if path is None:  # one of two paths, built once: this is every bulk import's hot path
-            path = transport.url_path(route, query={"overwriteDuplicates": overwrite})
-            self._import_paths[overwrite] = path
-        return await transport.call(route.method, path, body, idempotent=idempotent)
+        return await self._call(
+            self.routes.import_contact,
+            query={"overwriteDuplicates": overwrite},
+            body=body,
+            idempotent=idempotent,
+        )
 
     async def update_contact(self, update: UpdateInput) -> Contact:
         """Change only the fields given (``None`` clears); found by ``id`` or ``user_data``."""
-        body = unstructure(validate_update(update))
-        return first_record(await self._update(body), Contact)
+        rules = Update()
+        return first_record(await rules.send(self, rules.prepare(update)), Contact)
 
     async def _update(self, body: dict[str, Any]) -> Reply:
         return await self._call(self.routes.update_contact, body=body)

@@ -25,20 +25,17 @@ from ._exceptions import (
     BulkError,
     ContactValidationError,
     DiallerError,
-    ResponseFormatError,
-    TransportError,
 )
 from ._limits import RateLimiter
 from ._models import Contact
 from ._operations import OperationRules, Prepared, record_matches, rules_for
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress, Tally
+from ._retry import may_have_landed
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
 
 log = logging.getLogger("dialler_async")
-
-_AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
 
 
 class _Job:
@@ -62,14 +59,6 @@ class _Job:
         self.duplicate = False
         self.sent_unsafe = False
         self.done = False
-
-
-def _may_have_landed(error: DiallerError) -> bool:
-    if isinstance(error, TransportError):
-        return error.request_sent
-    if isinstance(error, APIStatusError):
-        return error.status in _AMBIGUOUS_STATUSES
-    return isinstance(error, ResponseFormatError)
 
 
 async def _each(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
@@ -116,7 +105,11 @@ class Engine:
         self.workers_count: int = options.pop("concurrency", None) or client.limits.max_concurrency
         rate: float | None = options.pop("rate", None)
         self.job_limiter = (
-            RateLimiter(rate, clock=client._clock, sleep=client._sleep) if rate else None
+            RateLimiter(
+                rate, margin=client.limits.jitter_margin, clock=client._clock, sleep=client._sleep
+            )
+            if rate
+            else None
         )
         self.total: int | None = options.pop("total", None)
         if self.total is None and isinstance(items, Sized):
@@ -148,15 +141,21 @@ class Engine:
 
     # -- account ----------------------------------------------------------------------------
 
-    def result(self) -> BulkResult:
+    def _counters(self) -> dict[str, int]:
+        """Requests, retries and 429s made through the client since the job started."""
         t = self.client.transport
+        return {
+            "requests": t.requests - self.base[0],
+            "retries": t.retries - self.base[1],
+            "throttled": t.governor.throttled - self.base[2],
+        }
+
+    def result(self) -> BulkResult:
         return self.tally.result(
             self.operation,
             elapsed=self.clock() - self.started,
-            requests=t.requests - self.base[0],
-            retries=t.retries - self.base[1],
-            throttled=t.governor.throttled - self.base[2],
             read_all=self.read_all,
+            **self._counters(),
         )
 
     def _progress(self, finished: bool = False) -> None:
@@ -167,7 +166,6 @@ class Engine:
             return
         self.last_progress = now
         # From the running counts only: result() sorts every kept item, too dear to repeat.
-        transport = self.client.transport
         done, elapsed = self.tally.done, now - self.started
         self.on_progress(
             Progress(
@@ -176,11 +174,9 @@ class Engine:
                 counts=dict(self.tally.counts),
                 elapsed=elapsed,
                 rate=done / elapsed if elapsed > 0 else 0.0,
-                requests=transport.requests - self.base[0],
-                retries=transport.retries - self.base[1],
-                throttled=transport.governor.throttled - self.base[2],
-                current_rate_limit=transport.governor.rate,
+                current_rate_limit=self.client.transport.governor.rate,
                 finished=finished,
+                **self._counters(),
             )
         )
 
@@ -292,7 +288,7 @@ class Engine:
             record = self.rules.record(reply)
         except DiallerError as err:
             attempts += err.attempts
-            if not prepared.idempotent and _may_have_landed(err):
+            if not prepared.idempotent and may_have_landed(err):
                 if prepared.user_data is not None and rounds == 0:
                     return await self._reconcile(job, prepared, attempts, error=err)
                 return self._result(job, Outcome.AMBIGUOUS, error=err, attempts=attempts)

@@ -27,26 +27,27 @@ def structure_records(reply: Reply, cls: type[T]) -> list[T]:
         raise _malformed(reply, f"unexpected record ({exc})", records) from exc
 
 
-def first_record(reply: Reply, cls: type[T]) -> T:
-    """The one record of a single-record envelope; :class:`ResponseFormatError` if none."""
+def _first(reply: Reply) -> Any:
     data = reply.data
     records = data.get("records") if isinstance(data, dict) else None
     if not isinstance(records, list) or not records:
         raise _malformed(reply, "the answer holds no record", data)
+    return records[0]
+
+
+def first_record(reply: Reply, cls: type[T]) -> T:
+    """The one record of a single-record envelope; :class:`ResponseFormatError` if none."""
+    record = _first(reply)
     try:
-        return structure(records[0], cls)
+        return structure(record, cls)
     except (ValueError, TypeError) as exc:
-        raise _malformed(reply, f"unexpected record ({exc})", records[0]) from exc
+        raise _malformed(reply, f"unexpected record ({exc})", record) from exc
 
 
 def first_raw_record(reply: Reply) -> dict[str, Any]:
     """The one record of a single-record envelope, checked only for its shape (an object with
     an integer ``ID``); full conversion is left to whoever reads it."""
-    data = reply.data
-    records = data.get("records") if isinstance(data, dict) else None
-    if not isinstance(records, list) or not records:
-        raise _malformed(reply, "the answer holds no record", data)
-    record = records[0]
+    record = _first(reply)
     if not isinstance(record, dict) or type(record.get("ID")) is not int:
         raise _malformed(reply, "the record has no integer ID", record)
     return record

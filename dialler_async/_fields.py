@@ -101,7 +101,6 @@ PHONE_FIELDS: Final[tuple[str, ...]] = tuple(f"PhoneNumber{n}" for n in range(1,
 
 BY_API: Final[dict[str, Field]] = {f.api: f for f in CONTACT_FIELDS}
 BY_PY: Final[dict[str, Field]] = {f.py: f for f in CONTACT_FIELDS}
-IMPORT_BY_API: Final[dict[str, Field]] = {f.api: f for f in IMPORT_FIELDS}
 
 #: Extended-record keys of the batch retrieval (structured into nested models).
 RESULT_CODE_KEY: Final = "DiallerCampaignsResultCodes"

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import attrs
 
@@ -152,15 +151,6 @@ class Governor:
 
     def release(self) -> None:
         self._semaphore.release()
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """``acquire``/``release`` as a context manager (the hot path calls them directly)."""
-        await self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
 
     def on_throttled(self, retry_after: float | None) -> None:
         """A 429 arrived: pause everyone for ``retry_after`` and (adaptive) halve the rate.

@@ -7,19 +7,17 @@ send it through the client's single-call plumbing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from . import _fields as F
-from ._converter import to_new_contact, to_update, unstructure
+from ._converter import unstructure
 from ._envelope import first_raw_record
-from ._exceptions import ContactValidationError
 from ._models import Contact
 from ._results import Operation
 from ._transport import Reply
-from ._validation import check_update, new_contact_problems, validate_key
+from ._validation import checked_contact, checked_update, validate_key
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
@@ -41,9 +39,6 @@ class Prepared:
     user_data: str | None = None
 
 
-Sender = Callable[["DiallerClient", Prepared], Awaitable[Reply]]
-
-
 class Import:
     """Import one contact per item (``NewContact`` or dict)."""
 
@@ -60,13 +55,7 @@ class Import:
             self.default_campaign["DiallerCampaignsName"] = campaign_name
 
     def prepare(self, item: Any) -> Prepared:
-        contact = to_new_contact(item)
-        body = unstructure(contact)
-        problems = new_contact_problems(
-            contact, campaign_given=bool(self.default_campaign), body=body
-        )
-        if problems:
-            raise ContactValidationError(problems, key=contact.user_data)
+        contact, body = checked_contact(item, campaign_given=bool(self.default_campaign))
         if (
             self.default_campaign
             and "DiallerCampaignsID" not in body
@@ -97,9 +86,9 @@ class Update:
     operation = Operation.UPDATE
 
     def prepare(self, item: Any) -> Prepared:
-        update = check_update(to_update(item))
+        update, body = checked_update(item)
         key = update.key
-        return Prepared(key=key, serial_key=key, payload=unstructure(update), idempotent=True)
+        return Prepared(key=key, serial_key=key, payload=body, idempotent=True)
 
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
         return await client._update(prepared.payload)
@@ -120,9 +109,10 @@ class KeyedAction:
         return Prepared(key=key, serial_key=key, payload=key, idempotent=True)
 
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
-        if self.by_user_data:
-            return await client._action(self.operation.value, None, str(prepared.key))
-        return await client._action(self.operation.value, int(prepared.key or 0), None)
+        key = prepared.key
+        if isinstance(key, str):
+            return await client._action(self.operation.value, None, key)
+        return await client._action(self.operation.value, key, None)
 
     def record(self, reply: Reply) -> dict[str, Any] | None:
         return None

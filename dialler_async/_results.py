@@ -79,7 +79,9 @@ class ItemResult:
         """The server's record as a :class:`Contact` (None where the answer had none).
 
         Built from ``record`` (the raw JSON object) on first access: a bulk job that never
-        looks at the records does not pay for converting them.
+        looks at the records does not pay for converting them. The record's shape (an object
+        with an integer ``ID``) was checked when the item finished; a field of the wrong type
+        raises ``ValueError`` here.
         """
         if self._contact is None and self.record is not None:
             # Frozen, so the cache is set the one way attrs leaves open.
@@ -234,14 +236,3 @@ class Tally:
 
 def _by_index(item: ItemResult) -> int:
     return item.index
-
-
-def describe_error(error: DiallerError | None) -> dict[str, Any]:
-    """``{"type", "status", "message"}`` of an item's error, for reports and rejects files."""
-    if error is None:
-        return {}
-    return {
-        "type": type(error).__name__,
-        "status": getattr(error, "status", None),
-        "message": str(error),
-    }

@@ -22,6 +22,7 @@ from ._exceptions import (
     DiallerError,
     RateLimitError,
     RequestTimeoutError,
+    ResponseFormatError,
     ServerError,
     TransportError,
 )
@@ -87,6 +88,24 @@ def is_retryable(policy: RetryPolicy, error: DiallerError, *, idempotent: bool) 
     if isinstance(error, ServerError):
         return idempotent and error.status in policy.retry_statuses
     return False
+
+
+# Statuses that can come back after the application already acted: its own failure (500), or
+# a gateway that gave up waiting for it (502, 504). A 503 is refused before it gets there.
+_MAYBE_PROCESSED_STATUSES: Final = frozenset({500, 502, 504})
+
+
+def may_have_landed(error: DiallerError) -> bool:
+    """Whether the request that failed with ``error`` may still have been carried out.
+
+    True for a transport failure after sending, a 500/502/504, and a 2xx whose body could not be
+    read; False where the server certainly did nothing (never sent, 4xx, 429, 503).
+    """
+    if isinstance(error, TransportError):
+        return error.request_sent
+    if isinstance(error, APIStatusError):
+        return error.status in _MAYBE_PROCESSED_STATUSES
+    return isinstance(error, ResponseFormatError)
 
 
 def decide(

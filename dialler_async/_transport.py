@@ -33,7 +33,7 @@ from ._exceptions import (
     status_error_class,
 )
 from ._limits import Clock, Governor, Sleep
-from ._retry import RetryBudget, RetryPolicy, decide, parse_retry_after
+from ._retry import RetryBudget, RetryPolicy, decide, may_have_landed, parse_retry_after
 from ._routes import Route
 
 log = logging.getLogger("dialler_async")
@@ -112,6 +112,7 @@ class Transport:
         self.requests = 0
         self.retries = 0
         self._urls: dict[str, URL] = {}
+        self._paths: dict[tuple[Route, tuple[tuple[str, object], ...]], str] = {}
         connector = aiohttp.TCPConnector(
             limit=governor.limits.max_concurrency, limit_per_host=0, ssl=verify
         )
@@ -147,6 +148,12 @@ class Transport:
         user_data: str | None = None,
         query: Mapping[str, object] | None = None,
     ) -> str:
+        fixed = id is None and user_data is None
+        if fixed:  # nothing per item in it (every import's path): build it once per client
+            memo = (route, tuple(query.items()) if query else ())
+            cached = self._paths.get(memo)
+            if cached is not None:
+                return cached
         path = route.build(id=id, user_data=user_data)
         if query:
             parts = [
@@ -154,6 +161,8 @@ class Transport:
             ]
             if parts:
                 path += ("&" if "?" in path else "?") + "&".join(parts)
+        if fixed and len(self._paths) < 1024:
+            self._paths[memo] = path
         return path
 
     async def send(self, method: str, path: str, body: Any = None) -> Any:
@@ -222,7 +231,7 @@ class Transport:
                     self.governor.on_throttled(err.retry_after)
                 if missing_ok_on_retry and maybe_done and isinstance(err, NotFoundError):
                     return Reply(None, attempt, method, path)
-                maybe_done = maybe_done or (isinstance(err, TransportError) and err.request_sent)
+                maybe_done = maybe_done or may_have_landed(err)
                 decision = decide(
                     self.retry,
                     err,

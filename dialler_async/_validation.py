@@ -52,31 +52,37 @@ def new_contact_problems(
     return problems
 
 
-def update_problems(update: ContactUpdate) -> list[str]:
-    """Every reason the server would reject this update (empty if none)."""
+def update_problems(update: ContactUpdate, *, body: Mapping[str, Any] | None = None) -> list[str]:
+    """Every reason the server would reject this update (empty if none); ``body`` as above."""
     problems = []
     if not isinstance(update.id, int) and _blank(update.user_data):
         problems.append("ID or UserData: required to find the contact")
     if update.name is None or (isinstance(update.name, str) and not update.name.strip()):
         problems.append("Name: cannot be cleared")
-    problems.extend(_length_problems(unstructure(update)))
+    problems.extend(_length_problems(unstructure(update) if body is None else body))
     return problems
 
 
-def check_new_contact(contact: NewContact, *, campaign_given: bool = False) -> NewContact:
-    """Return the contact, or raise :class:`ContactValidationError` naming every problem."""
-    problems = new_contact_problems(contact, campaign_given=campaign_given)
+def checked_contact(
+    data: NewContact | Mapping[str, Any], *, campaign_given: bool = False
+) -> tuple[NewContact, dict[str, Any]]:
+    """The contact and its request body, converted once; raises naming every problem."""
+    contact = to_new_contact(data)
+    body = unstructure(contact)
+    problems = new_contact_problems(contact, campaign_given=campaign_given, body=body)
     if problems:
         raise ContactValidationError(problems, key=contact.user_data)
-    return contact
+    return contact, body
 
 
-def check_update(update: ContactUpdate) -> ContactUpdate:
-    """Return the update, or raise :class:`ContactValidationError` naming every problem."""
-    problems = update_problems(update)
+def checked_update(data: ContactUpdate | Mapping[str, Any]) -> tuple[ContactUpdate, dict[str, Any]]:
+    """The update and its request body, converted once; raises naming every problem."""
+    update = to_update(data)
+    body = unstructure(update)
+    problems = update_problems(update, body=body)
     if problems:
         raise ContactValidationError(problems, key=update.key)
-    return update
+    return update, body
 
 
 def validate_contact(
@@ -88,12 +94,12 @@ def validate_contact(
     :class:`ContactValidationError` naming every problem. ``campaign_given``: a campaign will be
     filled in for rows without one (``import_contacts(campaign_id=...)``).
     """
-    return check_new_contact(to_new_contact(data), campaign_given=campaign_given)
+    return checked_contact(data, campaign_given=campaign_given)[0]
 
 
 def validate_update(data: ContactUpdate | Mapping[str, Any]) -> ContactUpdate:
     """Convert and check one partial update without sending it (see :func:`validate_contact`)."""
-    return check_update(to_update(data))
+    return checked_update(data)[0]
 
 
 def validate_key(value: Any, *, by_user_data: bool) -> int | str:

@@ -116,8 +116,8 @@ async def test_adaptive_without_a_configured_rate_cuts_from_the_observed_one(
 ) -> None:
     governor = Governor(Limits(max_concurrency=4), clock=clock, sleep=clock.sleep)
     for _ in range(40):
-        async with governor.slot():
-            pass
+        await governor.acquire()
+        governor.release()
         clock.now += 0.01  # 100 starts per second
     governor.on_throttled(retry_after=1.0)
     assert governor.rate == pytest.approx(50.0, rel=0.05)  # half of the ~100/s seen lately
@@ -135,11 +135,12 @@ async def test_concurrency_cap(clock: FakeClock) -> None:
 
     async def job() -> None:
         nonlocal inside, peak
-        async with governor.slot():
-            inside += 1
-            peak = max(peak, inside)
-            await asyncio.sleep(0)
-            inside -= 1
+        await governor.acquire()
+        inside += 1
+        peak = max(peak, inside)
+        await asyncio.sleep(0)
+        inside -= 1
+        governor.release()
 
     await asyncio.gather(*(job() for _ in range(20)))
     assert peak == 3

@@ -18,7 +18,14 @@ from dialler_async import (
     ServerError,
 )
 from dialler_async._exceptions import AuthenticationError, ConnectionLostError, ResponseFormatError
-from dialler_async._retry import RetryBudget, backoff_delay, decide, is_retryable, parse_retry_after
+from dialler_async._retry import (
+    RetryBudget,
+    backoff_delay,
+    decide,
+    is_retryable,
+    may_have_landed,
+    parse_retry_after,
+)
 
 M, P = "POST", "/dialler/contacts/import"
 
@@ -33,27 +40,30 @@ READ_TIMEOUT = RequestTimeoutError("t", method=M, path=P, request_sent=True)
 LOST = ConnectionLostError("reset", method=M, path=P)
 MALFORMED = ResponseFormatError("bad", method=M, path=P, body="<html>")
 
-# error, retried when idempotent, retried when not idempotent
+# error, retried when idempotent, retried when not idempotent, may have been carried out
 TABLE = [
-    (CONNECT, True, True),
-    (CONNECT_TIMEOUT, True, True),
-    (READ_TIMEOUT, True, False),
-    (LOST, True, False),
-    (status(RateLimitError, 429), True, True),
-    (status(ServerError, 502), True, False),
-    (status(ServerError, 503), True, False),
-    (status(ServerError, 504), True, False),
-    (status(ServerError, 500), False, False),
-    (status(BadRequestError, 400), False, False),
-    (status(AuthenticationError, 401), False, False),
-    (status(NotFoundError, 404), False, False),
-    (status(ConflictError, 409), False, False),
-    (MALFORMED, False, False),
+    (CONNECT, True, True, False),
+    (CONNECT_TIMEOUT, True, True, False),
+    (READ_TIMEOUT, True, False, True),
+    (LOST, True, False, True),
+    (status(RateLimitError, 429), True, True, False),
+    (status(ServerError, 502), True, False, True),
+    (status(ServerError, 503), True, False, False),
+    (status(ServerError, 504), True, False, True),
+    (status(ServerError, 500), False, False, True),
+    (status(BadRequestError, 400), False, False, False),
+    (status(AuthenticationError, 401), False, False, False),
+    (status(NotFoundError, 404), False, False, False),
+    (status(ConflictError, 409), False, False, False),
+    (MALFORMED, False, False, True),
 ]
 
 
-@pytest.mark.parametrize(("error", "idempotent_ok", "unsafe_ok"), TABLE)
-def test_what_is_retried(error: DiallerError, idempotent_ok: bool, unsafe_ok: bool) -> None:
+@pytest.mark.parametrize(("error", "idempotent_ok", "unsafe_ok", "landed"), TABLE)
+def test_what_is_retried(
+    error: DiallerError, idempotent_ok: bool, unsafe_ok: bool, landed: bool
+) -> None:
+    assert may_have_landed(error) is landed
     policy = RetryPolicy()
     assert is_retryable(policy, error, idempotent=True) is idempotent_ok
     assert is_retryable(policy, error, idempotent=False) is unsafe_ok

@@ -21,6 +21,8 @@ from dialler_async import (
 )
 from dialler_async._exceptions import ConnectionLostError
 
+from .conftest import FakeClock
+
 BASE = "http://dialler.test/rest/v1.0"
 CAMPAIGNS = f"{BASE}/7/dialler/campaigns"
 
@@ -167,3 +169,22 @@ async def test_one_error_class_per_status(
     assert type(info.value).__name__ == expected
     assert (info.value.status, info.value.error) == (status, f"reason {status}")
     assert (info.value.method, info.value.path) == ("GET", "/dialler/campaigns/1")
+
+
+@pytest.mark.parametrize(
+    ("status", "attempts"),
+    [(400, 1), (401, 1), (403, 1), (404, 1), (409, 1), (500, 1), (429, 4), (503, 4)],
+)
+async def test_default_policy_tries_a_refused_request_once(
+    canned: tuple[DiallerClient, list[web.Response]], status: int, attempts: int
+) -> None:
+    base_url, answers = canned[0].base_url, canned[1]
+    clock = FakeClock()
+    for _ in range(attempts):
+        answers.append(web.json_response({"status": status, "error": "no"}, status=status))
+    async with DiallerClient(base_url, 7, "tok", clock=clock, sleep=clock.sleep) as c:
+        with pytest.raises(APIStatusError) as info:
+            await c.get_campaign(1)
+        assert c.transport.retries == attempts - 1
+    assert info.value.attempts == attempts  # default RetryPolicy: 4 attempts where retried
+    assert answers == []  # the server saw exactly that many requests
