@@ -19,18 +19,18 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, S
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._checkpoint import PENDING, Checkpoint, fingerprint
+from ._checkpoint import Checkpoint, fingerprint
 from ._exceptions import (
     APIStatusError,
     BulkError,
     ContactValidationError,
     DiallerError,
 )
+from ._item import ItemRunner
 from ._limits import RateLimiter
 from ._models import Contact
-from ._operations import OperationRules, Prepared, record_matches, rules_for
+from ._operations import OperationRules, Prepared, rules_for
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress, Tally
-from ._retry import may_have_landed
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
@@ -104,13 +104,14 @@ class Engine:
         self.grace: float = options.pop("grace", 5.0)
         self.workers_count: int = options.pop("concurrency", None) or client.limits.max_concurrency
         rate: float | None = options.pop("rate", None)
-        self.job_limiter = (
+        job_limiter = (
             RateLimiter(
                 rate, margin=client.limits.jitter_margin, clock=client._clock, sleep=client._sleep
             )
             if rate
             else None
         )
+        self.runner = ItemRunner(client, self.rules, job_limiter)
         self.total: int | None = options.pop("total", None)
         if self.total is None and isinstance(items, Sized):
             self.total = len(items)
@@ -267,58 +268,29 @@ class Engine:
             return self._result(
                 job, Outcome.INVALID, key=getattr(job.invalid, "key", None), error=job.invalid
             )
-        if self.checkpoint is not None:
-            previous = self.checkpoint.previous(job.index, job.digest)
-            if previous == Outcome.SUCCEEDED.value:
+        resumed: str | None = None
+        before_unsafe_send: Callable[[], None] | None = None
+        checkpoint = self.checkpoint
+        if checkpoint is not None:
+            resumed = checkpoint.previous(job.index, job.digest)
+            if resumed == Outcome.SUCCEEDED.value:
                 return self._result(job, Outcome.SKIPPED)
-            if previous in (PENDING, Outcome.AMBIGUOUS.value) and not prepared.idempotent:
-                return await self._reconcile(job, prepared, attempts=0)
-            if not prepared.idempotent:
-                self.checkpoint.mark_pending(job.index, job.digest, prepared.key)
-        return await self._send(job, prepared)
 
-    async def _send(
-        self, job: _Job, prepared: Prepared, attempts: int = 0, rounds: int = 0
-    ) -> ItemResult:
-        if self.job_limiter is not None:
-            await self.job_limiter.acquire()
-        job.sent_unsafe = not prepared.idempotent
-        try:
-            reply = await self.rules.send(self.client, prepared)
-            record = self.rules.record(reply)
-        except DiallerError as err:
-            attempts += err.attempts
-            if not prepared.idempotent and may_have_landed(err):
-                if prepared.user_data is not None and rounds == 0:
-                    return await self._reconcile(job, prepared, attempts, error=err)
-                return self._result(job, Outcome.AMBIGUOUS, error=err, attempts=attempts)
-            job.sent_unsafe = False
-            return self._result(job, Outcome.FAILED, error=err, attempts=attempts)
-        job.sent_unsafe = False
+            def before_unsafe_send() -> None:
+                checkpoint.mark_pending(job.index, job.digest, prepared.key)
+
+        verdict = await self.runner.run(
+            job, prepared, resumed=resumed, before_unsafe_send=before_unsafe_send
+        )
         return self._result(
-            job, Outcome.SUCCEEDED, record=record, attempts=attempts + reply.attempts
+            job,
+            verdict.outcome,
+            error=verdict.error,
+            record=verdict.record,
+            contact=verdict.contact,
+            attempts=verdict.attempts,
+            reconciled=verdict.reconciled,
         )
-
-    async def _reconcile(
-        self, job: _Job, prepared: Prepared, attempts: int, error: DiallerError | None = None
-    ) -> ItemResult:
-        """An import may or may not have landed: look its UserData up before resending."""
-        if prepared.user_data is None:
-            return self._result(job, Outcome.AMBIGUOUS, error=error, attempts=attempts)
-        try:
-            found = await self.client.find_contacts(prepared.user_data)
-        except DiallerError as err:
-            return self._result(job, Outcome.AMBIGUOUS, error=error or err, attempts=attempts)
-        for contact in found:
-            if record_matches(contact, prepared.payload):
-                job.sent_unsafe = False
-                return self._result(
-                    job, Outcome.SUCCEEDED, contact=contact, attempts=attempts, reconciled=True
-                )
-        log.info(
-            "item %d (UserData %r) did not land; sending it again", job.index, prepared.user_data
-        )
-        return await self._send(job, prepared, attempts, rounds=1)
 
     # -- tasks ------------------------------------------------------------------------------
 
