@@ -22,6 +22,7 @@ from dialler_async import (
 from dialler_async.emulator import Emulator, EmulatorConfig, FaultKind
 
 from .conftest import FAST_RETRY, contact
+from .invariants import Counted, Snapshot, assert_account
 
 
 def assert_exact_account(result: BulkResult, n: int) -> None:
@@ -420,3 +421,18 @@ async def test_every_operation_under_faults_keeps_an_exact_account_and_the_rate(
     assert emulator.stats.max_starts_in_window(1.0) <= rate + 1
     expected = 0 if operation is Operation.DELETE else n
     assert emulator.store.contact_count() == expected  # no duplicates, nothing lost
+
+
+async def test_invariants_helper_catches_a_hole_and_passes_an_exact_account(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    before = Snapshot.take(emulator)
+    rows = Counted([contact(n) for n in range(30)] + [{"Name": ""}])
+    result = await client.import_contacts(rows, overwrite_duplicates=False)
+    assert_account(result, read=rows.read, emulator=emulator, before=before, campaign_id=538)
+    with pytest.raises(AssertionError):
+        assert_account(result, read=rows.read + 1)
+    # A contact written behind the account's back is caught.
+    await client.import_contact(contact(999))
+    with pytest.raises(AssertionError):
+        assert_account(result, read=rows.read, emulator=emulator, before=before)
