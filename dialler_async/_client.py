@@ -14,12 +14,14 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from . import _bulk
+from ._converter import structure
 from ._envelope import first_record, structure_records
-from ._exceptions import ClientStateError, ConfigurationError, NotFoundError
+from ._exceptions import ClientStateError, ConfigurationError, DiallerError, NotFoundError
+from ._item import ItemRunner, Verdict
 from ._limits import Clock, Governor, Limits, Sleep
 from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
-from ._operations import Import, Update
-from ._results import BulkResult, Operation
+from ._operations import Import, KeyedAction, OperationRules, Update
+from ._results import BulkResult, Operation, Outcome
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
 from ._transport import Reply, Transport
@@ -36,6 +38,16 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
+
+
+class _Single:
+    """The per-item state :class:`ItemRunner` keeps, for a single call."""
+
+    __slots__ = ("index", "sent_unsafe")
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.sent_unsafe = False
 
 
 class DiallerClient:
@@ -229,13 +241,16 @@ class DiallerClient:
         """Import one contact; returns the server's record (the overwritten one for a duplicate).
 
         Validated before sending (:class:`ContactValidationError`). Retried after a lost answer
-        only when ``overwrite_duplicates`` is set and the contact has a UserData.
+        only when ``overwrite_duplicates`` is set and the contact has a UserData; otherwise an
+        unconfirmed import is checked by UserData lookup in its campaign, as in a bulk job.
         """
         rules = Import(
             overwrite_duplicates=overwrite_duplicates, campaign_id=None, campaign_name=None
         )
-        reply = await rules.send(self, rules.prepare(contact))
-        return first_record(reply, Contact)
+        verdict = await self._single(rules, contact)
+        if verdict.contact is not None:
+            return verdict.contact
+        return structure(verdict.record, Contact)
 
     async def _import(self, body: dict[str, Any], *, overwrite: bool, idempotent: bool) -> Reply:
         return await self._call(
@@ -247,36 +262,64 @@ class DiallerClient:
 
     async def update_contact(self, update: UpdateInput) -> Contact:
         """Change only the fields given (``None`` clears); found by ``id`` or ``user_data``."""
-        rules = Update()
-        return first_record(await rules.send(self, rules.prepare(update)), Contact)
+        verdict = await self._single(Update(), update)
+        return structure(verdict.record, Contact)
 
     async def _update(self, body: dict[str, Any]) -> Reply:
         return await self._call(self.routes.update_contact, body=body)
 
-    async def _action(self, action: str, id: int | None, user_data: str | None) -> Reply:
+    async def _action(
+        self, action: str, id: int | None, user_data: str | None, *, idempotent: bool = True
+    ) -> Reply:
         route, key = self._keyed(
             getattr(self.routes, f"{action}_contact"),
             getattr(self.routes, f"{action}_contact_by_user_data"),
             id,
             user_data,
         )
-        return await self._call(route, **key, missing_ok_on_retry=action == "delete")
+        return await self._call(
+            route, **key, idempotent=idempotent, missing_ok_on_retry=action == "delete"
+        )
+
+    async def _single(self, rules: OperationRules, item: Any) -> Verdict:
+        """One write under the same safety policy as a bulk job's item (see :mod:`._item`):
+        the verdict if SUCCEEDED, else its error is raised (AMBIGUOUS: with a note saying so)."""
+        prepared = rules.prepare(item)
+        await rules.resolve(self)
+        verdict = await ItemRunner(self, rules, None).run(
+            _Single(), prepared, resumed=None, before_unsafe_send=None
+        )
+        if verdict.outcome is Outcome.SUCCEEDED:
+            return verdict
+        error = verdict.error or DiallerError("the write could not be confirmed")
+        if verdict.outcome is Outcome.AMBIGUOUS:
+            error.add_note("AMBIGUOUS: the write may have landed; it was not sent again")
+        raise error
+
+    async def _keyed_single(self, action: str, id: int | None, user_data: str | None) -> None:
+        if (id is None) == (user_data is None):
+            raise TypeError("give exactly one of id or user_data")
+        rules = KeyedAction(Operation(action), by_user_data=user_data is not None)
+        await self._single(rules, id if id is not None else user_data)
 
     async def delete_contact(self, id: int | None = None, *, user_data: str | None = None) -> None:
-        """Delete a contact and all its data, by ID or by UserData (the lowest-ID match)."""
-        await self._action("delete", id, user_data)
+        """Delete a contact and all its data, by ID or by UserData (the lowest-ID match).
+
+        By UserData it is never sent twice: an unconfirmed one is checked by lookup (no contact
+        left with that UserData proves it); if unproven, the error is raised."""
+        await self._keyed_single("delete", id, user_data)
 
     async def lock_contact(self, id: int | None = None, *, user_data: str | None = None) -> None:
         """Lock a contact so the dialler skips it (idempotent)."""
-        await self._action("lock", id, user_data)
+        await self._keyed_single("lock", id, user_data)
 
     async def unlock_contact(self, id: int | None = None, *, user_data: str | None = None) -> None:
         """Unlock a contact (idempotent)."""
-        await self._action("unlock", id, user_data)
+        await self._keyed_single("unlock", id, user_data)
 
     async def reset_contact(self, id: int | None = None, *, user_data: str | None = None) -> None:
         """Reset a contact's dialling state (tries, next try, invalid flags, result code)."""
-        await self._action("reset", id, user_data)
+        await self._keyed_single("reset", id, user_data)
 
     async def contact_history(
         self, id: int | None = None, *, user_data: str | None = None

@@ -373,6 +373,7 @@ class Engine:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def iterate(self) -> AsyncGenerator[ItemResult, None]:
+        await self.rules.resolve(self.client)  # issue 10: campaign name -> ID once, before row one
         self.alive = self.workers_count
         self.tasks = [asyncio.create_task(self._read(), name="dialler-bulk-reader")]
         self.tasks += [

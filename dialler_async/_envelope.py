@@ -17,6 +17,7 @@ def _malformed(reply: Reply, why: str, body: object) -> ResponseFormatError:
 
 def structure_records(reply: Reply, cls: type[T]) -> list[T]:
     """Every record of a list envelope as ``cls``; :class:`ResponseFormatError` if malformed."""
+    _check_status(reply)
     data = reply.data
     records = data.get("records") if isinstance(data, dict) else None
     if not isinstance(records, list):
@@ -27,7 +28,22 @@ def structure_records(reply: Reply, cls: type[T]) -> list[T]:
         raise _malformed(reply, f"unexpected record ({exc})", records) from exc
 
 
+def _check_status(reply: Reply) -> None:
+    """A 2xx whose body says otherwise (``"status": 500``) is not a success."""
+    data = reply.data
+    status = data.get("status") if isinstance(data, dict) else None
+    if status is not None and not (type(status) is int and 200 <= status < 300):
+        raise _malformed(reply, f"a 2xx answer whose body has status {status!r}", data)
+
+
+def checked_action(reply: Reply) -> None:
+    """Check an action's ``{"status": 200}`` answer (None: a retry found the work done)."""
+    if reply.data is not None:
+        _check_status(reply)
+
+
 def _first(reply: Reply) -> Any:
+    _check_status(reply)
     data = reply.data
     records = data.get("records") if isinstance(data, dict) else None
     if not isinstance(records, list) or not records:
@@ -44,10 +60,19 @@ def first_record(reply: Reply, cls: type[T]) -> T:
         raise _malformed(reply, f"unexpected record ({exc})", record) from exc
 
 
-def first_raw_record(reply: Reply) -> dict[str, Any]:
-    """The one record of a single-record envelope, checked only for its shape (an object with
-    an integer ``ID``); full conversion is left to whoever reads it."""
+def first_raw_record(
+    reply: Reply, *, id: int | None = None, user_data: str | None = None
+) -> dict[str, Any]:
+    """The one record of a write's answer, checked for its shape (an object with an integer
+    ``ID``) and, where given, for being the contact the request named (``id``, ``user_data``);
+    full conversion is left to whoever reads it."""
     record = _first(reply)
     if not isinstance(record, dict) or type(record.get("ID")) is not int:
         raise _malformed(reply, "the record has no integer ID", record)
+    if id is not None and record["ID"] != id:
+        raise _malformed(reply, f"the answer is about contact {record['ID']}, not {id}", record)
+    if user_data is not None and record.get("UserData") != user_data:
+        raise _malformed(
+            reply, f"the answer's UserData {record.get('UserData')!r} is not {user_data!r}", record
+        )
     return record

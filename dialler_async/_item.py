@@ -17,9 +17,20 @@ from ._checkpoint import PENDING
 from ._exceptions import DiallerError
 from ._limits import RateLimiter
 from ._models import Contact
-from ._operations import OperationRules, Prepared, record_matches
+from ._operations import (
+    Finding,
+    Import,
+    OperationRules,
+    Prepared,
+    Step,
+    WriteKind,
+    after_failure,
+    after_lookup,
+    classify,
+    record_matches,
+    settle_delay,
+)
 from ._results import Outcome
-from ._retry import may_have_landed
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,52 +81,92 @@ class ItemRunner:
         before_unsafe_send: Callable[[], None] | None,
     ) -> Verdict:
         """Carry ``prepared`` out. ``resumed`` is the state an earlier run journaled for this
-        item (PENDING/AMBIGUOUS: it may have landed, so it is reconciled first);
-        ``before_unsafe_send`` is called before a write that is not safe to repeat is sent (the
-        engine journals PENDING there)."""
+        item (PENDING/AMBIGUOUS: it may have landed, so it is checked first; that run is over,
+        so its attempt counts as settled); ``before_unsafe_send`` is called before a write that
+        is not safe to repeat is sent (the engine journals PENDING there)."""
         if resumed in (PENDING, Outcome.AMBIGUOUS.value) and not prepared.idempotent:
-            return await self._reconcile(item, prepared, attempts=0)
+            item.sent_unsafe = True
+            return await self._check(item, prepared, 0, None, settled=True, resent=False)
         if before_unsafe_send is not None and not prepared.idempotent:
             before_unsafe_send()
-        return await self._send(item, prepared)
+        return await self._send(item, prepared, 0, resent=False)
 
     async def _send(
-        self, item: Tracked, prepared: Prepared, attempts: int = 0, rounds: int = 0
+        self, item: Tracked, prepared: Prepared, attempts: int, *, resent: bool
     ) -> Verdict:
         if self.job_limiter is not None:
             await self.job_limiter.acquire()
         item.sent_unsafe = not prepared.idempotent
         try:
             reply = await self.rules.send(self.client, prepared)
-            record = self.rules.record(reply)
+            attempts += reply.attempts
+            record = self.rules.record(reply, prepared)
         except DiallerError as err:
             attempts += err.attempts
-            if not prepared.idempotent and may_have_landed(err):
-                if prepared.user_data is not None and rounds == 0:
-                    return await self._reconcile(item, prepared, attempts, error=err)
-                return Verdict(Outcome.AMBIGUOUS, error=err, attempts=attempts)
+            if after_failure(prepared.kind, err) is Step.CHECK:
+                return await self._check(item, prepared, attempts, err, settled=False, resent=resent)
             item.sent_unsafe = False
             return Verdict(Outcome.FAILED, error=err, attempts=attempts)
         item.sent_unsafe = False
-        return Verdict(Outcome.SUCCEEDED, record=record, attempts=attempts + reply.attempts)
+        return Verdict(Outcome.SUCCEEDED, record=record, attempts=attempts)
 
-    async def _reconcile(
-        self, item: Tracked, prepared: Prepared, attempts: int, error: DiallerError | None = None
+    async def _check(
+        self,
+        item: Tracked,
+        prepared: Prepared,
+        attempts: int,
+        error: DiallerError | None,
+        *,
+        settled: bool,
+        resent: bool,
     ) -> Verdict:
-        """An import may or may not have landed: look its UserData up before resending."""
-        if prepared.user_data is None:
-            return Verdict(Outcome.AMBIGUOUS, error=error, attempts=attempts)
-        try:
-            found = await self.client.find_contacts(prepared.user_data)
-        except DiallerError as err:
-            return Verdict(Outcome.AMBIGUOUS, error=error or err, attempts=attempts)
-        for contact in found:
-            if record_matches(contact, prepared.payload):
+        """A write that is not safe to repeat may have landed: prove it either way by lookup,
+        giving the attempt time to settle before anything is sent again."""
+        while True:
+            finding, contact, lookup_error = await self._look(prepared)
+            step = after_lookup(prepared.kind, finding, settled=settled, resent=resent)
+            if step is Step.WAIT:
+                await self.client._sleep(settle_delay(self.client.timeout))
+                settled = True
+                continue
+            if step is Step.RESEND:
+                log.info(
+                    "item %d (UserData %r) did not land; sending it again",
+                    item.index,
+                    prepared.user_data,
+                )
+                return await self._send(item, prepared, attempts, resent=True)
+            if step is Step.SUCCEED:
                 item.sent_unsafe = False
                 return Verdict(
                     Outcome.SUCCEEDED, contact=contact, attempts=attempts, reconciled=True
                 )
-        log.info(
-            "item %d (UserData %r) did not land; sending it again", item.index, prepared.user_data
+            return Verdict(Outcome.AMBIGUOUS, error=error or lookup_error, attempts=attempts)
+
+    async def _look(self, prepared: Prepared) -> tuple[Finding, Contact | None, DiallerError | None]:
+        """Look the write's UserData up and judge what is there (see :func:`classify`)."""
+        if prepared.user_data is None:
+            return Finding.UNCHECKABLE, None, None
+        rules = self.rules
+        try:
+            found = await self.client.find_contacts(prepared.user_data)
+            if prepared.kind is WriteKind.DELETE_BY_USER_DATA:
+                # The delete acts on the whole account (no campaign): any contact left counts.
+                return classify(found, {}, None), None, None
+            campaign_id = None
+            if isinstance(rules, Import):
+                campaign_id = await rules.campaign_of(self.client, prepared.payload)
+            if campaign_id is None:
+                return Finding.UNCHECKABLE, None, None
+        except DiallerError as err:
+            return Finding.UNCHECKABLE, None, err
+        finding = classify(found, prepared.payload, campaign_id)
+        contact = next(
+            (
+                c
+                for c in found
+                if c.campaign_id == campaign_id and record_matches(c, prepared.payload)
+            ),
+            None,
         )
-        return await self._send(item, prepared, attempts, rounds=1)
+        return finding, contact, None

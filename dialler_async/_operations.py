@@ -1,26 +1,151 @@
-"""Per-operation rules of the bulk engine: how an input becomes a request, and what is safe.
+"""Per-operation rules: how an input becomes a request, and the write-safety policy.
 
 Each operation turns a raw input item into a :class:`Prepared` request (or raises
 :class:`ContactValidationError`, which makes the item INVALID without a request) and knows how to
-send it through the client's single-call plumbing.
+send it through the client's single-call plumbing and check its answer.
+
+The write-safety policy is four pure functions, used by bulk jobs and single calls alike
+(:mod:`._item` carries them out):
+
+* :func:`write_kind`: whether a resend is harmless (``IDEMPOTENT``), would create a second
+  contact (``CREATE``: an import that does not overwrite by UserData), or could delete a
+  second contact (``DELETE_BY_USER_DATA``: the server deletes "the first one found").
+* :func:`after_failure`: a failed request of an unsafe write that may have landed is checked by
+  lookup, never resent blindly; everything else is FAILED.
+* :func:`classify`: what a lookup found, judged only in the write's own campaign (a contact
+  with the same UserData elsewhere is someone else's).
+* :func:`after_lookup`: what the finding proves: done, not landed (resend, once, and only
+  after the first attempt had time to settle), or AMBIGUOUS.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import enum
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from . import _fields as F
 from ._converter import unstructure
-from ._envelope import first_raw_record
+from ._envelope import checked_action, first_raw_record
+from ._exceptions import ConfigurationError, DiallerError
 from ._models import Contact
 from ._results import Operation
+from ._retry import may_have_landed
 from ._transport import Reply
 from ._validation import checked_contact, checked_update, validate_key
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
+
+
+class WriteKind(enum.Enum):
+    """What sending a write a second time could do."""
+
+    #: Harmless: update, lock/unlock/reset, delete by ID, an import that overwrites by UserData.
+    IDEMPOTENT = "idempotent"
+    #: Creates another contact: an import without ``overwriteDuplicates`` or without UserData.
+    CREATE = "create"
+    #: Deletes another contact: the server deletes "the first one found" with that UserData.
+    DELETE_BY_USER_DATA = "delete_by_user_data"
+
+
+class Finding(enum.Enum):
+    """What a lookup after an unconfirmed write found."""
+
+    #: No contact with the UserData (for an import: none in the write's own campaign).
+    ABSENT = "absent"
+    #: A contact that holds every field sent (for a delete: any contact with the UserData).
+    MATCHES = "matches"
+    #: A contact in the write's campaign that differs in a field sent (someone changed it).
+    DIFFERS = "differs"
+    #: Nothing to look up by (no UserData, unknown campaign) or the lookup itself failed.
+    UNCHECKABLE = "uncheckable"
+
+
+class Step(enum.Enum):
+    """What the item runner does next."""
+
+    FAIL = "fail"  # FAILED with the error: nothing was done, or a resend cannot change it
+    CHECK = "check"  # the write may have landed: look it up
+    WAIT = "wait"  # the first attempt may still be running: wait for it to settle, look again
+    RESEND = "resend"  # proven not landed after the first attempt settled: send once more
+    SUCCEED = "succeed"  # proven done (SUCCEEDED, reconciled)
+    AMBIGUOUS = "ambiguous"  # cannot be proven either way: report it, never send it again
+
+
+def write_kind(
+    operation: Operation, *, overwrite: bool = False, user_data: str | None = None
+) -> WriteKind:
+    """The :class:`WriteKind` of one request. ``user_data``: the UserData the request names (an
+    import's field, or a keyed action's key when it is by UserData)."""
+    if operation is Operation.IMPORT:
+        return WriteKind.IDEMPOTENT if overwrite and user_data else WriteKind.CREATE
+    if operation is Operation.DELETE and user_data is not None:
+        return WriteKind.DELETE_BY_USER_DATA
+    return WriteKind.IDEMPOTENT
+
+
+def after_failure(kind: WriteKind, error: DiallerError) -> Step:
+    """After the transport gave up on a request (its own safe retries included): an unsafe
+    write that may have landed is checked; anything else is FAILED (for an idempotent write a
+    malformed 2xx answer, too: the transport already resent it as often as it may)."""
+    if kind is not WriteKind.IDEMPOTENT and may_have_landed(error):
+        return Step.CHECK
+    return Step.FAIL
+
+
+def after_lookup(kind: WriteKind, finding: Finding, *, settled: bool, resent: bool) -> Step:
+    """What a lookup proves about an unconfirmed unsafe write.
+
+    ``settled``: the lookup ran at least one request timeout after the last attempt failed, so
+    that attempt is taken to be finished (the rule in docs/reliability.md). ``resent``: the
+    write was already sent a second time; it is never sent a third.
+    """
+    if finding is Finding.UNCHECKABLE:
+        return Step.AMBIGUOUS
+    if kind is WriteKind.DELETE_BY_USER_DATA:
+        if finding is Finding.ABSENT:
+            return Step.SUCCEED
+        return Step.AMBIGUOUS if settled else Step.WAIT
+    if finding is Finding.MATCHES:
+        return Step.SUCCEED
+    if not settled:
+        return Step.WAIT
+    if finding is Finding.DIFFERS or resent:
+        return Step.AMBIGUOUS
+    return Step.RESEND
+
+
+def settle_delay(timeout: float) -> float:
+    """How long an attempt that may still be running is given before the final lookup: one
+    request timeout (an answer later than that is one the client would not have waited for)."""
+    return timeout
+
+
+def record_matches(contact: Contact, body: dict[str, Any]) -> bool:
+    """Whether a found contact holds every field an unconfirmed import sent (the campaign is
+    compared by ID in :func:`classify`)."""
+    record = unstructure(contact)
+    for name, sent in body.items():
+        if name not in F.BY_API or name in _CAMPAIGN_FIELDS:
+            continue
+        if record.get(name) != sent:
+            return False
+    return True
+
+
+_CAMPAIGN_FIELDS: Final = frozenset({"DiallerCampaignsID", "DiallerCampaignsName"})
+
+
+def classify(found: list[Contact], body: dict[str, Any], campaign_id: int | None) -> Finding:
+    """Judge the contacts a lookup by UserData returned. ``campaign_id``: the write's campaign
+    (only contacts there count; None: every contact counts, as for a delete by UserData, which
+    acts on the whole account)."""
+    ours = [c for c in found if campaign_id is None or c.campaign_id == campaign_id]
+    if not ours:
+        return Finding.ABSENT
+    return Finding.MATCHES if any(record_matches(c, body) for c in ours) else Finding.DIFFERS
 
 
 @attrs.frozen(slots=True)
@@ -29,7 +154,8 @@ class Prepared:
 
     ``key`` is reported in results; ``serial_key`` orders rows that touch the same contact;
     ``payload`` is what the checkpoint fingerprints; ``idempotent`` says a resend is harmless;
-    ``user_data`` allows reconciling an unconfirmed import by lookup.
+    ``user_data`` allows checking an unconfirmed write by lookup; ``kind`` is its
+    :class:`WriteKind`.
     """
 
     key: str | int | None
@@ -37,6 +163,7 @@ class Prepared:
     payload: Any
     idempotent: bool
     user_data: str | None = None
+    kind: WriteKind = WriteKind.IDEMPOTENT
 
 
 class Import:
@@ -48,11 +175,41 @@ class Import:
         self, *, overwrite_duplicates: bool, campaign_id: int | None, campaign_name: str | None
     ) -> None:
         self.overwrite = overwrite_duplicates
+        self.campaign_name = campaign_name
         self.default_campaign: dict[str, Any] = {}
+        self._campaigns: dict[str, int] | None = None
         if campaign_id is not None:
             self.default_campaign["DiallerCampaignsID"] = campaign_id
         elif campaign_name:
             self.default_campaign["DiallerCampaignsName"] = campaign_name
+
+    async def resolve(self, client: DiallerClient) -> None:
+        """Turn the job's ``campaign_name`` into its ID once, before row one, so every row is
+        sent, and every unconfirmed one checked, by campaign ID."""
+        name = self.default_campaign.get("DiallerCampaignsName")
+        if name is None:
+            return
+        campaign_id = await self._campaign_id(client, name)
+        if campaign_id is None:
+            raise ConfigurationError(f"the account has no campaign named {name!r}")
+        self.default_campaign = {"DiallerCampaignsID": campaign_id}
+
+    async def campaign_of(self, client: DiallerClient, body: dict[str, Any]) -> int | None:
+        """The ID of the campaign a request body names (None: no such campaign)."""
+        campaign_id = body.get("DiallerCampaignsID")
+        if isinstance(campaign_id, int):
+            return campaign_id
+        name = body.get("DiallerCampaignsName")
+        return await self._campaign_id(client, name) if isinstance(name, str) else None
+
+    async def _campaign_id(self, client: DiallerClient, name: str) -> int | None:
+        if self._campaigns is None:
+            campaigns = await client.list_campaigns()
+            self._campaigns = {}
+            for c in sorted(campaigns, key=lambda c: c.id or 0):  # lowest ID wins, as on the server
+                if c.name is not None and c.id is not None:
+                    self._campaigns.setdefault(c.name, c.id)
+        return self._campaigns.get(name)
 
     def prepare(self, item: Any) -> Prepared:
         contact, body = checked_contact(item, campaign_given=bool(self.default_campaign))
@@ -63,12 +220,14 @@ class Import:
         ):
             body.update(self.default_campaign)
         user_data = contact.user_data if contact.user_data and contact.user_data.strip() else None
+        kind = write_kind(Operation.IMPORT, overwrite=self.overwrite, user_data=user_data)
         return Prepared(
             key=user_data,
             serial_key=user_data,
             payload=body,
-            idempotent=self.overwrite and user_data is not None,
+            idempotent=kind is WriteKind.IDEMPOTENT,
             user_data=user_data,
+            kind=kind,
         )
 
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
@@ -76,14 +235,17 @@ class Import:
             prepared.payload, overwrite=self.overwrite, idempotent=prepared.idempotent
         )
 
-    def record(self, reply: Reply) -> dict[str, Any] | None:
-        return first_raw_record(reply)
+    def record(self, reply: Reply, prepared: Prepared) -> dict[str, Any] | None:
+        return first_raw_record(reply, user_data=prepared.user_data)
 
 
 class Update:
     """Apply one partial update per item (``ContactUpdate`` or dict with ID or UserData)."""
 
     operation = Operation.UPDATE
+
+    async def resolve(self, client: DiallerClient) -> None:
+        """Nothing to resolve before row one."""
 
     def prepare(self, item: Any) -> Prepared:
         update, body = checked_update(item)
@@ -93,8 +255,15 @@ class Update:
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
         return await client._update(prepared.payload)
 
-    def record(self, reply: Reply) -> dict[str, Any] | None:
-        return first_raw_record(reply)
+    def record(self, reply: Reply, prepared: Prepared) -> dict[str, Any] | None:
+        body = prepared.payload
+        contact_id = body.get("ID")
+        user_data = body.get("UserData")
+        return first_raw_record(
+            reply,
+            id=contact_id if isinstance(contact_id, int) else None,
+            user_data=user_data if isinstance(user_data, str) else None,
+        )
 
 
 class KeyedAction:
@@ -104,29 +273,33 @@ class KeyedAction:
         self.operation = operation
         self.by_user_data = by_user_data
 
+    async def resolve(self, client: DiallerClient) -> None:
+        """Nothing to resolve before row one."""
+
     def prepare(self, item: Any) -> Prepared:
         key = validate_key(item, by_user_data=self.by_user_data)
-        return Prepared(key=key, serial_key=key, payload=key, idempotent=True)
+        user_data = key if isinstance(key, str) else None
+        kind = write_kind(self.operation, user_data=user_data)
+        return Prepared(
+            key=key,
+            serial_key=key,
+            payload=key,
+            idempotent=kind is WriteKind.IDEMPOTENT,
+            user_data=user_data,
+            kind=kind,
+        )
 
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
         key = prepared.key
         if isinstance(key, str):
-            return await client._action(self.operation.value, None, key)
+            return await client._action(
+                self.operation.value, None, key, idempotent=prepared.idempotent
+            )
         return await client._action(self.operation.value, key, None)
 
-    def record(self, reply: Reply) -> dict[str, Any] | None:
+    def record(self, reply: Reply, prepared: Prepared) -> dict[str, Any] | None:
+        checked_action(reply)
         return None
-
-
-def record_matches(contact: Contact, body: dict[str, Any]) -> bool:
-    """Whether a found contact holds what an unconfirmed import sent (for reconciliation)."""
-    record = unstructure(contact)
-    for name, sent in body.items():
-        if name not in F.BY_API or name == "DiallerCampaignsName":
-            continue
-        if record.get(name) != sent:
-            return False
-    return True
 
 
 OperationRules = Import | Update | KeyedAction

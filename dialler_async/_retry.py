@@ -86,7 +86,8 @@ def is_retryable(policy: RetryPolicy, error: DiallerError, *, idempotent: bool) 
     if isinstance(error, TransportError):
         return not error.request_sent or idempotent
     if isinstance(error, ServerError):
-        return idempotent and error.status in policy.retry_statuses
+        # A 503 was refused before the application acted: safe to resend even when unsafe.
+        return error.status in policy.retry_statuses and (idempotent or not may_have_landed(error))
     return False
 
 

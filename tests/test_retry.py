@@ -48,7 +48,7 @@ TABLE = [
     (LOST, True, False, True),
     (status(RateLimitError, 429), True, True, False),
     (status(ServerError, 502), True, False, True),
-    (status(ServerError, 503), True, False, False),
+    (status(ServerError, 503), True, True, False),  # refused before the application acted
     (status(ServerError, 504), True, False, True),
     (status(ServerError, 500), False, False, True),
     (status(BadRequestError, 400), False, False, False),

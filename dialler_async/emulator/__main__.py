@@ -95,10 +95,11 @@ fault kinds (what the client sees):
   unavailable      503 JSON error (Retry-After with --unavailable-retry-after); nothing done
   bad_gateway      502 HTML page, as from a proxy; nothing done
   gateway_timeout  504 HTML page, as from a proxy; nothing done
+  gateway_timeout_after  request done and committed, then 504 HTML page, as from a proxy
   rate_limited     429 JSON error with Retry-After; nothing done
   drop_before      connection closed without an answer; nothing done
   drop_after       request done and committed, then connection closed without an answer
-  slow             --slow-seconds delay, then done normally
+  slow             --slow-seconds delay, then done normally (commit held, answer late)
   invalid_json     request done, answered 200 with a truncated JSON body
 
 operations (for --fault-operation and --routes):

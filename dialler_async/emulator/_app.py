@@ -180,7 +180,7 @@ class _Pipeline:
         fault = self.faults.pick(operation, config.faults, config.fault_operations)
         if fault is not None:
             if fault is FaultKind.SLOW:
-                await asyncio.sleep(config.slow_seconds)
+                await self.faults.hold(config.slow_seconds)
             elif fault is FaultKind.DROP_BEFORE:
                 return self._abort(request)
             elif fault in _INJECTED:
@@ -193,6 +193,11 @@ class _Pipeline:
                 return self._respond(status, payload, content_type, headers)
 
         status, payload = self._process(candidate, request, body)
+        if fault is FaultKind.SLOW:
+            self.faults.release()  # committed: the held attempt has settled
+        if fault is FaultKind.GATEWAY_TIMEOUT_AFTER:
+            status, payload, content_type = _INJECTED[FaultKind.GATEWAY_TIMEOUT]
+            return self._respond(status, payload, content_type)
         if fault is FaultKind.DROP_AFTER:
             return self._abort(request)
         if fault is FaultKind.INVALID_JSON:

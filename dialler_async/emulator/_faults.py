@@ -8,6 +8,7 @@ scripted fault always wins over a random one.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
 import random
@@ -43,9 +44,13 @@ class FaultKind(enum.Enum):
     DROP_BEFORE = "drop_before"
     #: The request is processed and committed, then the connection is aborted unanswered.
     DROP_AFTER = "drop_after"
-    #: ``slow_seconds`` of delay, then normal processing (a short client timeout fires
-    #: while the server goes on to commit).
+    #: ``slow_seconds`` of delay, then normal processing: the commit is held longer than a
+    #: short client timeout, so the answer comes late but the write lands
+    #: (``Emulator.settled()`` waits for every held commit).
     SLOW = "slow"
+    #: The request is processed and committed, then answered 504 with a gateway's HTML page
+    #: (a gateway that gave up waiting while the backend went on working).
+    GATEWAY_TIMEOUT_AFTER = "gateway_timeout_after"
     #: The request is processed, then answered 200 with a truncated JSON body.
     INVALID_JSON = "invalid_json"
     #: 429 with ``Retry-After``; nothing is processed (a gateway's throttling).
@@ -156,6 +161,31 @@ class Faults:
         self._operations = frozenset(operations)
         self._script: list[_Scripted] = []
         self._rng = random.Random(seed)
+        #: requests whose commit is held by a SLOW fault and not finished yet
+        self.holding = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    async def settled(self) -> None:
+        """Return once no commit held by a SLOW fault is still running (a test's stand-in
+        for "wait until the server finished what it was doing")."""
+        await self._settled.wait()
+
+    async def hold(self, seconds: float) -> None:
+        """Hold one request's commit for ``seconds``; :meth:`release` once it is committed."""
+        self.holding += 1
+        self._settled.clear()
+        try:
+            await asyncio.sleep(seconds)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """A held commit finished."""
+        self.holding -= 1
+        if self.holding == 0:
+            self._settled.set()
 
     def script(self, kind: FaultKind | str, times: int = 1, operation: str | None = None) -> None:
         """Give the next ``times`` requests of ``operation`` (any operation if None) ``kind``.
