@@ -416,17 +416,26 @@ async def test_every_operation_under_faults_keeps_an_exact_account_and_the_rate(
         items = list(keys)
     keyed = operation not in (Operation.IMPORT, Operation.UPDATE)
     options = {"by_user_data": True} if keyed else {}
-    async with emulator.client(retry=retry, limits=Limits(max_per_second=rate)) as c:
+    limits = Limits(max_per_second=rate)
+    # timeout: an unconfirmed delete by UserData waits one timeout (real time here) to settle
+    async with emulator.client(retry=retry, limits=limits, timeout=2.0) as c:
         async with c.stream(operation, items, **options) as results:
             seen = [r.index async for r in results]
         account = results.result
     assert sorted(seen) == list(range(n))  # every input index exactly once
     assert account.total == n == sum(account.counts.values())
-    assert account.succeeded == n
     assert sum(emulator.stats.faults.values()) > 0
     assert emulator.stats.max_starts_in_window(1.0) <= rate + 1
-    expected = 0 if operation is Operation.DELETE else n
-    assert emulator.store.contact_count() == expected  # no duplicates, nothing lost
+    if operation is Operation.DELETE:
+        # A connection lost before the server acted cannot be told from one lost after, and a
+        # delete by UserData is never sent twice: a contact still there after settling is
+        # AMBIGUOUS, and nothing is deleted twice.
+        assert account.succeeded + account.ambiguous == n
+        assert account.ambiguous <= emulator.stats.faults[FaultKind.DROP_BEFORE]
+        assert emulator.store.contact_count() == account.ambiguous
+    else:
+        assert account.succeeded == n
+        assert emulator.store.contact_count() == n  # no duplicates, nothing lost
 
 
 async def test_invariants_helper_catches_a_hole_and_passes_an_exact_account(
