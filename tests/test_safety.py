@@ -1,0 +1,285 @@
+"""Write safety: the policy as a table, and each hostile case on the emulator's end state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dialler_async import DiallerClient, Limits, Operation, Outcome, RetryPolicy
+from dialler_async._exceptions import (
+    BadRequestError,
+    ConnectionLostError,
+    RequestTimeoutError,
+    ResponseFormatError,
+    ServerError,
+)
+from dialler_async._operations import (
+    Finding,
+    Step,
+    WriteKind,
+    after_failure,
+    after_lookup,
+    write_kind,
+)
+from dialler_async._transport import Reply
+from dialler_async._envelope import checked_action, first_raw_record
+from dialler_async.emulator import Emulator, FaultKind
+
+from .conftest import FakeClock, contact
+from .invariants import Snapshot, assert_account
+
+M, P = "POST", "/dialler/contacts/import"
+TIMEOUT = RequestTimeoutError("late", method=M, path=P, request_sent=True)
+LOST = ConnectionLostError("reset", method=M, path=P)
+GATEWAY = ServerError(504, None, method=M, path=P)
+REFUSED = ServerError(503, None, method=M, path=P)
+BAD = BadRequestError(400, "Name: required", method=M, path=P)
+MALFORMED = ResponseFormatError("status 500", method=M, path=P, body="{}")
+
+IDEM, CREATE, DEL = WriteKind.IDEMPOTENT, WriteKind.CREATE, WriteKind.DELETE_BY_USER_DATA
+
+
+@pytest.mark.parametrize(
+    ("operation", "overwrite", "user_data", "kind"),
+    [
+        (Operation.IMPORT, True, "U", IDEM),
+        (Operation.IMPORT, True, None, CREATE),
+        (Operation.IMPORT, False, "U", CREATE),
+        (Operation.UPDATE, False, "U", IDEM),
+        (Operation.DELETE, False, None, IDEM),  # by ID: a second delete finds nothing
+        (Operation.DELETE, False, "U", DEL),
+        (Operation.LOCK, False, "U", IDEM),
+        (Operation.RESET, False, "U", IDEM),
+    ],
+)
+def test_what_is_safe_to_resend(
+    operation: Operation, overwrite: bool, user_data: str | None, kind: WriteKind
+) -> None:
+    assert write_kind(operation, overwrite=overwrite, user_data=user_data) is kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "step"),
+    [
+        (IDEM, TIMEOUT, Step.FAIL),  # the transport already resent it as often as it may
+        (IDEM, MALFORMED, Step.FAIL),
+        (CREATE, TIMEOUT, Step.CHECK),
+        (CREATE, LOST, Step.CHECK),
+        (CREATE, GATEWAY, Step.CHECK),
+        (CREATE, MALFORMED, Step.CHECK),  # a 2xx saying 500, or about another contact
+        (CREATE, REFUSED, Step.FAIL),  # nothing done (and already retried by the transport)
+        (CREATE, BAD, Step.FAIL),
+        (DEL, LOST, Step.CHECK),
+        (DEL, GATEWAY, Step.CHECK),
+        (DEL, BAD, Step.FAIL),
+    ],
+)
+def test_after_a_failure(kind: WriteKind, error: Exception, step: Step) -> None:
+    assert after_failure(kind, error) is step  # type: ignore[arg-type]
+
+
+A, MATCH, DIFF, UNK = Finding.ABSENT, Finding.MATCHES, Finding.DIFFERS, Finding.UNCHECKABLE
+
+# kind, finding, settled, resent -> step (resend or not is the RESEND row and nothing else)
+LOOKUP_TABLE = [
+    (CREATE, MATCH, False, False, Step.SUCCEED),
+    (CREATE, MATCH, True, True, Step.SUCCEED),
+    (CREATE, A, False, False, Step.WAIT),  # the first attempt may still be committing
+    (CREATE, A, True, False, Step.RESEND),  # settled and not in our campaign: did not land
+    (CREATE, A, True, True, Step.AMBIGUOUS),  # never a third POST
+    (CREATE, DIFF, False, False, Step.WAIT),
+    (CREATE, DIFF, True, False, Step.AMBIGUOUS),  # ours, but someone changed it
+    (CREATE, UNK, False, False, Step.AMBIGUOUS),
+    (CREATE, UNK, True, False, Step.AMBIGUOUS),
+    (DEL, A, False, False, Step.SUCCEED),  # nothing left with that UserData: proven
+    (DEL, MATCH, False, False, Step.WAIT),  # the delete may still be running
+    (DEL, MATCH, True, False, Step.AMBIGUOUS),  # never a second delete
+    (DEL, UNK, True, False, Step.AMBIGUOUS),
+]
+
+
+@pytest.mark.parametrize(("kind", "finding", "settled", "resent", "step"), LOOKUP_TABLE)
+def test_what_a_lookup_proves(
+    kind: WriteKind, finding: Finding, settled: bool, resent: bool, step: Step
+) -> None:
+    assert after_lookup(kind, finding, settled=settled, resent=resent) is step
+
+
+def test_only_a_settled_absence_of_an_import_allows_a_resend() -> None:
+    resends = {
+        (k, f, s, r)
+        for k in (CREATE, DEL)
+        for f in Finding
+        for s in (False, True)
+        for r in (False, True)
+        if after_lookup(k, f, settled=s, resent=r) is Step.RESEND
+    }
+    assert resends == {(CREATE, A, True, False)}
+
+
+def _reply(data: object) -> Reply:
+    return Reply(data, 1, M, P)
+
+
+def test_a_2xx_is_checked() -> None:
+    good = {"records": [{"ID": 7, "UserData": "U"}], "count": 1, "status": 200}
+    assert first_raw_record(_reply(good), user_data="U", id=7)["ID"] == 7
+    with pytest.raises(ResponseFormatError, match="status 500"):
+        first_raw_record(_reply({**good, "status": 500}))
+    with pytest.raises(ResponseFormatError, match="UserData"):
+        first_raw_record(_reply(good), user_data="OTHER")
+    with pytest.raises(ResponseFormatError, match="contact 7, not 8"):
+        first_raw_record(_reply(good), id=8)
+    with pytest.raises(ResponseFormatError):
+        checked_action(_reply({"status": 500}))
+    checked_action(_reply({"status": 200}))
+    checked_action(_reply(None))  # a retried delete that met 404: done
+
+
+# -- on the emulator ---------------------------------------------------------------------------
+
+TIMEOUT_S = 0.3
+
+
+def settling(clock: FakeClock, emu: Emulator) -> object:
+    """The client's sleep: virtual time, and a settle wait lets the server finish."""
+
+    async def sleep(delay: float) -> None:
+        if delay >= TIMEOUT_S:
+            await asyncio.wait_for(emu.faults.settled(), 10)
+        await clock.sleep(delay)
+
+    return sleep
+
+
+@pytest.fixture
+async def slow(emulator: Emulator, clock: FakeClock) -> AsyncIterator[DiallerClient]:
+    """A client with a short timeout whose settle waits let held commits finish."""
+    emulator.configure(slow_seconds=TIMEOUT_S * 3)
+    async with emulator.client(
+        limits=Limits(max_concurrency=8),
+        retry=RetryPolicy(initial_backoff=0.0, max_backoff=0.0),
+        timeout=TIMEOUT_S,
+        clock=clock,
+        sleep=settling(clock, emulator),
+    ) as c:
+        yield c
+
+
+async def test_a_lost_delete_by_user_data_never_deletes_a_second_contact(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    keys = [f"CRM-{n:06d}" for n in range(10)]
+    await client.import_contacts([contact(n) for n in range(10)] * 2, overwrite_duplicates=False)
+    assert emulator.store.contact_count() == 20
+    emulator.faults.script(FaultKind.DROP_AFTER, times=3, operation="delete_contact_by_user_data")
+    before = Snapshot.take(emulator)
+    result = await client.delete_contacts(user_data=keys)
+    assert_account(result, read=10, emulator=emulator, before=before)
+    assert (result.succeeded, result.ambiguous) == (7, 3)
+    assert emulator.stats.requests["delete_contact_by_user_data"] == 10
+    assert emulator.store.contact_count() == 10  # one per row, never two
+
+
+async def test_a_lost_delete_by_user_data_of_the_only_contact_is_proven(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    await client.import_contacts([contact(n) for n in range(5)])
+    emulator.faults.script(FaultKind.DROP_AFTER, times=2, operation="delete_contact_by_user_data")
+    emulator.faults.script(
+        FaultKind.GATEWAY_TIMEOUT_AFTER, times=1, operation="delete_contact_by_user_data"
+    )
+    before = Snapshot.take(emulator)
+    result = await client.delete_contacts(user_data=[f"CRM-{n:06d}" for n in range(5)])
+    assert_account(result, read=5, emulator=emulator, before=before)
+    assert result.succeeded == 5
+    assert sum(1 for i in result.items or [] if i.reconciled) == 3
+    assert emulator.store.contact_count() == 0
+    assert emulator.stats.requests["delete_contact_by_user_data"] == 5
+
+
+async def test_single_delete_by_user_data_uses_the_same_rule(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    await client.import_contacts([contact(1), contact(1)], overwrite_duplicates=False)
+    emulator.faults.script(FaultKind.DROP_AFTER, times=1, operation="delete_contact_by_user_data")
+    with pytest.raises(ConnectionLostError) as info:
+        await client.delete_contact(user_data="CRM-000001")
+    assert any("AMBIGUOUS" in note for note in getattr(info.value, "__notes__", []))
+    assert emulator.store.contact_count() == 1  # the second contact was not deleted too
+    assert emulator.stats.requests["delete_contact_by_user_data"] == 1
+
+
+@pytest.mark.parametrize("fault", [FaultKind.SLOW, FaultKind.GATEWAY_TIMEOUT_AFTER])
+async def test_a_slow_server_is_not_raced_into_duplicates(
+    slow: DiallerClient, emulator: Emulator, fault: FaultKind
+) -> None:
+    emulator.faults.script(fault, times=5, operation="import_contact")
+    before = Snapshot.take(emulator)
+    rows = [contact(n) for n in range(20)]
+    result = await asyncio.wait_for(slow.import_contacts(rows, overwrite_duplicates=False), 60)
+    assert_account(result, read=20, emulator=emulator, before=before, campaign_id=538)
+    assert result.succeeded == 20
+    assert sum(1 for i in result.items or [] if i.reconciled) == 5
+    assert emulator.store.contact_count() == 20  # not 25
+    assert emulator.stats.requests["import_contact"] == 20
+
+
+async def test_single_import_waits_for_a_slow_commit(
+    slow: DiallerClient, emulator: Emulator
+) -> None:
+    emulator.faults.script(FaultKind.SLOW, times=1, operation="import_contact")
+    made = await asyncio.wait_for(slow.import_contact(contact(1)), 30)
+    assert made.user_data == "CRM-000001"
+    assert emulator.store.contact_count() == 1
+
+
+async def test_proof_means_the_right_campaign(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    rows = [contact(n) for n in range(50)]
+    await client.import_contacts(rows, overwrite_duplicates=False)  # the source, campaign 538
+    copies = [{k: v for k, v in r.items() if k != "DiallerCampaignsID"} for r in rows]
+    emulator.faults.script(FaultKind.DROP_BEFORE, times=5, operation="import_contact")
+    before = Snapshot.take(emulator)
+    result = await client.import_contacts(
+        copies, campaign_name="Summer Campaign", overwrite_duplicates=False
+    )
+    assert_account(result, read=50, emulator=emulator, before=before, campaign_id=539)
+    assert result.succeeded == 50
+    assert emulator.store.contact_count(campaign_id=539) == 50
+    assert emulator.store.contact_count(campaign_id=538) == 50
+    assert emulator.stats.requests["list_campaigns"] == 1  # resolved once, before row one
+
+
+async def test_an_unknown_campaign_name_stops_the_job_before_row_one(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    with pytest.raises(ValueError, match="no campaign named"):
+        await client.import_contacts([contact(1)], campaign_name="Nope")
+    assert emulator.stats.requests["import_contact"] == 0
+
+
+async def test_a_contact_changed_by_someone_else_is_ambiguous(
+    client: DiallerClient, emulator: Emulator, clock: FakeClock
+) -> None:
+    await client.import_contact(contact(1, FirstName="Other"))  # same UserData, different data
+    emulator.faults.script(FaultKind.DROP_BEFORE, times=1, operation="import_contact")
+    before = Snapshot.take(emulator)
+    result = await client.import_contacts([contact(1)], overwrite_duplicates=False)
+    assert_account(result, read=1, emulator=emulator, before=before, campaign_id=538)
+    assert result.ambiguous == 1 and result.failures[0].outcome is Outcome.AMBIGUOUS
+    assert emulator.stats.requests["import_contact"] == 2  # the setup's and ours, no resend
+    assert clock.sleeps.count(client.timeout) == 1  # it waited for the attempt to settle
+
+
+async def test_a_resend_that_fails_again_is_checked_but_never_sent_a_third_time(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    emulator.faults.script(FaultKind.DROP_BEFORE, times=2, operation="import_contact")
+    result = await client.import_contacts([contact(1)], overwrite_duplicates=False)
+    assert result.ambiguous == 1
+    assert emulator.stats.requests["import_contact"] == 2
+    assert emulator.store.contact_count() == 0
