@@ -9,6 +9,7 @@ import os
 import ssl
 import time
 from collections.abc import AsyncIterable, Iterable, Mapping
+from datetime import tzinfo
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -57,6 +58,10 @@ class DiallerClient:
     Open it with ``async with``; it holds one connection pool, one governor (``limits``) and one
     retry budget for every call made through it. ``verify=False`` turns TLS verification off
     (logged as a warning); pass an ``ssl.SSLContext`` for a private CA instead.
+    ``server_timezone``: the server's zone; an aware date-time is converted to it before it is
+    sent as wall-clock time (default None: the machine's local zone).
+    ``timeout`` also sets how long an unconfirmed write that is not safe to repeat is given to
+    settle before the final lookup (docs/reliability.md).
     ``clock``/``sleep`` exist so tests can drive time; leave them alone otherwise.
     """
 
@@ -73,6 +78,7 @@ class DiallerClient:
         verify: bool | ssl.SSLContext = True,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        server_timezone: tzinfo | None = None,
     ) -> None:
         if not token:
             raise ConfigurationError("token is empty")
@@ -84,6 +90,7 @@ class DiallerClient:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.routes = routes or Routes()
+        self.server_timezone = server_timezone
         self._token = token
         self._verify = verify
         self._clock = clock
@@ -284,8 +291,8 @@ class DiallerClient:
     async def _single(self, rules: OperationRules, item: Any) -> Verdict:
         """One write under the same safety policy as a bulk job's item (see :mod:`._item`):
         the verdict if SUCCEEDED, else its error is raised (AMBIGUOUS: with a note saying so)."""
-        prepared = rules.prepare(item)
         await rules.resolve(self)
+        prepared = rules.prepare(item)
         verdict = await ItemRunner(self, rules, None).run(
             _Single(), prepared, resumed=None, before_unsafe_send=None
         )

@@ -8,19 +8,28 @@ Two cattrs converters share one set of hooks:
 
 Value rules (both directions, from the field table in ``_fields.py``):
 
-* strings accept ``str`` and numbers (a CSV ``PostalCode`` read as ``10115``), nothing else;
-* integers accept ``int`` and integral strings/floats; floats accept numbers and numeric
-  strings; booleans accept ``bool``, ``0``/``1`` and ``"true"``/``"false"``;
+Values are never silently changed: what cannot be sent as given is INVALID with the reason.
+
+* strings accept ``str``, integers and integral floats (a CSV ``PhoneNumber1`` read as
+  ``4930123456.0`` is sent as ``"4930123456"``, never ``"4930123456.0"`` or ``"1e+16"``); any
+  other value (a fraction, NaN, a bool) is refused;
+* integers accept ``int`` and integral strings/floats; floats accept finite numbers and numeric
+  strings (NaN, infinities and overflowing ``1e999`` are refused; a comma is a decimal comma
+  only where that is unambiguous, see :func:`parse_number`); booleans accept ``bool``,
+  ``0``/``1`` and ``"true"``/``"false"``;
 * an empty string in a non-string field means null (CSV cells);
 * date-times accept ``datetime`` and ISO-8601 strings (``T`` or space, fractional seconds,
-  ``Z``/offsets) and are sent as ``YYYY-MM-DDTHH:MM:SS`` in their own wall-clock time;
+  ``Z``/offsets) and are sent as ``YYYY-MM-DDTHH:MM:SS`` wall-clock time; an aware one is first
+  converted to the client's ``server_timezone`` (:func:`in_zone`, applied by the operations);
 * unknown keys are kept in ``extra`` and written back unchanged.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -51,9 +60,46 @@ _FALSE: Final = frozenset({"false", "0", "no"})
 def _structure_str(value: Any, _: type) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 4930123456.0 -> "4930123456" (str() would keep ".0")
+    if isinstance(value, float):
+        raise ValueError(f"expected text, got the number {value!r} (send it as text)")
     raise ValueError(f"expected text, got {type(value).__name__}")
+
+
+_DIGIT_GROUPS: Final = re.compile(r"[+-]?[1-9]\d{0,2}(,\d{3})+")
+
+
+def parse_number(text: str, *, thousands: str | None = None) -> float:
+    """A finite number from text. ``thousands``: the thousands separator in use ("," or "."),
+    if one is; then the other one is the decimal mark.
+
+    Without ``thousands``, a comma is a decimal comma only where it cannot be a thousands
+    separator: ``"12,50"`` is 12.5, but ``"1,234"`` (1234 or 1.234?) and ``"1,234.5"`` are
+    refused. Raises ``ValueError`` naming the problem.
+    """
+    raw = text.strip()
+    if thousands is not None:
+        decimal = "." if thousands == "," else ","
+        cleaned = raw.replace(thousands, "").replace(decimal, ".")
+    elif "," in raw:
+        if "." in raw or raw.count(",") > 1 or _DIGIT_GROUPS.fullmatch(raw):
+            raise ValueError(
+                f"{text!r} is ambiguous (a decimal comma or a thousands separator?); "
+                "write it without grouping or configure the thousands separator"
+            )
+        cleaned = raw.replace(",", ".")
+    else:
+        cleaned = raw
+    try:
+        number = float(cleaned)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    return number
 
 
 def _structure_int(value: Any, _: type) -> int | None:
@@ -75,12 +121,12 @@ def _structure_float(value: Any, _: type) -> float | None:
     if value is None or value == "":
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return number
     if isinstance(value, str):
-        try:
-            return float(value.strip().replace(",", "."))
-        except ValueError:
-            pass
+        return parse_number(value)
     raise ValueError(f"expected a number, got {value!r}")
 
 
@@ -112,6 +158,18 @@ def parse_datetime(value: Any) -> datetime | None:
         except ValueError:
             pass
     raise ValueError(f"expected a date-time like 2026-05-01T09:30:00, got {value!r}")
+
+
+def in_zone(obj: T, zone: tzinfo | None) -> T:
+    """``obj`` (an attrs model) with every aware date-time converted to ``zone``'s wall-clock
+    time (None: the machine's local zone), so ``09:30+02:00`` and ``07:30Z`` are sent alike."""
+    model: Any = obj
+    changes = {
+        a.name: value.astimezone(zone).replace(tzinfo=None)
+        for a in attrs.fields(type(model))
+        if isinstance(value := getattr(model, a.name), datetime) and value.tzinfo is not None
+    }
+    return attrs.evolve(model, **changes) if changes else obj
 
 
 def format_datetime(value: datetime) -> str:

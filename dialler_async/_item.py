@@ -104,7 +104,9 @@ class ItemRunner:
         except DiallerError as err:
             attempts += err.attempts
             if after_failure(prepared.kind, err) is Step.CHECK:
-                return await self._check(item, prepared, attempts, err, settled=False, resent=resent)
+                return await self._check(
+                    item, prepared, attempts, err, settled=False, resent=resent
+                )
             item.sent_unsafe = False
             return Verdict(Outcome.FAILED, error=err, attempts=attempts)
         item.sent_unsafe = False
@@ -143,7 +145,9 @@ class ItemRunner:
                 )
             return Verdict(Outcome.AMBIGUOUS, error=error or lookup_error, attempts=attempts)
 
-    async def _look(self, prepared: Prepared) -> tuple[Finding, Contact | None, DiallerError | None]:
+    async def _look(
+        self, prepared: Prepared
+    ) -> tuple[Finding, Contact | None, DiallerError | None]:
         """Look the write's UserData up and judge what is there (see :func:`classify`)."""
         if prepared.user_data is None:
             return Finding.UNCHECKABLE, None, None

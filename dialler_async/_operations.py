@@ -21,6 +21,7 @@ The write-safety policy is four pure functions, used by bulk jobs and single cal
 from __future__ import annotations
 
 import enum
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -178,6 +179,7 @@ class Import:
         self.campaign_name = campaign_name
         self.default_campaign: dict[str, Any] = {}
         self._campaigns: dict[str, int] | None = None
+        self.zone: tzinfo | None = None
         if campaign_id is not None:
             self.default_campaign["DiallerCampaignsID"] = campaign_id
         elif campaign_name:
@@ -185,7 +187,8 @@ class Import:
 
     async def resolve(self, client: DiallerClient) -> None:
         """Turn the job's ``campaign_name`` into its ID once, before row one, so every row is
-        sent, and every unconfirmed one checked, by campaign ID."""
+        sent, and every unconfirmed one checked, by campaign ID; take the client's time zone."""
+        self.zone = client.server_timezone
         name = self.default_campaign.get("DiallerCampaignsName")
         if name is None:
             return
@@ -212,7 +215,9 @@ class Import:
         return self._campaigns.get(name)
 
     def prepare(self, item: Any) -> Prepared:
-        contact, body = checked_contact(item, campaign_given=bool(self.default_campaign))
+        contact, body = checked_contact(
+            item, campaign_given=bool(self.default_campaign), server_timezone=self.zone
+        )
         if (
             self.default_campaign
             and "DiallerCampaignsID" not in body
@@ -244,11 +249,15 @@ class Update:
 
     operation = Operation.UPDATE
 
+    def __init__(self) -> None:
+        self.zone: tzinfo | None = None
+
     async def resolve(self, client: DiallerClient) -> None:
-        """Nothing to resolve before row one."""
+        """Take the client's time zone, before row one."""
+        self.zone = client.server_timezone
 
     def prepare(self, item: Any) -> Prepared:
-        update, body = checked_update(item)
+        update, body = checked_update(item, server_timezone=self.zone)
         key = update.key
         return Prepared(key=key, serial_key=key, payload=body, idempotent=True)
 

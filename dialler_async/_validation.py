@@ -6,16 +6,19 @@ The rules are the server's documented ones (API notes, sections 3.5 and 6): ``Na
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import tzinfo
 from typing import Any, Final
 
 from . import _fields as F
-from ._converter import to_new_contact, to_update, unstructure
+from ._converter import in_zone, to_new_contact, to_update, unstructure
 from ._exceptions import ContactValidationError
 from ._models import ContactUpdate, NewContact
 
 _LIMITS: Final = {f.api: f.max_length for f in F.IMPORT_FIELDS if f.max_length}
 _USER_DATA_MAX: Final = _LIMITS["UserData"]
+_ASCII_DIGITS: Final = re.compile(r"[0-9]+")
 _PHONES: Final = tuple(f"phone_number{n}" for n in range(1, 7))
 
 
@@ -64,10 +67,14 @@ def update_problems(update: ContactUpdate, *, body: Mapping[str, Any] | None = N
 
 
 def checked_contact(
-    data: NewContact | Mapping[str, Any], *, campaign_given: bool = False
+    data: NewContact | Mapping[str, Any],
+    *,
+    campaign_given: bool = False,
+    server_timezone: tzinfo | None = None,
 ) -> tuple[NewContact, dict[str, Any]]:
-    """The contact and its request body, converted once; raises naming every problem."""
-    contact = to_new_contact(data)
+    """The contact and its request body, converted once; raises naming every problem.
+    Aware date-times are sent as ``server_timezone``'s wall-clock time (None: local zone)."""
+    contact = in_zone(to_new_contact(data), server_timezone)
     body = unstructure(contact)
     problems = new_contact_problems(contact, campaign_given=campaign_given, body=body)
     if problems:
@@ -75,9 +82,11 @@ def checked_contact(
     return contact, body
 
 
-def checked_update(data: ContactUpdate | Mapping[str, Any]) -> tuple[ContactUpdate, dict[str, Any]]:
+def checked_update(
+    data: ContactUpdate | Mapping[str, Any], *, server_timezone: tzinfo | None = None
+) -> tuple[ContactUpdate, dict[str, Any]]:
     """The update and its request body, converted once; raises naming every problem."""
-    update = to_update(data)
+    update = in_zone(to_update(data), server_timezone)
     body = unstructure(update)
     problems = update_problems(update, body=body)
     if problems:
@@ -119,6 +128,6 @@ def validate_key(value: Any, *, by_user_data: bool) -> int | str:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-        return int(value)
+    if isinstance(value, str) and _ASCII_DIGITS.fullmatch(value.strip()) and int(value) > 0:
+        return int(value)  # ASCII only: "12³" and "١٢" pass str.isdigit() and are refused
     raise ContactValidationError([f"ID: expected a positive integer, got {value!r}"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 import logging
 from pathlib import Path
 
@@ -225,7 +224,9 @@ async def test_plain_import_is_not_repeated_after_a_read_timeout(emulator: Emula
     async def settle(delay: float) -> None:  # "waiting" lets the server finish its commit
         await asyncio.wait_for(emulator.faults.settled(), 10)
 
-    async with emulator.client(timeout=0.1, retry=RetryPolicy(initial_backoff=0), sleep=settle) as c:
+    async with emulator.client(
+        timeout=0.1, retry=RetryPolicy(initial_backoff=0), sleep=settle
+    ) as c:
         made = await c.import_contact(contact(1))
     assert made.user_data == "CRM-000001"
     assert emulator.stats.requests["import_contact"] == 1

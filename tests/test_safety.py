@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
 
 import pytest
 
 from dialler_async import DiallerClient, Limits, Operation, Outcome, RetryPolicy
+from dialler_async._converter import parse_number
+from dialler_async._envelope import checked_action, first_raw_record
 from dialler_async._exceptions import (
     BadRequestError,
     ConnectionLostError,
+    ContactValidationError,
     RequestTimeoutError,
     ResponseFormatError,
     ServerError,
@@ -24,7 +29,8 @@ from dialler_async._operations import (
     write_kind,
 )
 from dialler_async._transport import Reply
-from dialler_async._envelope import checked_action, first_raw_record
+from dialler_async._validation import checked_contact, validate_key
+from dialler_async.cli._input import Reader, neutralise, unguard
 from dialler_async.emulator import Emulator, FaultKind
 
 from .conftest import FakeClock, contact
@@ -236,9 +242,7 @@ async def test_single_import_waits_for_a_slow_commit(
     assert emulator.store.contact_count() == 1
 
 
-async def test_proof_means_the_right_campaign(
-    client: DiallerClient, emulator: Emulator
-) -> None:
+async def test_proof_means_the_right_campaign(client: DiallerClient, emulator: Emulator) -> None:
     rows = [contact(n) for n in range(50)]
     await client.import_contacts(rows, overwrite_duplicates=False)  # the source, campaign 538
     copies = [{k: v for k, v in r.items() if k != "DiallerCampaignsID"} for r in rows]
@@ -283,3 +287,127 @@ async def test_a_resend_that_fails_again_is_checked_but_never_sent_a_third_time(
     assert result.ambiguous == 1
     assert emulator.stats.requests["import_contact"] == 2
     assert emulator.store.contact_count() == 0
+
+
+# -- values are never silently changed -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "given", "sent"),
+    [
+        ("Amount", "12,50", 12.5),
+        ("Amount", "12,5", 12.5),
+        ("Amount", " -0,75 ", -0.75),
+        ("Amount", "1234.5", 1234.5),
+        ("Amount", 3, 3.0),
+        ("PhoneNumber2", 4930123456.0, "4930123456"),
+        ("PhoneNumber2", 1e16, "10000000000000000"),
+        ("PostalCode", 10115, "10115"),
+        ("PostalCode", "01067", "01067"),
+    ],
+)
+def test_values_sent_as_given(field: str, given: object, sent: object) -> None:
+    body = validate_body({field: given})
+    assert body[field] == sent and type(body[field]) is type(sent)
+
+
+@pytest.mark.parametrize(
+    ("field", "given", "reason"),
+    [
+        ("Amount", "NaN", "finite"),
+        ("Amount", "inf", "finite"),
+        ("Amount", "-Infinity", "finite"),
+        ("Amount", "1e999", "finite"),
+        ("Amount", float("nan"), "finite"),
+        ("Amount", float("inf"), "finite"),
+        ("Amount", "1,234", "ambiguous"),
+        ("Amount", "12,500", "ambiguous"),
+        ("Amount", "1,234.5", "ambiguous"),
+        ("Amount", "1,2,3", "ambiguous"),
+        ("Amount", "abc", "expected a number"),
+        ("PhoneNumber2", 4930123456.5, "expected text"),
+        ("PhoneNumber2", float("nan"), "expected text"),
+        ("Comment", True, "expected text"),
+    ],
+)
+def test_values_that_would_change_are_invalid(field: str, given: object, reason: str) -> None:
+    with pytest.raises(ContactValidationError, match=reason) as info:
+        validate_body({field: given})
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "thousands", "number"),
+    [("1,234", ",", 1234.0), ("1.234,5", ".", 1234.5), ("1,234.5", ",", 1234.5)],
+)
+def test_a_configured_thousands_separator(text: str, thousands: str, number: float) -> None:
+    assert parse_number(text, thousands=thousands) == number
+
+
+def test_one_instant_is_one_wall_clock_time() -> None:
+    berlin_summer = timezone(timedelta(hours=2))
+    a = validate_body({"FollowUpDateTime": "2026-05-01T09:30:00+02:00"}, berlin_summer)
+    b = validate_body({"FollowUpDateTime": "2026-05-01T07:30:00Z"}, berlin_summer)
+    assert a["FollowUpDateTime"] == b["FollowUpDateTime"] == "2026-05-01T09:30:00"
+    naive = validate_body({"FollowUpDateTime": "2026-05-01T09:30:00"}, UTC)
+    assert naive["FollowUpDateTime"] == "2026-05-01T09:30:00"  # wall-clock time kept
+    utc = validate_body({"FollowUpDateTime": "2026-05-01T09:30:00+02:00"}, UTC)
+    assert utc["FollowUpDateTime"] == "2026-05-01T07:30:00"
+
+
+@pytest.mark.parametrize("key", ["12³", "١٢", "1 2", "", "0", "-3", "x"])
+def test_bad_ids_are_refused_cleanly(key: str) -> None:
+    with pytest.raises(ContactValidationError, match="positive integer"):
+        validate_key(key, by_user_data=False)
+
+
+async def test_aware_datetimes_reach_the_server_in_its_zone(emulator: Emulator) -> None:
+    async with emulator.client(server_timezone=timezone(timedelta(hours=-5))) as c:
+        made = await c.import_contact(contact(1, FollowUpDateTime="2026-05-01T12:00:00Z"))
+    assert made.follow_up_at == datetime(2026, 5, 1, 7, 0)
+
+
+def validate_body(fields: dict[str, object], zone: tzinfo | None = None) -> dict[str, object]:
+    _, body = checked_contact(contact(1, **fields), server_timezone=zone)
+    return body
+
+
+# -- the CLI's rejects file round-trips ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cell", ["@ANNA", "=SUM(A1)", "'=x", "'plain", "''", "-2+3", "+4930123", "\tx", "Müller", ""]
+)
+def test_the_formula_guard_is_undone_exactly(cell: str) -> None:
+    assert unguard(neutralise(cell)) == cell
+
+
+def test_re_importing_the_rejects_file_sends_the_original_values(tmp_path: Path) -> None:
+    from .test_cli import cli, contacts, emu, read_csv
+
+    source, rejects, db = tmp_path / "in.csv", tmp_path / "rejects.csv", tmp_path / "emu.db"
+    source.write_text(
+        "Name,PhoneNumber1,UserData,Comment\n@ANNA,,@ANNA,'quoted\n=B,+4930111,=B,-2+3\n",
+        encoding="utf-8",
+    )
+    first = cli("import", source, "--campaign-id", "538", *emu(db), "--rejects", rejects)
+    assert first.returncode == 1, first.stderr
+    assert read_csv(rejects)[0]["UserData"] == "'@ANNA"  # guarded for the spreadsheet
+    text = rejects.read_text(encoding="utf-8-sig").replace("'@ANNA,,", "'@ANNA,+4930222,", 1)
+    rejects.write_text(text, encoding="utf-8")  # the user fixes the missing phone number
+    again = cli("import", rejects, "--campaign-id", "538", *emu(db))
+    assert again.returncode == 0, again.stderr
+    stored = {c["UserData"]: c for c in contacts(db)}
+    assert set(stored) == {"@ANNA", "=B"}
+    assert stored["@ANNA"]["Name"] == "@ANNA" and stored["@ANNA"]["Comment"] == "'quoted"
+    assert stored["=B"]["Comment"] == "-2+3"
+
+
+def test_a_file_without_the_error_columns_is_read_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "plain.csv"
+    path.write_text("Name,UserData\n'@ANNA,x\n", encoding="utf-8")
+    reader = Reader(str(path), fmt=None, encoding="utf-8")
+    try:
+        assert [raw for _, raw in reader.records()] == [{"Name": "'@ANNA", "UserData": "x"}]
+    finally:
+        reader.close()

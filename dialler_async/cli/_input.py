@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,29 @@ Format = Literal["csv", "jsonl"]
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 #: Columns the CLI itself adds to a rejects file; ignored when that file is imported again.
 ERROR_COLUMNS = ("error_status", "error_message")
+_NUMBERISH = re.compile(r"[+-]\(?\d[\d ()./-]*")
+
+
+def neutralise(cell: str) -> str:
+    """Defuse a CSV cell a spreadsheet would evaluate (``=``, ``@``, tab, CR; ``+``/``-``
+    unless the cell is a number such as a phone number, which must re-import unchanged) by a
+    leading ``'``; a cell that starts with ``'`` itself gets one more, so :func:`unguard`
+    undoes exactly what was added."""
+    if not cell:
+        return cell
+    first = cell[0]
+    if first in "=@\t\r'" or (first in "+-" and not _NUMBERISH.fullmatch(cell)):
+        return "'" + cell
+    return cell
+
+
+def unguard(cell: str) -> str:
+    """The cell :func:`neutralise` turned into ``cell`` (a rejects file read back)."""
+    if cell[:1] == "'" and neutralise(cell[1:]) == cell:
+        return cell[1:]
+    return cell
+
+
 _DELIMITERS = (",", ";", "\t", "|")
 
 
@@ -222,6 +246,7 @@ class Reader:
         self.header: list[str] = []
         self.delimiter = delimiter or ","
         self.extra_cells_warned = False
+        self.guarded = False
         if self.format == "csv":
             if not self.first_line.strip():
                 self.close()
@@ -229,6 +254,10 @@ class Reader:
             self.delimiter = delimiter or detect_delimiter(self.first_line)
             header = next(csv.reader([self.first_line], delimiter=self.delimiter))
             self.header = [h.strip().lstrip("\ufeff") for h in header]
+            # Our own rejects file: undo the formula guard, so a re-import sends the originals.
+            self.guarded = [h.lower() for h in self.header[-2:]] == list(ERROR_COLUMNS)
+            if self.guarded:
+                self.header = [unguard(h) for h in self.header]
             dupes = {h for h in self.header if self.header.count(h) > 1}
             if dupes and strict_header:
                 self.close()
@@ -278,6 +307,8 @@ class Reader:
                     file=sys.stderr,
                 )
             cells = cells[:width] + [""] * (width - len(cells))
+            if self.guarded:
+                cells = [unguard(c) for c in cells]
             yield line, dict(zip(self.header, cells, strict=True))
 
     def _jsonl_records(self) -> Iterator[tuple[int, Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,24 +24,19 @@ from .. import to_api
 from .._exceptions import APIStatusError, ContactValidationError, DiallerError
 from .._models import Contact
 from .._results import BulkResult, ItemResult, Outcome
-from ._input import ERROR_COLUMNS, JSONL_SUFFIXES, Format, KeyItem, Row, UnparsableLine
-
-_NUMBERISH: Final = re.compile(r"[+-]\(?\d[\d ()./-]*")
+from ._input import (
+    ERROR_COLUMNS,
+    JSONL_SUFFIXES,
+    Format,
+    KeyItem,
+    Row,
+    UnparsableLine,
+    neutralise,
+)
 
 #: Export columns: the record's ID, then every field an import accepts.
 EXPORT_COLUMNS: Final = ("ID", *(f.api for f in F.IMPORT_FIELDS))
 ALL_COLUMNS: Final = tuple(f.api for f in F.CONTACT_FIELDS)
-
-
-def neutralise(cell: str) -> str:
-    """Defuse a CSV cell a spreadsheet would evaluate (``=``, ``@``, tab, CR; ``+``/``-``
-    unless the cell is a number such as a phone number, which must re-import unchanged)."""
-    if not cell:
-        return cell
-    first = cell[0]
-    if first in "=@\t\r" or (first in "+-" and not _NUMBERISH.fullmatch(cell)):
-        return "'" + cell
-    return cell
 
 
 def _text(value: Any) -> str:
