@@ -8,6 +8,8 @@ what is safe to resend and what counts as proof).
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +25,7 @@ from ._operations import (
     OperationRules,
     Prepared,
     Step,
+    Update,
     WriteKind,
     after_failure,
     after_lookup,
@@ -60,10 +63,62 @@ class Verdict:
     reconciled: bool = False
 
 
+class KeyGate:
+    """Keeps the rows of one update job that name contacts by ID apart from those that name
+    them by UserData, in the order they arrive: a row of one kind waits until every row of the
+    other kind that arrived before it has finished. Rows of one kind run together (the engine
+    already chains rows with the same key), so a job that uses one kind of key never waits.
+
+    Why: one contact named by ID in one row and by UserData in another must not be updated by
+    both at once, and the job cannot know which ID a UserData names before the server says.
+    """
+
+    __slots__ = ("_inflight", "_kind", "_waiting")
+
+    def __init__(self) -> None:
+        self._kind: str | None = None
+        self._inflight = 0
+        self._waiting: collections.deque[tuple[str, asyncio.Future[None]]] = collections.deque()
+
+    async def enter(self, kind: str) -> None:
+        """Wait until a row of ``kind`` may run; pair with :meth:`leave`."""
+        if not self._waiting and self._kind in (None, kind):
+            self._kind = kind
+            self._inflight += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((kind, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.leave()  # admitted just as it was cancelled: give the place back
+            raise
+
+    def leave(self) -> None:
+        """A row admitted by :meth:`enter` finished."""
+        self._inflight -= 1
+        if self._inflight:
+            return
+        self._kind = None
+        while self._waiting and self._kind in (None, self._waiting[0][0]):
+            kind, future = self._waiting.popleft()
+            if future.done():  # its row was cancelled while waiting
+                continue
+            self._kind = kind
+            self._inflight += 1
+            future.set_result(None)
+
+
+def _key_kind(prepared: Prepared) -> str:
+    body = prepared.payload
+    return "id" if isinstance(body, dict) and isinstance(body.get("ID"), int) else "user_data"
+
+
 class ItemRunner:
     """Runs prepared items of one job through the client, one call of :meth:`run` per item."""
 
-    __slots__ = ("client", "job_limiter", "rules")
+    __slots__ = ("client", "gate", "job_limiter", "rules")
 
     def __init__(
         self, client: DiallerClient, rules: OperationRules, job_limiter: RateLimiter | None
@@ -71,6 +126,7 @@ class ItemRunner:
         self.client = client
         self.rules = rules
         self.job_limiter = job_limiter
+        self.gate = KeyGate() if isinstance(rules, Update) else None
 
     async def run(
         self,
@@ -84,6 +140,21 @@ class ItemRunner:
         item (PENDING/AMBIGUOUS: it may have landed, so it is checked first; that run is over,
         so its attempt counts as settled); ``before_unsafe_send`` is called before a write that
         is not safe to repeat is sent (the engine journals PENDING there)."""
+        if self.gate is None:
+            return await self._run(item, prepared, resumed, before_unsafe_send)
+        await self.gate.enter(_key_kind(prepared))
+        try:
+            return await self._run(item, prepared, resumed, before_unsafe_send)
+        finally:
+            self.gate.leave()
+
+    async def _run(
+        self,
+        item: Tracked,
+        prepared: Prepared,
+        resumed: str | None,
+        before_unsafe_send: Callable[[], None] | None,
+    ) -> Verdict:
         if resumed in (PENDING, Outcome.AMBIGUOUS.value) and not prepared.idempotent:
             item.sent_unsafe = True
             return await self._check(item, prepared, 0, None, settled=True, resent=False)

@@ -20,6 +20,7 @@ from dialler_async._exceptions import (
     ResponseFormatError,
     ServerError,
 )
+from dialler_async._item import KeyGate
 from dialler_async._operations import (
     Finding,
     Step,
@@ -411,3 +412,47 @@ def test_a_file_without_the_error_columns_is_read_as_it_is(tmp_path: Path) -> No
         assert [raw for _, raw in reader.records()] == [{"Name": "'@ANNA", "UserData": "x"}]
     finally:
         reader.close()
+
+
+# -- same contact, two keys ---------------------------------------------------------------------
+
+
+async def test_one_contact_named_by_id_and_by_user_data_ends_in_input_order(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    imported = await client.import_contacts([contact(n) for n in range(200)])
+    ids = [i.contact.id for i in sorted(imported.items or [], key=lambda i: i.index) if i.contact]
+    emulator.configure(latency=0.001, latency_jitter=0.004, seed=5)
+    updates: list[dict[str, object]] = []
+    for n, contact_id in enumerate(ids):  # by ID first, then the same contact by UserData
+        updates += [{"ID": contact_id, "Tag": "first"}, {"UserData": f"CRM-{n:06d}", "Tag": "last"}]
+    before = Snapshot.take(emulator)
+    result = await asyncio.wait_for(client.update_contacts(updates), 60)
+    assert_account(result, read=400, emulator=emulator, before=before)
+    assert result.succeeded == 400
+    assert {c["Tag"] for c in emulator.store.all_contacts()} == {"last"}
+
+
+async def test_the_key_gate_keeps_kinds_apart_in_arrival_order() -> None:
+    gate = KeyGate()
+    log: list[str] = []
+
+    async def row(name: str, kind: str) -> None:
+        await gate.enter(kind)
+        log.append(f"+{name}")
+        await asyncio.sleep(0)
+        log.append(f"-{name}")
+        gate.leave()
+
+    await asyncio.gather(row("a", "id"), row("b", "id"), row("c", "ud"), row("d", "id"))
+    assert log.index("+c") > max(log.index("-a"), log.index("-b"))
+    assert log.index("+d") > log.index("-c")  # a later ID row does not overtake c
+
+    await gate.enter("id")  # admitted at once: nothing waits
+    waiting = asyncio.ensure_future(gate.enter("ud"))
+    await asyncio.sleep(0)
+    waiting.cancel()  # a row cancelled while waiting takes no place
+    await asyncio.sleep(0)
+    gate.leave()
+    await asyncio.wait_for(gate.enter("ud"), 1)  # free again
+    gate.leave()
