@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dialler_async import DiallerClient, Limits, Operation, Outcome, RetryPolicy
+from dialler_async._checkpoint import PENDING
 from dialler_async._converter import parse_number
 from dialler_async._envelope import checked_action, first_raw_record
 from dialler_async._exceptions import (
@@ -20,13 +21,14 @@ from dialler_async._exceptions import (
     ResponseFormatError,
     ServerError,
 )
-from dialler_async._item import KeyGate
+from dialler_async._item import ItemRunner, KeyGate
 from dialler_async._operations import (
     Finding,
     Step,
     WriteKind,
     after_failure,
     after_lookup,
+    rules_for,
     write_kind,
 )
 from dialler_async._transport import Reply
@@ -456,3 +458,43 @@ async def test_the_key_gate_keeps_kinds_apart_in_arrival_order() -> None:
     gate.leave()
     await asyncio.wait_for(gate.enter("ud"), 1)  # free again
     gate.leave()
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+
+class _Item:
+    def __init__(self) -> None:
+        self.index = 0
+        self.sent_unsafe = False
+
+
+@pytest.mark.parametrize(
+    ("on_server", "outcome", "imports"),
+    [
+        ({"FirstName": "Max"}, Outcome.SUCCEEDED, 0),  # it landed before the crash
+        ({"FirstName": "Edited"}, Outcome.AMBIGUOUS, 0),  # landed, then edited: not resent
+        (None, Outcome.SUCCEEDED, 1),  # never landed: sent now
+    ],
+)
+async def test_a_resumed_unconfirmed_import_is_checked_not_resent(
+    client: DiallerClient,
+    emulator: Emulator,
+    clock: FakeClock,
+    on_server: dict[str, object] | None,
+    outcome: Outcome,
+    imports: int,
+) -> None:
+    if on_server is not None:
+        await client.import_contact(contact(1, **on_server))
+    emulator.stats.reset()
+    rules = rules_for(Operation.IMPORT, {"overwrite_duplicates": False})
+    await rules.resolve(client)
+    runner = ItemRunner(client, rules, None)
+    verdict = await runner.run(
+        _Item(), rules.prepare(contact(1)), resumed=PENDING, before_unsafe_send=None
+    )
+    assert verdict.outcome is outcome
+    assert emulator.stats.requests["import_contact"] == imports
+    assert clock.sleeps == []  # the crashed run is over: nothing to wait for
+    assert emulator.store.contact_count() == 1
