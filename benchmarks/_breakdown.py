@@ -43,7 +43,7 @@ def _raw_prepare(self: Import, item: Any) -> Prepared:
     )
 
 
-def _no_answer(self: Import, reply: Any) -> None:
+def _no_answer(self: Import, reply: Any, prepared: Any = None) -> None:
     return None
 
 

@@ -118,7 +118,7 @@ async def serve(host: str, port: int, latency: float, record: bool) -> None:
         loop.call_soon_threadsafe(stop.set)
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    canned = response(envelope_bytes())
+    canned = response(envelope_bytes(user_data=False))
     counters = Counters(record)
     server = await loop.create_server(
         lambda: HttpProtocol(canned, latency, counters), host, port, backlog=1024

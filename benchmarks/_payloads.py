@@ -77,6 +77,11 @@ def contact_record(i: int = 1) -> dict[str, Any]:
     return record
 
 
-def envelope_bytes() -> bytes:
-    """``{"records":[record],"count":1,"status":200}`` as the server sends it."""
-    return orjson.dumps({"records": [contact_record()], "count": 1, "status": 200})
+def envelope_bytes(*, user_data: bool = True) -> bytes:
+    """``{"records":[record],"count":1,"status":200}`` as the server sends it. ``user_data``:
+    False leaves the record's UserData out (one canned answer for every request: a fixed
+    UserData would be "another contact's" to the SDK's answer check)."""
+    record = contact_record()
+    if not user_data:
+        record.pop("UserData", None)
+    return orjson.dumps({"records": [record], "count": 1, "status": 200})

@@ -64,14 +64,14 @@ def first_raw_record(
     reply: Reply, *, id: int | None = None, user_data: str | None = None
 ) -> dict[str, Any]:
     """The one record of a write's answer, checked for its shape (an object with an integer
-    ``ID``) and, where given, for being the contact the request named (``id``, ``user_data``);
-    full conversion is left to whoever reads it."""
+    ``ID``) and, where given, for being the contact the request named (``id``; ``user_data``
+    where the record carries one); full conversion is left to whoever reads it."""
     record = _first(reply)
     if not isinstance(record, dict) or type(record.get("ID")) is not int:
         raise _malformed(reply, "the record has no integer ID", record)
     if id is not None and record["ID"] != id:
         raise _malformed(reply, f"the answer is about contact {record['ID']}, not {id}", record)
-    if user_data is not None and record.get("UserData") != user_data:
+    if user_data is not None and "UserData" in record and record["UserData"] != user_data:
         raise _malformed(
             reply, f"the answer's UserData {record.get('UserData')!r} is not {user_data!r}", record
         )

@@ -140,27 +140,19 @@ class ItemRunner:
         item (PENDING/AMBIGUOUS: it may have landed, so it is checked first; that run is over,
         so its attempt counts as settled); ``before_unsafe_send`` is called before a write that
         is not safe to repeat is sent (the engine journals PENDING there)."""
-        if self.gate is None:
-            return await self._run(item, prepared, resumed, before_unsafe_send)
-        await self.gate.enter(_key_kind(prepared))
+        gate = self.gate
+        if gate is not None:
+            await gate.enter(_key_kind(prepared))
         try:
-            return await self._run(item, prepared, resumed, before_unsafe_send)
+            if resumed in (PENDING, Outcome.AMBIGUOUS.value) and not prepared.idempotent:
+                item.sent_unsafe = True
+                return await self._check(item, prepared, 0, None, settled=True, resent=False)
+            if before_unsafe_send is not None and not prepared.idempotent:
+                before_unsafe_send()
+            return await self._send(item, prepared, 0, resent=False)
         finally:
-            self.gate.leave()
-
-    async def _run(
-        self,
-        item: Tracked,
-        prepared: Prepared,
-        resumed: str | None,
-        before_unsafe_send: Callable[[], None] | None,
-    ) -> Verdict:
-        if resumed in (PENDING, Outcome.AMBIGUOUS.value) and not prepared.idempotent:
-            item.sent_unsafe = True
-            return await self._check(item, prepared, 0, None, settled=True, resent=False)
-        if before_unsafe_send is not None and not prepared.idempotent:
-            before_unsafe_send()
-        return await self._send(item, prepared, 0, resent=False)
+            if gate is not None:
+                gate.leave()
 
     async def _send(
         self, item: Tracked, prepared: Prepared, attempts: int, *, resent: bool

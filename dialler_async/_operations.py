@@ -167,6 +167,19 @@ class Prepared:
     kind: WriteKind = WriteKind.IDEMPOTENT
 
 
+def _prepared(
+    key: str | int | None, payload: Any, kind: WriteKind, user_data: str | None
+) -> Prepared:
+    return Prepared(
+        key=key,
+        serial_key=key,
+        payload=payload,
+        idempotent=kind is WriteKind.IDEMPOTENT,
+        user_data=user_data,
+        kind=kind,
+    )
+
+
 class Import:
     """Import one contact per item (``NewContact`` or dict)."""
 
@@ -226,14 +239,7 @@ class Import:
             body.update(self.default_campaign)
         user_data = contact.user_data if contact.user_data and contact.user_data.strip() else None
         kind = write_kind(Operation.IMPORT, overwrite=self.overwrite, user_data=user_data)
-        return Prepared(
-            key=user_data,
-            serial_key=user_data,
-            payload=body,
-            idempotent=kind is WriteKind.IDEMPOTENT,
-            user_data=user_data,
-            kind=kind,
-        )
+        return _prepared(user_data, body, kind, user_data)
 
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
         return await client._import(
@@ -288,15 +294,7 @@ class KeyedAction:
     def prepare(self, item: Any) -> Prepared:
         key = validate_key(item, by_user_data=self.by_user_data)
         user_data = key if isinstance(key, str) else None
-        kind = write_kind(self.operation, user_data=user_data)
-        return Prepared(
-            key=key,
-            serial_key=key,
-            payload=key,
-            idempotent=kind is WriteKind.IDEMPOTENT,
-            user_data=user_data,
-            kind=kind,
-        )
+        return _prepared(key, key, write_kind(self.operation, user_data=user_data), user_data)
 
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
         key = prepared.key

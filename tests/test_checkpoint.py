@@ -28,9 +28,11 @@ async def test_rerun_skips_what_succeeded_and_retries_the_rest(
 ) -> None:
     journal = tmp_path / "job.db"
     data = [*rows(20), {"Name": "broken"}]
-    # 503 on a plain import: not processed, not safe to resend blindly -> FAILED
-    emulator.faults.script(FaultKind.UNAVAILABLE, times=3, operation="import_contact")
-    first = await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+    # 503 on every attempt of three rows (4 attempts each, one row at a time): FAILED
+    emulator.faults.script(FaultKind.UNAVAILABLE, times=12, operation="import_contact")
+    first = await client.import_contacts(
+        data, checkpoint=journal, overwrite_duplicates=False, concurrency=1
+    )
     assert (first.succeeded, first.failed, first.invalid) == (17, 3, 1)
     second = await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
     assert (second.skipped, second.succeeded, second.invalid) == (17, 3, 1)

@@ -139,6 +139,9 @@ def test_a_2xx_is_checked() -> None:
         first_raw_record(_reply({**good, "status": 500}))
     with pytest.raises(ResponseFormatError, match="UserData"):
         first_raw_record(_reply(good), user_data="OTHER")
+    with pytest.raises(ResponseFormatError, match="UserData"):
+        first_raw_record(_reply({"records": [{"ID": 7, "UserData": None}]}), user_data="U")
+    assert first_raw_record(_reply({"records": [{"ID": 7}]}), user_data="U")["ID"] == 7
     with pytest.raises(ResponseFormatError, match="contact 7, not 8"):
         first_raw_record(_reply(good), id=8)
     with pytest.raises(ResponseFormatError):
