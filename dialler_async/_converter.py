@@ -164,12 +164,20 @@ def in_zone(obj: T, zone: tzinfo | None) -> T:
     """``obj`` (an attrs model) with every aware date-time converted to ``zone``'s wall-clock
     time (None: the machine's local zone), so ``09:30+02:00`` and ``07:30Z`` are sent alike."""
     model: Any = obj
-    changes = {
-        a.name: value.astimezone(zone).replace(tzinfo=None)
-        for a in attrs.fields(type(model))
-        if isinstance(value := getattr(model, a.name), datetime) and value.tzinfo is not None
-    }
+    names = _DATETIME_FIELDS.get(type(model))
+    if names is None:
+        names = _DATETIME_FIELDS[type(model)] = tuple(
+            a.name for a in attrs.fields(type(model)) if "datetime" in str(a.type)
+        )
+    changes = {}
+    for name in names:
+        value = getattr(model, name)
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            changes[name] = value.astimezone(zone).replace(tzinfo=None)
     return attrs.evolve(model, **changes) if changes else obj
+
+
+_DATETIME_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def format_datetime(value: datetime) -> str:
