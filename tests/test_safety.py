@@ -501,3 +501,16 @@ async def test_a_resumed_unconfirmed_import_is_checked_not_resent(
     assert emulator.stats.requests["import_contact"] == imports
     assert clock.sleeps == []  # the crashed run is over: nothing to wait for
     assert emulator.store.contact_count() == 1
+
+
+async def test_a_lookup_that_fails_leaves_the_write_ambiguous_not_resent(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    emulator.faults.script(FaultKind.DROP_AFTER, times=1, operation="import_contact")
+    emulator.faults.script(FaultKind.SERVER_ERROR, times=1, operation="find_contacts")
+    before = Snapshot.take(emulator)
+    result = await client.import_contacts([contact(1)], overwrite_duplicates=False)
+    assert_account(result, read=1, emulator=emulator, before=before, campaign_id=538)
+    assert result.ambiguous == 1 and result.failures[0].error is not None
+    assert emulator.stats.requests["import_contact"] == 1
+    assert emulator.store.contact_count() == 1
