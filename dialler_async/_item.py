@@ -82,8 +82,6 @@ class ItemRunner:
     async def _send(
         self, item: Tracked, prepared: Prepared, attempts: int = 0, rounds: int = 0
     ) -> Verdict:
-        if self.job_limiter is not None:
-            await self.job_limiter.acquire()
         item.sent_unsafe = not prepared.idempotent
         try:
             reply = await self.rules.send(self.client, prepared)
