@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import os
 import ssl
 import time
@@ -25,7 +26,12 @@ from ._operations import Import, KeyedAction, OperationRules, Update
 from ._results import BulkResult, Operation, Outcome
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
-from ._transport import Reply, Transport
+from ._transport import (
+    DEFAULT_MAX_ANSWER_BYTES,
+    DEFAULT_MAX_LIST_ANSWER_BYTES,
+    Reply,
+    Transport,
+)
 
 log = logging.getLogger("dialler_async")
 T = TypeVar("T")
@@ -33,6 +39,21 @@ T = TypeVar("T")
 ContactInput = NewContact | Mapping[str, Any]
 UpdateInput = ContactUpdate | Mapping[str, Any]
 Keys = Iterable[Any] | AsyncIterable[Any]
+
+
+def _clean_token(token: str) -> str:
+    """The token without surrounding whitespace (``$(cat token-file)`` from Windows ends in
+    CR LF); a token that still holds a control character cannot go into a header."""
+    if not isinstance(token, str):
+        raise ConfigurationError("token must be a string")
+    token = token.strip()
+    if not token:
+        raise ConfigurationError("token is empty")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in token):
+        raise ConfigurationError(
+            "token contains a control character (a line break inside it?); check its source"
+        )
+    return token
 
 
 class _State(enum.Enum):
@@ -76,12 +97,23 @@ class DiallerClient:
         timeout: float = 30.0,
         routes: Routes | None = None,
         verify: bool | ssl.SSLContext = True,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_list_answer_bytes: int = DEFAULT_MAX_LIST_ANSWER_BYTES,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         server_timezone: tzinfo | None = None,
     ) -> None:
-        if not token:
-            raise ConfigurationError("token is empty")
+        token = _clean_token(token)
+        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+            raise ConfigurationError(f"timeout must be a positive number of seconds: {timeout!r}")
+        for name, size in (
+            ("max_answer_bytes", max_answer_bytes),
+            ("max_list_answer_bytes", max_list_answer_bytes),
+        ):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ConfigurationError(f"{name} must be a positive number of bytes: {size!r}")
+        self.max_answer_bytes = max_answer_bytes
+        self.max_list_answer_bytes = max_list_answer_bytes
         if not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"base_url must start with http:// or https://: {base_url!r}")
         self.base_url = base_url.rstrip("/")
@@ -106,13 +138,13 @@ class DiallerClient:
         ``DIALLER_TOKEN_FILE``, a file holding the token). ``kwargs`` go to the constructor."""
         env = os.environ if env is None else env
         missing = [k for k in ("DIALLER_BASE_URL", "DIALLER_CLIENT_ID") if not env.get(k)]
-        token = env.get("DIALLER_TOKEN")
+        token = (env.get("DIALLER_TOKEN") or "").strip()
         if not token and env.get("DIALLER_TOKEN_FILE"):
             try:
-                token = Path(env["DIALLER_TOKEN_FILE"]).read_text(encoding="utf-8").strip()
+                token = Path(env["DIALLER_TOKEN_FILE"]).read_text(encoding="utf-8-sig")
             except OSError as exc:
                 raise ConfigurationError(f"cannot read DIALLER_TOKEN_FILE: {exc}") from exc
-        if not token:
+        if not token or not token.strip():
             missing.append("DIALLER_TOKEN or DIALLER_TOKEN_FILE")
         if missing:
             raise ConfigurationError("set " + ", ".join(missing))
@@ -143,6 +175,8 @@ class DiallerClient:
             verify=self._verify,
             sleep=self._sleep,
             clock=self._clock,
+            max_answer_bytes=self.max_answer_bytes,
+            max_list_answer_bytes=self.max_list_answer_bytes,
         )
         self._state = _State.OPEN
         return self
@@ -186,11 +220,17 @@ class DiallerClient:
         body: Any = None,
         idempotent: bool = True,
         missing_ok_on_retry: bool = False,
+        list_answer: bool = False,
     ) -> Reply:
         transport = self.transport
         path = transport.url_path(route, id=id, user_data=user_data, query=query)
         return await transport.call(
-            route.method, path, body, idempotent=idempotent, missing_ok_on_retry=missing_ok_on_retry
+            route.method,
+            path,
+            body,
+            idempotent=idempotent,
+            missing_ok_on_retry=missing_ok_on_retry,
+            max_bytes=transport.max_list_answer_bytes if list_answer else None,
         )
 
     def _keyed(
@@ -207,7 +247,7 @@ class DiallerClient:
     async def list_contacts(self, campaign_id: int | None = None) -> list[Contact]:
         """Every contact of the account, or of one campaign. Can be a lot of data."""
         route = self.routes.list_contacts
-        reply = await self._call(route, query={"diallerCampaignsID": campaign_id})
+        reply = await self._call(route, query={"diallerCampaignsID": campaign_id}, list_answer=True)
         return structure_records(reply, Contact)
 
     async def get_contact(self, id: int) -> Contact:
@@ -220,7 +260,7 @@ class DiallerClient:
         unless the route itself is missing)."""
         route = self.routes.find_contacts
         try:
-            reply = await self._call(route, user_data=user_data)
+            reply = await self._call(route, user_data=user_data, list_answer=True)
         except NotFoundError as exc:
             if exc.route_missing:
                 raise
@@ -239,7 +279,9 @@ class DiallerClient:
         if not body:
             return []
         route = self.routes.get_contacts_batch
-        reply = await self._call(route, query={"languagesID": language_id}, body=body)
+        reply = await self._call(
+            route, query={"languagesID": language_id}, body=body, list_answer=True
+        )
         return structure_records(reply, Contact)
 
     async def import_contact(
@@ -335,12 +377,12 @@ class DiallerClient:
         route, key = self._keyed(
             self.routes.contact_history, self.routes.contact_history_by_user_data, id, user_data
         )
-        return structure_records(await self._call(route, **key), HistoryEntry)
+        return structure_records(await self._call(route, **key, list_answer=True), HistoryEntry)
 
     async def list_campaigns(self) -> list[Campaign]:
         """Every dialler campaign of the account."""
         route = self.routes.list_campaigns
-        return structure_records(await self._call(route), Campaign)
+        return structure_records(await self._call(route, list_answer=True), Campaign)
 
     async def get_campaign(self, id: int) -> Campaign:
         """One campaign by ID; :class:`NotFoundError` if there is none."""

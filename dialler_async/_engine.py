@@ -27,7 +27,7 @@ from ._exceptions import (
     DiallerError,
 )
 from ._item import ItemRunner
-from ._limits import RateLimiter
+from ._limits import JOB_LIMITER, RateLimiter, check_concurrency, check_rate
 from ._models import Contact
 from ._operations import OperationRules, Prepared, rules_for
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress, Tally
@@ -102,8 +102,11 @@ class Engine:
         self.progress_interval: float = options.pop("progress_interval", 0.5)
         self.ordered: bool = options.pop("ordered", False)
         self.grace: float = options.pop("grace", 5.0)
-        self.workers_count: int = options.pop("concurrency", None) or client.limits.max_concurrency
-        rate: float | None = options.pop("rate", None)
+        self.workers_count: int = (
+            check_concurrency("concurrency", options.pop("concurrency", None))
+            or client.limits.max_concurrency
+        )
+        rate = check_rate("rate", options.pop("rate", None))
         job_limiter = (
             RateLimiter(
                 rate, margin=client.limits.jitter_margin, clock=client._clock, sleep=client._sleep
@@ -319,6 +322,7 @@ class Engine:
             await self.inbox.put(None)
 
     async def _work(self) -> None:
+        JOB_LIMITER.set(self.runner.job_limiter)  # every attempt of this task passes it
         try:
             while (job := await self.inbox.get()) is not None:
                 if self.stopping:

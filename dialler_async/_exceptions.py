@@ -9,6 +9,7 @@
     │   ├── NotFoundError              404 (``route_missing`` when the body was empty)
     │   ├── ConflictError              409
     │   ├── RateLimitError             429
+    │   ├── RedirectError              3xx (never followed)
     │   └── ServerError                5xx
     ├── ResponseFormatError            2xx with a body that is not the JSON we expect
     ├── TransportError                 no complete answer; ``request_sent``: may it have had effects
@@ -101,7 +102,13 @@ class ConflictError(APIStatusError):
 
 
 class RateLimitError(APIStatusError):
-    """429: the server (or a gateway in front of it) throttled the request. It was not processed."""
+    """429: the server (or a gateway in front of it) throttled the request. It was not processed.
+
+    ``storm`` is True when the request was not even sent: the server had answered nothing but
+    429 for longer than the retry policy's ``deadline`` (see :class:`RetryPolicy`).
+    """
+
+    storm: bool = False
 
 
 class ServerError(APIStatusError):
@@ -121,7 +128,14 @@ def status_error_class(status: int) -> type[APIStatusError]:
     """The most specific :class:`APIStatusError` subclass for an HTTP status."""
     if status >= 500:
         return ServerError
+    if 300 <= status < 400:
+        return RedirectError
     return _STATUS_CLASSES.get(status, APIStatusError)
+
+
+class RedirectError(APIStatusError):
+    """3xx: the server (or a gateway) answered with a redirect. Redirects are never followed:
+    following one would turn a POST into a body-less GET elsewhere, or send the token there."""
 
 
 class ResponseFormatError(DiallerError):

@@ -157,8 +157,6 @@ class ItemRunner:
     async def _send(
         self, item: Tracked, prepared: Prepared, attempts: int, *, resent: bool
     ) -> Verdict:
-        if self.job_limiter is not None:
-            await self.job_limiter.acquire()
         item.sent_unsafe = not prepared.idempotent
         try:
             reply = await self.rules.send(self.client, prepared)

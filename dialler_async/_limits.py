@@ -11,13 +11,45 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
+import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+def _positive_finite(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, not {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive, finite number, not {value!r}")
+
+
+def check_rate(name: str, value: float | None) -> float | None:
+    """``value`` if it is None or a positive, finite rate; else a ValueError naming ``name``."""
+    if value is not None:
+        _positive_finite(name, value)
+    return value
+
+
+def check_concurrency(name: str, value: int | None) -> int | None:
+    """``value`` if it is None or a positive integer; else a ValueError naming ``name``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
+def _validate_rate(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    check_rate(attribute.name, value)
+
+
+def _validate_positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    _positive_finite(attribute.name, value)
 
 
 @attrs.frozen(kw_only=True)
@@ -29,22 +61,49 @@ class Limits:
     * ``adaptive``: on 429, halve the rate and pause every caller for ``Retry-After``; then
       raise the rate again step by step (by ``recovery`` of the ceiling per second) up to
       ``max_per_second`` (or, without one, up to the rate seen when the first 429 came).
-    * ``min_per_second``: the rate never drops below this.
+    * ``min_per_second``: the rate never drops below this. Default: 1/s, or ``max_per_second``
+      when that is lower (a configured 0.5/s is never raised by a 429).
     * ``jitter_margin``: starts are spaced this fraction further apart than ``1/rate`` (1%), so
       the server sees at most ``max_per_second`` arrivals in any second despite network jitter.
+
+    Every value is checked here, at construction, with a message naming it.
     """
 
-    max_concurrency: int = attrs.field(default=16, validator=attrs.validators.ge(1))
-    max_per_second: float | None = attrs.field(default=None)
+    max_concurrency: int = attrs.field(default=16)
+    max_per_second: float | None = attrs.field(default=None, validator=_validate_rate)
     adaptive: bool = True
-    min_per_second: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
-    recovery: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
-    jitter_margin: float = attrs.field(default=0.01, validator=attrs.validators.ge(0))
+    min_per_second: float | None = attrs.field(default=None, validator=_validate_rate)
+    recovery: float = attrs.field(default=0.1, validator=_validate_positive)
+    jitter_margin: float = attrs.field(default=0.01)
 
-    @max_per_second.validator
-    def _check_rate(self, attribute: attrs.Attribute[float | None], value: float | None) -> None:
-        if value is not None and value <= 0:
-            raise ValueError("max_per_second must be positive or None")
+    def __attrs_post_init__(self) -> None:
+        check_concurrency("max_concurrency", self.max_concurrency)
+        margin = self.jitter_margin
+        if not (isinstance(margin, int | float) and math.isfinite(margin) and 0 <= margin < 1):
+            raise ValueError(f"jitter_margin must be within [0, 1), not {margin!r}")
+        if (
+            self.min_per_second is not None
+            and self.max_per_second is not None
+            and self.min_per_second > self.max_per_second
+        ):
+            raise ValueError(
+                f"min_per_second ({self.min_per_second}) must not exceed "
+                f"max_per_second ({self.max_per_second})"
+            )
+
+    @property
+    def floor(self) -> float:
+        """The lowest rate a 429 may cut to (see ``min_per_second``)."""
+        if self.min_per_second is not None:
+            return self.min_per_second
+        return min(1.0, self.max_per_second) if self.max_per_second is not None else 1.0
+
+
+#: The rate limiter of the bulk job the current task works for (``rate=``), if any. Every HTTP
+#: attempt made in that task (first tries, retries, reconciliation lookups) passes it.
+JOB_LIMITER: contextvars.ContextVar[RateLimiter | None] = contextvars.ContextVar(
+    "dialler_async_job_limiter", default=None
+)
 
 
 class RateLimiter:
@@ -54,9 +113,13 @@ class RateLimiter:
     so that network jitter cannot squeeze ``rate + 1`` arrivals into a server's one-second
     window. ``pause_until(t)`` holds every caller until clock time ``t`` (Retry-After for
     everyone). The clock and sleep are injectable so tests run without real waiting.
+
+    Waiters form one FIFO queue (as in aiolimiter): only the head sleeps, and it re-reads the
+    rate and the pause each time it wakes, so a rate cut or a pause set while callers wait
+    applies to all of them from that moment on. A cancelled waiter takes nothing.
     """
 
-    __slots__ = ("_clock", "_interval", "_next", "_paused_until", "_sleep", "_stretch")
+    __slots__ = ("_clock", "_interval", "_last", "_paused_until", "_sleep", "_stretch", "_waiters")
 
     def __init__(
         self,
@@ -66,12 +129,14 @@ class RateLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
+        check_rate("rate", rate)
         self._clock = clock
         self._sleep = sleep
         self._stretch = 1.0 + margin
         self._interval = 0.0 if rate is None else self._stretch / rate
-        self._next = -float("inf")
+        self._last = -float("inf")
         self._paused_until = -float("inf")
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def rate(self) -> float | None:
@@ -79,26 +144,39 @@ class RateLimiter:
 
     @rate.setter
     def rate(self, value: float | None) -> None:
+        check_rate("rate", value)
         self._interval = 0.0 if value is None else self._stretch / value
+
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
 
     def pause_until(self, when: float) -> None:
         self._paused_until = max(self._paused_until, when)
 
+    def _slot(self) -> float:
+        """The earliest time the next start may happen, from the rate and pause in force now."""
+        return max(self._last + self._interval, self._paused_until)
+
     async def acquire(self) -> None:
-        if self._interval == 0.0 and self._paused_until == -float("inf"):
+        if not self._waiters and self._slot() <= self._clock():
+            if self._interval:
+                self._last = self._clock()
             return
-        now = self._clock()
-        slot = max(now, self._next, self._paused_until)
-        if self._interval:
-            self._next = slot + self._interval
-        if slot > now:
-            try:
-                await self._sleep(slot - now)
-            except asyncio.CancelledError:
-                # Give the slot back if nobody queued behind it, so cancelling costs no capacity.
-                if self._interval and self._next == slot + self._interval:
-                    self._next = slot
-                raise
+        me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(me)
+        try:
+            if self._waiters[0] is not me:
+                await me  # the waiter ahead hands the head position over when it leaves
+            while (wait := self._slot() - self._clock()) > 0:
+                await self._sleep(wait)
+            now, planned = self._clock(), self._slot()
+            # Woken a little late: keep the schedule rather than drift below the rate.
+            self._last = planned if now - planned < self._interval else now
+        finally:
+            self._waiters.remove(me)
+            if self._waiters and not self._waiters[0].done():
+                self._waiters[0].set_result(None)
 
 
 class Governor:
@@ -109,10 +187,12 @@ class Governor:
 
     __slots__ = (
         "_ceiling",
+        "_last_probe",
         "_last_raise",
         "_next_cut",
         "_recent",
         "_semaphore",
+        "_throttled_since",
         "clock",
         "limiter",
         "limits",
@@ -132,6 +212,8 @@ class Governor:
         self._last_raise = 0.0
         self._next_cut = -float("inf")
         self._recent = _RecentStarts(clock)
+        self._throttled_since: float | None = None
+        self._last_probe = -float("inf")
         self.throttled = 0
 
     @property
@@ -152,8 +234,27 @@ class Governor:
     def release(self) -> None:
         self._semaphore.release()
 
+    def throttle_storm(self, deadline: float | None, probe_every: float) -> float | None:
+        """How long the server has answered nothing but 429, when that exceeds ``deadline``
+        and this request is not the probe (one request per ``probe_every`` seconds still goes
+        out, so the client notices when the storm ends); else None: send the request."""
+        since = self._throttled_since
+        if since is None or deadline is None:
+            return None
+        now = self.clock()
+        lasted = now - since
+        if lasted <= deadline:
+            return None
+        if now - self._last_probe >= probe_every:
+            self._last_probe = now
+            return None
+        return lasted
+
     def on_throttled(self, retry_after: float | None) -> None:
         """A 429 arrived: pause everyone for ``retry_after`` and (adaptive) halve the rate.
+
+        ``retry_after`` must already be capped by the caller (a pause longer than the retry
+        policy's ``max_retry_after`` is never applied: that call fails instead).
 
         One cut per batch in flight: requests already sent at the old rate answer 429 too, and
         that is the same signal, not a new one. So no further cut until ``max_concurrency``
@@ -161,21 +262,24 @@ class Governor:
         """
         self.throttled += 1
         now = self.clock()
+        if self._throttled_since is None:
+            self._throttled_since = now
         if retry_after:
             self.limiter.pause_until(now + retry_after)
         if not self.limits.adaptive or now < self._next_cut:
             return
         current = self.limiter.rate
         if current is None:
-            current = max(self._recent.per_second(), self.limits.min_per_second)
+            current = max(self._recent.per_second(), self.limits.floor)
             self._ceiling = current
-        cut = max(self.limits.min_per_second, current / 2.0)
+        cut = max(self.limits.floor, current / 2.0)
         self.limiter.rate = cut
         self._next_cut = now + min(1.0, self.limits.max_concurrency / cut)
         self._last_raise = now
 
     def on_success(self) -> None:
         """Recover a cut rate step by step, at most one step per second."""
+        self._throttled_since = None
         current = self.limiter.rate
         if current is None or self._ceiling is None or current >= self._ceiling:
             return

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
@@ -28,6 +29,11 @@ from ._exceptions import (
 )
 
 _DEFAULT_RETRY_STATUSES: Final = frozenset({502, 503, 504})
+
+
+def _finite(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{attribute.name} must be finite, not {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -52,11 +58,21 @@ class RetryPolicy:
     max_backoff: float = attrs.field(default=20.0, validator=attrs.validators.ge(0))
     multiplier: float = attrs.field(default=2.0, validator=attrs.validators.ge(1))
     deadline: float | None = 300.0
-    max_retry_after: float = 120.0
+    max_retry_after: float = attrs.field(default=120.0, validator=[attrs.validators.ge(0), _finite])
     retry_statuses: frozenset[int] = _DEFAULT_RETRY_STATUSES
     budget: int | None = 500
-    retry_cost: int = 5
-    timeout_retry_cost: int = 10
+    retry_cost: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+    timeout_retry_cost: int = attrs.field(default=10, validator=attrs.validators.ge(0))
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("initial_backoff", "max_backoff", "multiplier"):
+            _finite(self, attrs.fields_dict(RetryPolicy)[name], getattr(self, name))
+        if self.deadline is not None and not (math.isfinite(self.deadline) and self.deadline > 0):
+            raise ValueError(
+                f"deadline must be a positive number of seconds or None: {self.deadline!r}"
+            )
+        if self.budget is not None and self.budget < 0:
+            raise ValueError(f"budget must be >= 0 or None: {self.budget!r}")
 
     @classmethod
     def never(cls) -> RetryPolicy:
@@ -73,16 +89,25 @@ class RetryDecision:
     reason: str
 
 
+# Past this exponent every multiplier >= 2 is beyond any sane max_backoff; capping it keeps
+# ``multiplier ** n`` from overflowing for huge attempt counts (deadline=None).
+_MAX_EXPONENT: Final = 64
+
+
 def backoff_delay(policy: RetryPolicy, retry_number: int, rand: Callable[[], float]) -> float:
     """Full-jitter delay before retry number ``retry_number`` (1-based)."""
-    ceiling = policy.initial_backoff * policy.multiplier ** (retry_number - 1)
+    exponent = min(max(retry_number - 1, 0), _MAX_EXPONENT)
+    try:
+        ceiling = policy.initial_backoff * policy.multiplier**exponent
+    except OverflowError:
+        ceiling = policy.max_backoff
     return rand() * min(policy.max_backoff, ceiling)
 
 
 def is_retryable(policy: RetryPolicy, error: DiallerError, *, idempotent: bool) -> bool:
     """Whether ``error`` may be retried at all, ignoring attempts, deadline and budget."""
     if isinstance(error, RateLimitError):
-        return True
+        return not error.storm
     if isinstance(error, TransportError):
         return not error.request_sent or idempotent
     if isinstance(error, ServerError):
@@ -135,26 +160,34 @@ def decide(
     return RetryDecision(True, delay, "retry")
 
 
+_DIGITS: Final = re.compile(r"[0-9]+")
+_MILLIS: Final = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def throttle_pause(policy: RetryPolicy, error: RateLimitError) -> float | None:
+    """How long a 429 may pause every caller of the client: its Retry-After, unless that is
+    above ``max_retry_after`` (then the call fails at once and nobody else is held)."""
+    wait = error.retry_after
+    return wait if wait is not None and wait <= policy.max_retry_after else None
+
+
 def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP-date.
 
-    Returns None when absent or malformed (then backoff applies); never negative.
+    Strict (RFC 9110): ``Retry-After`` is ASCII digits or an HTTP-date; anything else (``1_0``,
+    ``1e3``, ``-5``, ``nan``) is malformed. Returns None when absent or malformed (then backoff
+    applies); never negative.
     """
     millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000.0
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value):
-            return max(0.0, value)
+    if millis is not None and _MILLIS.fullmatch(millis.strip()):
+        return float(millis.strip()) / 1000.0
     raw = headers.get("Retry-After") or headers.get("retry-after")
     if raw is None:
         return None
     raw = raw.strip()
-    try:
+    if _DIGITS.fullmatch(raw):
         seconds = float(raw)
-    except ValueError:
+    else:
         try:
             when = parsedate_to_datetime(raw)
         except (TypeError, ValueError, IndexError):
@@ -181,10 +214,9 @@ class RetryBudget:
     def try_spend(self, error: DiallerError, policy: RetryPolicy) -> bool:
         """Take the cost of one retry after ``error``; False (nothing taken) when too few left.
 
-        Throttling (429) is free: the server asked us to wait, and we do.
+        A 429 costs like any retry: a server that only throttles must not keep a job going
+        for ever.
         """
-        if isinstance(error, RateLimitError):
-            return True
         cost = (
             policy.timeout_retry_cost
             if isinstance(error, RequestTimeoutError)

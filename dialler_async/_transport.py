@@ -12,7 +12,7 @@ import logging
 import random
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 from urllib.parse import quote
 
 import aiohttp
@@ -22,6 +22,7 @@ from yarl import URL
 from . import __about__
 from ._exceptions import (
     APIStatusError,
+    ConfigurationError,
     ConnectError,
     ConnectionLostError,
     DiallerError,
@@ -32,11 +33,23 @@ from ._exceptions import (
     TransportError,
     status_error_class,
 )
-from ._limits import Clock, Governor, Sleep
-from ._retry import RetryBudget, RetryPolicy, decide, may_have_landed, parse_retry_after
+from ._limits import JOB_LIMITER, Clock, Governor, Sleep
+from ._retry import (
+    RetryBudget,
+    RetryPolicy,
+    decide,
+    may_have_landed,
+    parse_retry_after,
+    throttle_pause,
+)
 from ._routes import Route
 
 log = logging.getLogger("dialler_async")
+
+_CHUNK: Final = 64 * 1024
+#: Default answer limits: one contact's record is a few KiB; a campaign list can be large.
+DEFAULT_MAX_ANSWER_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_MAX_LIST_ANSWER_BYTES: Final = 1024 * 1024 * 1024
 
 
 class Reply(NamedTuple):
@@ -65,15 +78,29 @@ def _translate(exc: BaseException, method: str, path: str) -> DiallerError:
         exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | aiohttp.ClientPayloadError
     ):
         return ConnectionLostError(f"connection lost: {exc!r}", method=method, path=path)
-    return TransportError(f"transport failure: {exc!r}", method=method, path=path)
+    if isinstance(exc, aiohttp.ClientError):
+        return TransportError(f"transport failure: {exc!r}", method=method, path=path)
+    if isinstance(exc, OSError):
+        return ConnectionLostError(f"connection failed: {exc!r}", method=method, path=path)
+    # aiohttp refuses to build the request (a header or URL it cannot send): nothing was sent,
+    # and sending again cannot help.
+    return ConfigurationError(f"{method} {path}: the request cannot be sent: {exc}")
 
 
 def _status_error(
     status: int, raw: bytes, headers: Mapping[str, str], method: str, path: str
 ) -> APIStatusError:
-    text = raw.decode("utf-8", "replace") if raw else None
+    # Only an excerpt is kept: a kept error must not hold a large answer alive.
+    text = raw[:1024].decode("utf-8", "replace") if raw else None
     error: str | None = None
-    if raw:
+    if 300 <= status < 400:
+        location = headers.get("Location", "")
+        host = URL(location).host if location else None
+        error = (
+            f"redirect to {host or location or 'an unnamed location'} not followed "
+            "(check base_url: it must be the server's /rest/v1.0 prefix)"
+        )
+    elif raw:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -101,8 +128,12 @@ class Transport:
         sleep: Sleep,
         clock: Clock,
         rand: Callable[[], float] = random.random,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_list_answer_bytes: int = DEFAULT_MAX_LIST_ANSWER_BYTES,
     ) -> None:
         self._prefix = prefix
+        self.max_answer_bytes = max_answer_bytes
+        self.max_list_answer_bytes = max_list_answer_bytes
         self.retry = retry
         self.governor = governor
         self._sleep = sleep
@@ -165,8 +196,15 @@ class Transport:
             self._paths[memo] = path
         return path
 
-    async def send(self, method: str, path: str, body: Any = None) -> Any:
-        """One attempt: the decoded JSON object of a 2xx answer, or an error from our tree."""
+    async def send(
+        self, method: str, path: str, body: Any = None, *, max_bytes: int | None = None
+    ) -> Any:
+        """One attempt: the decoded JSON object of a 2xx answer, or an error from our tree.
+
+        Every attempt passes the job's rate limiter (inside a bulk job with ``rate=``) and the
+        client's governor. An answer larger than ``max_bytes`` decoded (default: the client's
+        per-contact limit) is refused while it is read, compressed or not.
+        """
         data = orjson.dumps(body) if body is not None else None
         url = self._urls.get(path)
         if url is None:
@@ -175,15 +213,38 @@ class Transport:
             if len(self._urls) < 1024:
                 self._urls[path] = url
         governor = self.governor
+        lasted = governor.throttle_storm(self.retry.deadline, self.retry.max_backoff or 1.0)
+        if lasted is not None:
+            storm = RateLimitError(
+                429,
+                f"throttled: the server has answered only 429 for {lasted:.0f}s "
+                f"(beyond the retry deadline); not sent",
+                method=method,
+                path=path,
+            )
+            storm.storm = True
+            raise storm
+        job_limiter = JOB_LIMITER.get()
+        if job_limiter is not None:
+            await job_limiter.acquire()
+        limit = self.max_answer_bytes if max_bytes is None else max_bytes
         await governor.acquire()
         try:
             self.requests += 1
-            async with self.session.request(method, url, data=data) as resp:
-                raw = await resp.read()
+            async with self.session.request(method, url, data=data, allow_redirects=False) as resp:
                 status = resp.status
                 headers = resp.headers
-        except (TimeoutError, aiohttp.ClientError) as exc:
+                raw = await _read_bounded(resp, limit)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError) as exc:
             raise _translate(exc, method, path) from exc
+        except _TooLarge as exc:
+            raise ResponseFormatError(
+                f"answer larger than the {limit:,}-byte limit ({exc}); raise "
+                "max_answer_bytes/max_list_answer_bytes if this is expected",
+                method=method,
+                path=path,
+                body=None,
+            ) from None
         finally:
             governor.release()
         if log.isEnabledFor(logging.DEBUG):
@@ -197,14 +258,14 @@ class Transport:
                 f"invalid JSON ({exc})",
                 method=method,
                 path=path,
-                body=raw.decode("utf-8", "replace"),
-            ) from exc
+                body=raw[:512].decode("utf-8", "replace"),
+            ) from None
         if not isinstance(decoded, dict):
             raise ResponseFormatError(
                 "expected a JSON object",
                 method=method,
                 path=path,
-                body=raw.decode("utf-8", "replace"),
+                body=raw[:512].decode("utf-8", "replace"),
             )
         return decoded
 
@@ -216,19 +277,19 @@ class Transport:
         *,
         idempotent: bool,
         missing_ok_on_retry: bool = False,
+        max_bytes: int | None = None,
     ) -> Reply:
         """:meth:`send` with the retry policy. ``missing_ok_on_retry``: a 404 after an attempt
-        that may have reached the server means that attempt did the work (delete)."""
+        that may have reached the server means that attempt did the work (delete).
+        ``max_bytes``: the answer size limit (see :meth:`send`)."""
         attempt = 0
         started = self._clock()
         maybe_done = False
         while True:
             attempt += 1
             try:
-                data = await self.send(method, path, body)
+                data = await self.send(method, path, body, max_bytes=max_bytes)
             except DiallerError as err:
-                if isinstance(err, RateLimitError):
-                    self.governor.on_throttled(err.retry_after)
                 if missing_ok_on_retry and maybe_done and isinstance(err, NotFoundError):
                     return Reply(None, attempt, method, path)
                 maybe_done = maybe_done or may_have_landed(err)
@@ -240,6 +301,8 @@ class Transport:
                     elapsed=self._clock() - started,
                     rand=self._rand,
                 )
+                if isinstance(err, RateLimitError) and not err.storm:
+                    self.governor.on_throttled(throttle_pause(self.retry, err))
                 if not decision.retry or (
                     self.budget is not None and not self.budget.try_spend(err, self.retry)
                 ):
@@ -260,6 +323,29 @@ class Transport:
                     self.budget.refund()
                 self.governor.on_success()
                 return Reply(data, attempt, method, path)
+
+
+class _TooLarge(Exception):
+    """Raised inside :func:`_read_bounded`; turned into a ResponseFormatError by the caller."""
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The decoded body, read in chunks and refused as soon as it passes ``limit`` bytes.
+
+    aiohttp inflates gzip/deflate/brotli in bounded steps as the stream is read, so counting
+    what comes out of ``resp.content`` bounds memory for compressed answers too.
+    """
+    declared = resp.content_length
+    if declared is not None and declared > limit and not resp.headers.get("Content-Encoding"):
+        raise _TooLarge(f"Content-Length {declared:,}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(f"more than {size:,} bytes decoded")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _query_value(value: object) -> str:

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from dialler_async import Limits
-from dialler_async._limits import Governor, RateLimiter
+from dialler_async._limits import Governor, RateLimiter, check_concurrency, check_rate
 
 from .conftest import FakeClock
 
@@ -86,7 +86,73 @@ async def test_cancelled_waiter_gives_its_slot_back(clock: FakeClock) -> None:
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    assert limiter._next == 1001.0  # the cancelled slot is free again
+    clock.now = 1001.0
+    # The cancelled waiter took nothing: the 1001 slot is free now, without sleeping.
+    await asyncio.wait_for(limiter.acquire(), timeout=5)
+
+
+async def test_waiters_queued_before_a_pause_honour_it(clock: FakeClock) -> None:
+    limiter = RateLimiter(10.0, clock=clock, sleep=clock.sleep)
+    times: list[float] = []
+
+    async def start() -> None:
+        await limiter.acquire()
+        times.append(clock())
+
+    tasks = [asyncio.create_task(start()) for _ in range(8)]
+    while len(times) < 2:
+        await asyncio.sleep(0)
+    limiter.pause_until(clock() + 2.0)  # a 429 with Retry-After: 2 arrives now
+    paused_at = clock()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+    assert all(t >= paused_at + 2.0 for t in times[2:]), times
+
+
+async def test_waiters_queued_before_a_rate_cut_start_at_the_new_rate(clock: FakeClock) -> None:
+    limiter = RateLimiter(100.0, clock=clock, sleep=clock.sleep)
+    times: list[float] = []
+
+    async def start() -> None:
+        await limiter.acquire()
+        times.append(clock())
+
+    tasks = [asyncio.create_task(start()) for _ in range(8)]
+    while len(times) < 2:
+        await asyncio.sleep(0)
+    limiter.rate = 2.0
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+    gaps = [b - a for a, b in itertools.pairwise(times[2:])]
+    assert gaps and all(g >= 0.5 - 1e-9 for g in gaps), gaps
+
+
+async def test_waiters_start_in_arrival_order(clock: FakeClock) -> None:
+    limiter = RateLimiter(50.0, clock=clock, sleep=clock.sleep)
+    order: list[int] = []
+
+    async def start(n: int) -> None:
+        await limiter.acquire()
+        order.append(n)
+
+    await asyncio.wait_for(asyncio.gather(*(start(n) for n in range(20))), timeout=5)
+    assert order == list(range(20))
+
+
+async def test_a_429_storm_beyond_the_deadline_fails_fast_with_one_probe(
+    clock: FakeClock,
+) -> None:
+    governor = Governor(Limits(), clock=clock, sleep=clock.sleep)
+    assert governor.throttle_storm(60.0, probe_every=5.0) is None
+    governor.on_throttled(None)
+    clock.now += 30
+    assert governor.throttle_storm(60.0, probe_every=5.0) is None  # within the deadline
+    clock.now += 31
+    assert governor.throttle_storm(60.0, probe_every=5.0) is None  # the probe goes out
+    assert governor.throttle_storm(60.0, probe_every=5.0) == pytest.approx(61.0)
+    clock.now += 5
+    assert governor.throttle_storm(60.0, probe_every=5.0) is None  # the next probe
+    governor.on_success()  # the storm is over
+    assert governor.throttle_storm(60.0, probe_every=5.0) is None
+    assert governor.throttle_storm(None, probe_every=5.0) is None
 
 
 async def test_adaptive_rate_halves_on_429_and_recovers(clock: FakeClock) -> None:
@@ -146,8 +212,44 @@ async def test_concurrency_cap(clock: FakeClock) -> None:
     assert peak == 3
 
 
-def test_limits_validation() -> None:
-    with pytest.raises(ValueError, match="max_per_second"):
-        Limits(max_per_second=0)
-    with pytest.raises(ValueError, match="max_concurrency"):
-        Limits(max_concurrency=0)
+def test_a_slow_configured_rate_is_never_raised_by_a_429(clock: FakeClock) -> None:
+    governor = Governor(Limits(max_per_second=0.5), clock=clock, sleep=clock.sleep)
+    governor.on_throttled(None)
+    assert governor.rate == 0.5
+    for _ in range(30):
+        clock.now += 1.0
+        governor.on_success()
+    assert governor.rate == 0.5
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"max_per_second": 0}, "max_per_second"),
+        ({"max_per_second": -5}, "max_per_second"),
+        ({"max_per_second": float("nan")}, "max_per_second"),
+        ({"max_per_second": float("inf")}, "max_per_second"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_concurrency": -1}, "max_concurrency"),
+        ({"max_concurrency": 2.5}, "max_concurrency"),
+        ({"min_per_second": 0}, "min_per_second"),
+        ({"min_per_second": 2.0, "max_per_second": 1.0}, "must not exceed"),
+        ({"recovery": 0}, "recovery"),
+        ({"jitter_margin": -0.1}, "jitter_margin"),
+    ],
+)
+def test_limits_validation_names_the_setting(changes: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Limits(**changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "4"])
+def test_job_concurrency_is_checked(value: object) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        check_concurrency("concurrency", value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, -5, float("nan"), float("inf"), "5"])
+def test_job_rate_is_checked(value: object) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        check_rate("rate", value)  # type: ignore[arg-type]

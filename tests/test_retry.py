@@ -25,6 +25,7 @@ from dialler_async._retry import (
     is_retryable,
     may_have_landed,
     parse_retry_after,
+    throttle_pause,
 )
 
 M, P = "POST", "/dialler/contacts/import"
@@ -129,14 +130,19 @@ NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
     [
         ({}, None),
         ({"Retry-After": "3"}, 3.0),
-        ({"Retry-After": " 1.5 "}, 1.5),
-        ({"Retry-After": "-4"}, 0.0),
+        ({"Retry-After": " 7 "}, 7.0),
+        ({"Retry-After": "1.5"}, None),  # RFC 9110: delay-seconds is digits only
+        ({"Retry-After": "1_0"}, None),  # float() would read 10
+        ({"Retry-After": "1e3"}, None),
+        ({"Retry-After": "-4"}, None),
+        ({"Retry-After": "Mon, 30 Nov 2100 12:00:30 GMT"}, 2335219230.0),
         ({"Retry-After": "Mon, 30 Nov 2026 12:00:30 GMT"}, 30.0),
         ({"Retry-After": "Mon, 30 Nov 2026 11:00:00 GMT"}, 0.0),
         ({"Retry-After": "soon"}, None),
         ({"Retry-After": "nan"}, None),
         ({"retry-after-ms": "250", "Retry-After": "9"}, 0.25),
         ({"retry-after-ms": "x", "Retry-After": "9"}, 9.0),
+        ({"retry-after-ms": "1_0", "Retry-After": "9"}, 9.0),
     ],
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
@@ -148,10 +154,52 @@ def test_retry_budget_stops_a_retry_storm_and_refills_on_success() -> None:
     budget = RetryBudget(20)
     assert budget.try_spend(READ_TIMEOUT, policy)  # 10 left
     assert budget.try_spend(CONNECT, policy)  # 5 left
-    assert budget.try_spend(status(RateLimitError, 429), policy)  # throttling is free
-    assert budget.try_spend(LOST, policy)  # 0 left
+    assert budget.try_spend(status(RateLimitError, 429), policy)  # 0 left: 429s cost too
+    assert not budget.try_spend(LOST, policy)
     assert not budget.try_spend(CONNECT, policy)
     assert budget.tokens == 0
     for _ in range(30):
         budget.refund()
     assert budget.tokens == 20
+
+
+@pytest.mark.parametrize("retry_number", [1, 10, 64, 65, 1_000, 10**9])
+def test_backoff_never_overflows(retry_number: int) -> None:
+    policy = RetryPolicy(deadline=None, multiplier=10.0, max_backoff=20.0)
+    assert 0.0 <= backoff_delay(policy, retry_number, lambda: 1.0) <= 20.0
+
+
+def test_a_storm_429_is_not_retried() -> None:
+    storm = status(RateLimitError, 429)
+    assert isinstance(storm, RateLimitError)
+    storm.storm = True
+    d = decide(RetryPolicy(), storm, attempt=1, idempotent=True, elapsed=0)
+    assert (d.retry, d.reason) == (False, "not retryable")
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "pause"),
+    [(None, None), (0.0, 0.0), (2.0, 2.0), (120.0, 120.0), (120.5, None), (3600.0, None)],
+)
+def test_a_pause_above_the_cap_is_never_applied(
+    retry_after: float | None, pause: float | None
+) -> None:
+    error = status(RateLimitError, 429, retry_after)
+    assert isinstance(error, RateLimitError)
+    assert throttle_pause(RetryPolicy(max_retry_after=120.0), error) == pause
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"deadline": float("nan")}, "deadline"),
+        ({"deadline": 0}, "deadline"),
+        ({"max_backoff": float("inf")}, "max_backoff"),
+        ({"max_retry_after": -1}, "max_retry_after"),
+        ({"budget": -1}, "budget"),
+        ({"max_attempts": 0}, "max_attempts"),
+    ],
+)
+def test_policy_validation(changes: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RetryPolicy(**changes)  # type: ignore[arg-type]
