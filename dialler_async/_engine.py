@@ -221,6 +221,7 @@ class Engine:
         contact: Contact | None = None,
         attempts: int = 0,
         reconciled: bool = False,
+        reason: str | None = None,
     ) -> ItemResult:
         if key is None and job.prepared is not None:
             key = job.prepared.key
@@ -242,6 +243,7 @@ class Engine:
             attempts=attempts,
             duplicate_in_input=job.duplicate,
             reconciled=reconciled,
+            reason=reason,
         )
 
     def _interrupted(self, job: _Job) -> ItemResult:
@@ -277,7 +279,7 @@ class Engine:
         if checkpoint is not None:
             resumed = checkpoint.previous(job.index, job.digest)
             if resumed == Outcome.SUCCEEDED.value:
-                return self._result(job, Outcome.SKIPPED)
+                return self._result(job, Outcome.SKIPPED, reason="already done")
 
             def before_unsafe_send() -> None:
                 checkpoint.mark_pending(job.index, job.digest, prepared.key)

@@ -55,6 +55,9 @@ class ItemResult:
     when there was none), ``attempts`` the HTTP attempts made, ``duplicate_in_input`` that an
     earlier input had the same UserData/ID (so this one ran strictly after it), and
     ``reconciled`` that the outcome was established by a lookup after an unconfirmed write.
+    ``reason`` says in a few words why an item was SKIPPED (``"already done"`` in an earlier
+    run, ``"unchanged"`` by a sync, ``"suppressed"``, ``"duplicate phone"``) and ``warnings``
+    lists what was changed or dropped on the way without failing the item.
     """
 
     index: int
@@ -68,11 +71,21 @@ class ItemResult:
     attempts: int = 0
     duplicate_in_input: bool = False
     reconciled: bool = False
+    reason: str | None = None
+    warnings: tuple[str, ...] = ()
     _contact: Contact | None = attrs.field(default=None, repr=False, alias="contact")
 
     @property
     def ok(self) -> bool:
         return self.outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED)
+
+    @property
+    def contact_id(self) -> int | None:
+        """The server's ID of the contact this item wrote or found (None without a record)."""
+        if self.record is None:
+            return None
+        value = self.record.get("ID")
+        return value if isinstance(value, int) else None
 
     @property
     def contact(self) -> Contact | None:
