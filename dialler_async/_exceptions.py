@@ -18,6 +18,7 @@
     │   └── ConnectionLostError        the connection broke after the request was sent
     ├── ContactValidationError         rejected before any request, naming every problem
     ├── ConfigurationError             settings missing or wrong
+    ├── CheckpointError                a job's checkpoint could not be read or written
     └── ClientStateError               the client is not open (never entered, or closed)
 
 No error ever carries the bearer token: requests are described by method and path only.
@@ -196,6 +197,13 @@ class ContactValidationError(DiallerError, ValueError):
 
 class ConfigurationError(DiallerError, ValueError):
     """The client's settings are missing or wrong (e.g. ``from_env`` without DIALLER_BASE_URL)."""
+
+
+class CheckpointError(DiallerError):
+    """A bulk job's checkpoint could not be read or written (a full disk, a removed file).
+
+    The job stops at once (a journal that cannot be written cannot protect a resume); the
+    partial account is attached as ``bulk_result``."""
 
 
 class ClientStateError(DiallerError, RuntimeError):
