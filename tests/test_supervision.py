@@ -101,6 +101,7 @@ async def test_a_progress_callback_that_raises_stops_the_job_and_is_raised(
     data = Counted(rows(400))
     before = Snapshot.take(emulator)
     options: dict[str, Any] = {"on_progress": on_progress, "progress_interval": 0}
+
     async def job() -> None:
         if api == "run":
             await client.import_contacts(data, **options)
@@ -127,6 +128,7 @@ async def test_an_input_iterator_that_raises_keeps_the_account(
         raise Boom("input broke")
 
     before = Snapshot.take(emulator)
+
     async def job() -> None:
         if api == "run":
             await client.import_contacts(broken())
