@@ -38,7 +38,8 @@ _SNIPPET = 200
 def _snippet(body: str | None) -> str | None:
     if body is None:
         return None
-    return body if len(body) <= _SNIPPET else body[:_SNIPPET] + "…"
+    # "..." not "…": one non-ASCII character would double the size of the kept string.
+    return body if len(body) <= _SNIPPET else body[:_SNIPPET] + "..."
 
 
 class DiallerError(Exception):
@@ -56,7 +57,7 @@ class APIStatusError(DiallerError):
 
     ``status`` is the HTTP status, ``error`` the server's ``error`` text (None when the body
     had none), ``method``/``path`` the request (relative to the client's base URL),
-    ``body`` a snippet of the raw body.
+    ``body`` a snippet of the raw body (both at most 200 characters).
     """
 
     status: int
@@ -72,12 +73,12 @@ class APIStatusError(DiallerError):
         retry_after: float | None = None,
     ) -> None:
         self.status = status
-        self.error = error
+        self.error = _snippet(error)  # a kept failure must stay small whatever the server sent
         self.method = method
         self.path = path
         self.body = _snippet(body)
         self.retry_after = retry_after
-        reason = error if error is not None else (self.body or "no body")
+        reason = self.error if self.error is not None else (self.body or "no body")
         super().__init__(f"{status} from {method} {path}: {reason}")
 
 
