@@ -9,7 +9,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from datetime import tzinfo
 from pathlib import Path
 from types import TracebackType
@@ -18,9 +18,16 @@ from typing import Any, Self, TypeVar
 from . import _bulk
 from ._converter import structure
 from ._envelope import first_record, structure_records
-from ._exceptions import ClientStateError, ConfigurationError, DiallerError, NotFoundError
+from ._exceptions import (
+    ClientStateError,
+    ConfigurationError,
+    DiallerError,
+    NotFoundError,
+    ResponseFormatError,
+)
 from ._item import ItemRunner, Verdict
 from ._limits import Clock, Governor, Limits, Sleep
+from ._listing import records_of
 from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
 from ._operations import Import, KeyedAction, OperationRules, Update
 from ._results import BulkResult, Operation, Outcome
@@ -249,6 +256,37 @@ class DiallerClient:
         route = self.routes.list_contacts
         reply = await self._call(route, query={"diallerCampaignsID": campaign_id}, list_answer=True)
         return structure_records(reply, Contact)
+
+    async def iter_contacts(self, campaign_id: int | None = None) -> AsyncIterator[Contact]:
+        """Every contact of the account, or of one campaign, one at a time as the answer arrives.
+
+        The same request as :meth:`list_contacts` (one list read, retried like any read until
+        its answer starts), but the answer is parsed as a stream (ijson), so memory stays flat
+        however large the campaign is. ``max_list_answer_bytes`` still bounds the answer. A
+        failure part-way through (connection lost, broken JSON) is raised after the contacts
+        before it were yielded; nothing is retried then, as they were already handed over.
+        Stop early with ``break`` (or ``aclose()``): the connection is dropped, not drained.
+        """
+        async for record in self._iter_records(campaign_id):
+            try:
+                yield structure(record, Contact)
+            except (ValueError, TypeError) as exc:
+                raise ResponseFormatError(
+                    f"unexpected record ({exc})",
+                    method=self.routes.list_contacts.method,
+                    path=self.routes.list_contacts.path,
+                    body=repr(record)[:512],
+                ) from exc
+
+    async def _iter_records(self, campaign_id: int | None) -> AsyncIterator[dict[str, Any]]:
+        """The raw records (API spelling) of the list route, streamed (:meth:`iter_contacts`)."""
+        transport = self.transport
+        route = self.routes.list_contacts
+        path = transport.url_path(route, query={"diallerCampaignsID": campaign_id})
+        body = await transport.open_stream(route.method, path)
+        async with body:
+            async for record in records_of(body, small_limit=transport.max_answer_bytes):
+                yield record
 
     async def get_contact(self, id: int) -> Contact:
         """One contact by ID; :class:`NotFoundError` if there is none."""
