@@ -26,6 +26,8 @@ from ._exceptions import (
     RequestTimeoutError,
     ResponseFormatError,
     ServerError,
+    SyncConflictError,
+    SyncGuardError,
     TransportError,
 )
 from ._limits import Limits
@@ -33,6 +35,7 @@ from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewC
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._sync import SyncPlan, SyncResult
 from ._validation import validate_contact, validate_key, validate_update
 
 __all__ = [
@@ -71,6 +74,10 @@ __all__ = [
     "Route",
     "Routes",
     "ServerError",
+    "SyncConflictError",
+    "SyncGuardError",
+    "SyncPlan",
+    "SyncResult",
     "TransportError",
     "__version__",
     "from_api",

@@ -9,13 +9,13 @@ import math
 import os
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from datetime import tzinfo
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from . import _bulk
+from . import _bulk, _sync
 from ._converter import structure
 from ._envelope import first_record, structure_records
 from ._exceptions import (
@@ -33,6 +33,7 @@ from ._operations import Import, KeyedAction, OperationRules, Update
 from ._results import BulkResult, Operation, Outcome
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._sync import MissingPolicy, SyncPlan, SyncResult
 from ._transport import (
     DEFAULT_MAX_ANSWER_BYTES,
     DEFAULT_MAX_LIST_ANSWER_BYTES,
@@ -466,6 +467,47 @@ class DiallerClient:
     ) -> BulkResult:
         """Apply many partial updates concurrently."""
         return await _bulk.run(self, Operation.UPDATE, updates, **options)
+
+    async def sync_contacts(
+        self,
+        contacts: Iterable[ContactInput] | AsyncIterable[ContactInput],
+        *,
+        campaign_id: int | None = None,
+        campaign_name: str | None = None,
+        missing: MissingPolicy = "keep",
+        max_missing: float = 0.10,
+        force: bool = False,
+        dry_run: bool = False,
+        on_plan: Callable[[SyncPlan], object] | None = None,
+        **options: Any,
+    ) -> SyncResult:
+        """Make one campaign hold ``contacts``, sending only what differs from what it holds.
+
+        The campaign (exactly one of ``campaign_id``/``campaign_name``) is read once, streamed
+        into an on-disk index; each row (validated as an import) is then *new* (imported),
+        *changed* (only the differing fields are updated, by the server's ID), *unchanged*
+        (SKIPPED with reason ``"unchanged"``, no request), a *conflict* (several contacts of
+        the campaign have its UserData: FAILED with :class:`SyncConflictError`, none touched)
+        or INVALID (also when it has no UserData). Contacts of the campaign no row names are
+        *missing*: ``missing="keep"`` reports them, ``"lock"``/``"delete"`` act on them by ID,
+        unless they are more than ``max_missing`` of the campaign and ``force`` is not set:
+        then :class:`SyncGuardError` is raised before anything is written. ``dry_run``: plan
+        only. ``on_plan`` is called with the :class:`SyncPlan` before anything is written.
+        ``options``: those of :meth:`import_contacts` (``checkpoint``: the scratch index is
+        kept next to it instead of in the temporary directory). See the README's "Sync".
+        """
+        return await _sync.sync(
+            self,
+            contacts,
+            campaign_id=campaign_id,
+            campaign_name=campaign_name,
+            missing=missing,
+            max_missing=max_missing,
+            force=force,
+            dry_run=dry_run,
+            on_plan=on_plan,
+            **options,
+        )
 
     async def _keyed_bulk(
         self,
