@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=300_000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--skip-memory", action="store_true", help="only sync vs re-import")
     args = parser.parse_args(argv)
     server = Server()
     results: dict[str, list[dict[str, Any]]] = {}
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                     server.ask(cmd="seed", n=args.contacts)
                     results.setdefault(mode, []).append(child(server, mode, source, args.rate))
             server.ask(cmd="configure", changes={"rate_limit": None})
-            for n in (args.contacts, args.big):
+            for n in () if args.skip_memory else (args.contacts, args.big):
                 server.ask(cmd="seed", n=n)
                 export = child(server, "export", Path(tmp) / "export.csv", 1e6)
                 results.setdefault(f"export {n}", []).append(export)

@@ -35,7 +35,7 @@ from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewC
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
-from ._sync import SyncPlan, SyncResult
+from ._sync_types import SyncPlan, SyncResult
 from ._validation import validate_contact, validate_key, validate_update
 
 __all__ = [

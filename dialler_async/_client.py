@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
 import os
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from datetime import tzinfo
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +41,7 @@ from ._operations import Import, KeyedAction, OperationRules, Update
 from ._results import BulkResult, Operation, Outcome
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
-from ._sync import MissingPolicy, SyncPlan, SyncResult
+from ._sync_types import MissingPolicy, SyncPlan, SyncResult
 from ._transport import (
     DEFAULT_MAX_ANSWER_BYTES,
     DEFAULT_MAX_LIST_ANSWER_BYTES,
@@ -266,27 +274,33 @@ class DiallerClient:
         however large the campaign is. ``max_list_answer_bytes`` still bounds the answer. A
         failure part-way through (connection lost, broken JSON) is raised after the contacts
         before it were yielded; nothing is retried then, as they were already handed over.
-        Stop early with ``break`` (or ``aclose()``): the connection is dropped, not drained.
+        To stop early, close it (``async with contextlib.aclosing(client.iter_contacts(...))``
+        or ``await it.aclose()``): the connection is dropped, not drained, at once (a plain
+        ``break`` leaves that to the garbage collector's finalizer, a few loop turns later).
         """
-        async for record in self._iter_records(campaign_id):
-            try:
-                yield structure(record, Contact)
-            except (ValueError, TypeError) as exc:
-                raise ResponseFormatError(
-                    f"unexpected record ({exc})",
-                    method=self.routes.list_contacts.method,
-                    path=self.routes.list_contacts.path,
-                    body=repr(record)[:512],
-                ) from exc
+        # aclosing: stopping this iterator closes the whole chain at once, down to the socket.
+        async with contextlib.aclosing(self._iter_records(campaign_id)) as records:
+            async for record in records:
+                try:
+                    contact = structure(record, Contact)
+                except (ValueError, TypeError) as exc:
+                    raise ResponseFormatError(
+                        f"unexpected record ({exc})",
+                        method=self.routes.list_contacts.method,
+                        path=self.routes.list_contacts.path,
+                        body=repr(record)[:512],
+                    ) from exc
+                yield contact
 
-    async def _iter_records(self, campaign_id: int | None) -> AsyncIterator[dict[str, Any]]:
+    async def _iter_records(self, campaign_id: int | None) -> AsyncGenerator[dict[str, Any], None]:
         """The raw records (API spelling) of the list route, streamed (:meth:`iter_contacts`)."""
         transport = self.transport
         route = self.routes.list_contacts
         path = transport.url_path(route, query={"diallerCampaignsID": campaign_id})
         body = await transport.open_stream(route.method, path)
-        async with body:
-            async for record in records_of(body, small_limit=transport.max_answer_bytes):
+        records = records_of(body, small_limit=transport.max_answer_bytes)
+        async with body, contextlib.aclosing(records):
+            async for record in records:
                 yield record
 
     async def get_contact(self, id: int) -> Contact:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._results import BulkResult
-    from ._sync import SyncPlan
+    from ._sync_types import SyncPlan
 
 _SNIPPET = 200
 

@@ -9,7 +9,7 @@ and the records of that chunk are in memory at a time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Final
 
 import ijson
@@ -27,7 +27,7 @@ def _malformed(body: Body, why: str, excerpt: bytes | None = None) -> ResponseFo
     return ResponseFormatError(why, method=body.method, path=body.path, body=text)
 
 
-async def records_of(body: Body, *, small_limit: int) -> AsyncIterator[dict[str, Any]]:
+async def records_of(body: Body, *, small_limit: int) -> AsyncGenerator[dict[str, Any], None]:
     """Each record (a JSON object, numbers as ``int``/``float``) of the list envelope in
     ``body``, as it arrives.
 

@@ -68,15 +68,10 @@ def comparable(kind: F.Kind, value: Any) -> Any:
 
 
 def server_values(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The comparable fields of a server record that hold a value."""
-    out = {}
-    for name, kind in COMPARED.items():
-        value = record.get(name)
-        if value is not None:
-            value = comparable(kind, value)
-            if value is not None:
-                out[name] = value
-    return out
+    """The comparable fields of a server record that hold a value, as the server sent them
+    (normalised only when compared: a row sends a handful of the ~50 fields)."""
+    get = record.get
+    return {name: value for name in COMPARED if (value := get(name)) is not None}
 
 
 def changed_fields(body: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,7 +81,7 @@ def changed_fields(body: Mapping[str, Any], current: Mapping[str, Any]) -> dict[
     out = {}
     for name, sent in body.items():
         kind = COMPARED.get(name)
-        if kind is not None and comparable(kind, sent) != current.get(name):
+        if kind is not None and comparable(kind, sent) != comparable(kind, current.get(name)):
             out[name] = sent
     return out
 
@@ -153,17 +148,20 @@ class Workspace:
 
     # -- plan ---------------------------------------------------------------------------
 
-    def seen(self, user_data: str) -> tuple[bool, dict[str, Any] | None]:
-        """Whether an earlier input row had this UserData, and what it planned to write."""
+    def see(self, user_data: str) -> tuple[bool, dict[str, Any] | None]:
+        """Note that an input row has this UserData; returns whether an earlier one had it,
+        and the state the earlier rows planned to leave (None: nothing planned)."""
+        cursor = self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, NULL)", (user_data,))
+        if cursor.rowcount == 1:  # one statement for the common case: a first occurrence
+            return False, None
         row = self.db.execute("SELECT overlay FROM seen WHERE user_data = ?", (user_data,))
         found = row.fetchone()
-        if found is None:
-            return False, None
         return True, orjson.loads(found[0]) if found[0] is not None else None
 
-    def see(self, user_data: str, overlay: Mapping[str, Any] | None) -> None:
-        blob = orjson.dumps(overlay) if overlay is not None else None
-        self.db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?)", (user_data, blob))
+    def plan_state(self, user_data: str, overlay: Mapping[str, Any]) -> None:
+        """Remember the state the rows so far leave the contact in (for later duplicates)."""
+        blob = orjson.dumps(overlay)
+        self.db.execute("UPDATE seen SET overlay = ? WHERE user_data = ?", (blob, user_data))
 
     def plan(
         self,
@@ -199,6 +197,11 @@ class Workspace:
         while rows := cursor.fetchmany(_BATCH):
             for idx, kind, user_data, contact_id, payload in rows:
                 yield idx, kind, user_data, contact_id, orjson.loads(payload)
+
+    def user_data(self, index: int) -> str | None:
+        """The UserData of the journaled input row ``index``."""
+        row = self.db.execute("SELECT user_data FROM todo WHERE idx = ?", (index,)).fetchone()
+        return str(row[0]) if row is not None else None
 
     def item(self, index: int) -> Any:
         """The input row ``index`` as it was given (only rows journaled by :meth:`plan`)."""

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from array import array
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -39,117 +38,26 @@ from ._exceptions import (
 from ._models import Campaign
 from ._operations import Import
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress, Tally
-from ._snapshot import COMPARED, Workspace, changed_fields, comparable, server_values
+from ._snapshot import Workspace, changed_fields
+from ._sync_phase import cancel_unread, run_phase
+from ._sync_types import (
+    AFTER_NEW,
+    CHANGED,
+    NEW,
+    MissingPolicy,
+    Planned,
+    SyncPlan,
+    SyncResult,
+    merged,
+)
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
-
-MissingPolicy = Literal["keep", "lock", "delete"]
-
-#: Kinds of journaled rows: an import, an update by ID, an update of a contact an earlier row
-#: of the same input creates (its ID is known only once that import succeeded).
-NEW: Final = 1
-CHANGED: Final = 2
-AFTER_NEW: Final = 3
 
 _NO_USER_DATA: Final = "UserData: sync needs UserData (the key that matches a row to a contact)"
 #: Options that only shape how a stream is delivered; a sync returns its account at the end.
 _IGNORED: Final = ("ordered", "detect_duplicates", "total")
 _PASSED: Final = ("concurrency", "rate", "grace")
-
-
-@attrs.frozen(kw_only=True)
-class SyncPlan:
-    """What a sync does. ``new`` + ``changed`` + ``unchanged`` + ``conflicts`` + ``invalid``
-    is the number of input rows; ``missing`` counts contacts of the campaign (of
-    ``campaign_size``) that no input row names; ``missing_policy`` is what is done to them."""
-
-    campaign_id: int
-    campaign_size: int
-    new: int
-    changed: int
-    unchanged: int
-    missing: int
-    conflicts: int
-    invalid: int
-    missing_policy: MissingPolicy
-
-    @property
-    def missing_share(self) -> float:
-        """``missing`` as a share of the campaign (0.0 for an empty campaign)."""
-        return self.missing / self.campaign_size if self.campaign_size else 0.0
-
-    @property
-    def rows(self) -> int:
-        return self.new + self.changed + self.unchanged + self.conflicts + self.invalid
-
-    def as_dict(self) -> dict[str, int]:
-        """The counts, as the CLI's report writes them."""
-        names = ("new", "changed", "unchanged", "missing", "conflicts", "invalid")
-        return {name: getattr(self, name) for name in names}
-
-
-@attrs.frozen(kw_only=True)
-class SyncResult:
-    """The outcome of a sync: its ``plan``, the account of every input row (``rows``, one
-    item per row; each item's ``operation`` is IMPORT, UPDATE, or SYNC where nothing was sent)
-    and of the missing policy (``missing``: LOCK or DELETE items keyed by contact ID; None for
-    ``keep`` or a dry run). ``dry_run``: nothing was written (new/changed rows are SKIPPED
-    with the reason ``"dry run: new"``/``"dry run: changed"``)."""
-
-    plan: SyncPlan
-    rows: BulkResult
-    missing: BulkResult | None
-    dry_run: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.rows.ok and (self.missing is None or self.missing.ok)
-
-    def summary(self) -> str:
-        plan = ", ".join(f"{n} {k}" for k, n in self.plan.as_dict().items())
-        out = f"plan: {plan}; rows: {self.rows.summary()}"
-        if self.missing is not None:
-            out += f"; {self.missing.operation.value} missing: {self.missing.summary()}"
-        return out
-
-    def raise_for_failures(self) -> SyncResult:
-        """Raise :class:`BulkError` (with the rows' account) unless :attr:`ok`; else self."""
-        if not self.rows.ok:
-            raise BulkError(f"sync: {self.summary()}", self.rows)
-        if self.missing is not None and not self.missing.ok:
-            raise BulkError(f"sync: {self.summary()}", self.missing)
-        return self
-
-
-class _Planned(dict[str, Any]):
-    """A request body handed to the engine that remembers the input row it came from."""
-
-    __slots__ = ("duplicate", "index", "original", "user_data")
-
-    def __init__(
-        self, body: Mapping[str, Any], index: int, original: Any, user_data: str, duplicate: bool
-    ) -> None:
-        super().__init__(body)
-        self.index = index
-        self.original = original
-        self.user_data = user_data
-        self.duplicate = duplicate
-
-
-def merged(current: Mapping[str, Any], sent: Mapping[str, Any]) -> dict[str, Any]:
-    """The comparable state of a contact after ``sent`` is written over ``current``."""
-    state = dict(current)
-    for name, value in sent.items():
-        kind = COMPARED.get(name)
-        if kind is None:
-            continue
-        value = comparable(kind, value)
-        if value is None:
-            state.pop(name, None)
-        else:
-            state[name] = value
-    return state
 
 
 async def resolve_campaign(
@@ -317,12 +225,10 @@ class Sync:
             self.account(self._row(index, item, Outcome.INVALID, key=err.key, error=err))  # type: ignore[arg-type]
             return
         ws = self.ws
-        duplicate, overlay = ws.seen(user_data)
         found = ws.matches(user_data)
+        duplicate, overlay = ws.see(user_data)
         if len(found) > 1:
             counts["conflicts"] += 1
-            if not duplicate:
-                ws.see(user_data, None)
             error = SyncConflictError(user_data, [contact_id for contact_id, _ in found])
             self.account(
                 self._row(
@@ -332,7 +238,7 @@ class Sync:
             return
         if not found and not duplicate:
             counts["new"] += 1
-            ws.see(user_data, server_values(body))
+            ws.plan_state(user_data, merged({}, body))
             ws.plan(index, NEW, user_data, None, body, item)
             return
         if found:
@@ -343,8 +249,6 @@ class Sync:
         diff = changed_fields(body, current)
         if not diff:
             counts["unchanged"] += 1
-            if not duplicate:
-                ws.see(user_data, None)
             row = self._row(
                 index,
                 item,
@@ -356,7 +260,7 @@ class Sync:
             self.account(row)
             return
         counts["changed"] += 1
-        ws.see(user_data, merged(current, diff))
+        ws.plan_state(user_data, merged(current, diff))
         kind = CHANGED if contact_id is not None else AFTER_NEW
         ws.plan(index, kind, user_data, contact_id, diff, item)
 
@@ -419,7 +323,7 @@ class Sync:
                     continue
             if contact_id is not None:
                 payload = {"ID": contact_id, **payload}
-            yield index, _Planned(payload, index, item, user_data, duplicate)
+            yield index, Planned(payload, index, item, user_data, duplicate)
 
     def _duplicate(self, index: int, user_data: str) -> bool:
         # Only the rows sent are asked: an earlier row with the same UserData has a lower index.
@@ -430,7 +334,7 @@ class Sync:
 
     def _restore_row(self, result: ItemResult, position: int) -> ItemResult:
         planned = result.input
-        if isinstance(planned, _Planned):
+        if isinstance(planned, Planned):
             if result.outcome is Outcome.SUCCEEDED and result.operation is Operation.IMPORT:
                 contact_id = result.contact_id
                 if contact_id is not None:
@@ -442,7 +346,12 @@ class Sync:
                 key=planned.user_data,
                 duplicate_in_input=planned.duplicate,
             )
-        return attrs.evolve(result, index=position, input=self.ws.item(position))
+        return attrs.evolve(
+            result,
+            index=position,
+            input=self.ws.item(position),
+            key=self.ws.user_data(position),
+        )
 
     async def apply_missing(self, operation: Operation) -> None:
         """Lock or delete the missing contacts by ID (already locked ones are SKIPPED)."""
@@ -474,33 +383,11 @@ class Sync:
         restore: Callable[[ItemResult, int], ItemResult],
         tally: Tally,
     ) -> None:
-        """Run ``source`` through the engine, accounting each result at its position; what
-        the engine never read (the job stopped) is CANCELLED here."""
-        positions = array("q")
-        received = bytearray()
-
-        def feed() -> Iterator[Any]:
-            for position, item in source:
-                positions.append(position)
-                yield item
-
-        def cancel_rest() -> None:
-            for position, item in source:
-                entry = item.original if isinstance(item, _Planned) else item
-                key = item.user_data if isinstance(item, _Planned) else item
-                self.account(
-                    ItemResult(
-                        index=position,
-                        key=key,
-                        operation=operation,
-                        outcome=Outcome.CANCELLED,
-                        input=entry,
-                    ),
-                    tally,
-                )
+        def account(result: ItemResult) -> None:
+            self.account(result, tally)
 
         if self.stopped:
-            cancel_rest()
+            cancel_unread(operation, source, account)
             return
         options: dict[str, Any] = dict(self.engine_options)
         if self.max_failures:
@@ -509,53 +396,12 @@ class Sync:
             options["on_error"] = "raise"
         if operation is Operation.IMPORT:
             options.update(overwrite_duplicates=False, campaign_id=self.campaign_id)
-        stream = self.client.stream(operation, feed(), keep_results=False, **options)
         try:
-            async with stream:
-                async for result in stream:
-                    if result.index >= len(received):
-                        received.extend(bytes(result.index + 1024 - len(received)))
-                    received[result.index] = 1
-                    self.account(restore(result, positions[result.index]), tally)
-        except asyncio.CancelledError as cancelled:
-            partial = getattr(cancelled, "bulk_result", None) or stream.result
-            self._settle(partial, positions, received, restore, tally)
+            stopped = await run_phase(self.client, operation, source, restore, account, options)
+        except BaseException:
             self.stopped = True
-            cancel_rest()
             raise
-        except BulkError:
-            self.stopped = True  # on_error="raise": raised again, with the whole account, later
-        partial = stream.result
-        self._settle(partial, positions, received, restore, tally)
-        if not partial.read_all:
-            self.stopped = True
-        cancel_rest()
-
-    def _settle(
-        self,
-        partial: BulkResult,
-        positions: array[int],
-        received: bytearray,
-        restore: Callable[[ItemResult, int], ItemResult],
-        tally: Tally,
-    ) -> None:
-        """Account what the engine finished but never handed over (it stops delivering once
-        cancelled): its failures it keeps; any other item it read SUCCEEDED."""
-        failures = {f.index: f for f in partial.failures}
-        for index in range(min(partial.total, len(positions))):
-            if index < len(received) and received[index]:
-                continue
-            position = positions[index]
-            found = failures.get(index)
-            if found is None:
-                found = ItemResult(
-                    index=index,
-                    key=None,
-                    operation=partial.operation,
-                    outcome=Outcome.SUCCEEDED,
-                    input=None,
-                )
-            self.account(restore(found, position), tally)
+        self.stopped = self.stopped or stopped
 
 
 async def sync(

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .._exceptions import ConfigurationError, SyncGuardError
-from .._sync import SyncPlan, SyncResult
+from .._sync_types import SyncPlan, SyncResult
 from ._commands import Job
 from ._connect import UsageError, connect
 from ._output import Account, write_report
