@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from . import _bulk, _sync
+from . import _bulk
 from ._converter import structure
 from ._envelope import first_record, structure_records
 from ._exceptions import (
@@ -35,7 +35,6 @@ from ._exceptions import (
 )
 from ._item import ItemRunner, Verdict
 from ._limits import Clock, Governor, Limits, Sleep
-from ._listing import records_of
 from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
 from ._operations import Import, KeyedAction, OperationRules, Update
 from ._results import BulkResult, Operation, Outcome
@@ -298,6 +297,8 @@ class DiallerClient:
         route = self.routes.list_contacts
         path = transport.url_path(route, query={"diallerCampaignsID": campaign_id})
         body = await transport.open_stream(route.method, path)
+        from ._listing import records_of  # ijson is loaded by the first streamed read only
+
         records = records_of(body, small_limit=transport.max_answer_bytes)
         async with body, contextlib.aclosing(records):
             async for record in records:
@@ -510,6 +511,8 @@ class DiallerClient:
         ``options``: those of :meth:`import_contacts` (``checkpoint``: the scratch index is
         kept next to it instead of in the temporary directory). See the README's "Sync".
         """
+        from . import _sync  # loaded by the first sync only: import jobs start no slower
+
         return await _sync.sync(
             self,
             contacts,
