@@ -210,3 +210,230 @@ async def test_distinct_ids_are_not_flagged_as_duplicates(client: DiallerClient)
     assert_account(result, read=2)
     assert result.items is not None
     assert not result.items[1].duplicate_in_input
+
+
+# -- BREAK 9: a resend after a resumed check does not refresh the settle clock ---------------
+# Run 1 was killed after journaling PENDING (long ago). Run 2 checks, finds nothing, RESENDS,
+# and is stopped while that resend is still on the server: it journals AMBIGUOUS but the upsert
+# keeps run 1's `at` (CASE ... items.state = 'pending' THEN items.at). Run 3, at once, takes the
+# entry as settled, finds nothing (run 2's resend is still being applied) and sends a third
+# time: two contacts for one row of a plain import.
+async def test_a_resumed_resend_restarts_the_settle_time(
+    emulator: Emulator, tmp_path: Any
+) -> None:
+    import sqlite3
+
+    journal = tmp_path / "ck.db"
+    opts: dict[str, Any] = {"overwrite_duplicates": False, "checkpoint": journal}
+    async with DiallerClient(
+        emulator.base_url, emulator.client_id, emulator.token, timeout=3.0
+    ) as client:
+        first = await asyncio.wait_for(client.import_contacts([contact(0)], **opts), LIMIT)
+        assert first.succeeded == 1
+        # Simulate: run 1 was SIGKILLed after PENDING, long ago, and its write never landed.
+        with sqlite3.connect(journal) as db:
+            db.execute("UPDATE items SET state='pending', at=at-1000")
+        db.close()
+        await client.delete_contact(user_data="CRM-000000")
+
+        emulator.faults.script("slow", times=1, operation="import_contact")
+        emulator.configure(slow_seconds=2.0)
+        run2 = asyncio.create_task(client.import_contacts([contact(0)], grace=0.1, **opts))
+        while emulator.faults.pending:
+            await asyncio.sleep(0.01)  # run 2's resend is now held on the server
+        run2.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(run2, LIMIT)
+
+        await asyncio.wait_for(client.import_contacts([contact(0)], **opts), LIMIT)
+        await emulator.faults.settled()
+        found = await client.find_contacts("CRM-000000")
+        assert len(found) == 1, f"{len(found)} contacts for one row of a plain import"
+
+
+# -- probes that are expected to hold (regressions if they ever fail) -----------------------
+
+
+async def test_cancel_three_times_while_resolving_the_campaign(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    emulator.faults.script("slow", times=5)
+    emulator.configure(slow_seconds=3.0)
+    task = asyncio.create_task(client.import_contacts(rows(5), campaign_name="Sales"))
+    for _ in range(3):
+        await asyncio.sleep(0.1)
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await asyncio.wait_for(task, LIMIT)
+    assert_account(info.value.bulk_result, read=0)  # type: ignore[attr-defined]
+    assert not job_tasks()
+    await emulator.faults.settled()
+
+
+# BREAK 6b (same root cause as BREAK 6, through the CLI's path): two cancels during the grace
+# of an upsert job with slow rows; the second cancel sweeps the in-flight upserts as CANCELLED
+# and they land afterwards (e.g. "26 contacts created, only 18 reported as written").
+async def test_cancel_twice_during_the_grace_with_a_checkpoint(
+    client: DiallerClient, emulator: Emulator, tmp_path: Any
+) -> None:
+    emulator.configure(slow_seconds=3.0, faults={"slow": 0.3}, seed=3)
+    data = Counted(rows(200))
+    before = Snapshot.take(emulator)
+    task = asyncio.create_task(
+        client.import_contacts(data, checkpoint=tmp_path / "ck.db", grace=30)
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    await asyncio.sleep(0.2)
+    task.cancel()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await asyncio.wait_for(task, LIMIT)
+    result = info.value.bulk_result  # type: ignore[attr-defined]
+    await emulator.faults.settled()
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert not job_tasks()
+    emulator.configure(faults={})
+    again = await asyncio.wait_for(
+        client.import_contacts(rows(200), checkpoint=tmp_path / "ck.db"), LIMIT
+    )
+    assert again.succeeded + again.skipped == 200
+
+
+async def test_stream_misuse_after_the_end(client: DiallerClient) -> None:
+    s = client.stream(Operation.IMPORT, rows(10))
+    got = [r async for r in s]
+    assert len(got) == 10
+    with pytest.raises(StopAsyncIteration):
+        await s.__anext__()
+    await s.aclose()
+    await s.aclose()
+    assert [r async for r in s] == []
+    s2 = client.stream(Operation.IMPORT, rows(10))
+    await s2.aclose()
+    assert [r async for r in s2] == []
+    assert s2.result.total == 0
+    assert not job_tasks()
+
+
+async def test_a_job_on_a_closed_client(emulator: Emulator) -> None:
+    from dialler_async import ClientStateError
+
+    client = DiallerClient(emulator.base_url, emulator.client_id, emulator.token)
+    async with client:
+        pass
+    with pytest.raises(ClientStateError):
+        await asyncio.wait_for(client.import_contacts(rows(3)), LIMIT)
+    with pytest.raises(ClientStateError):
+        async for _ in client.stream(Operation.IMPORT, rows(3)):
+            pass
+    assert not job_tasks()
+
+
+async def test_client_closed_while_a_stream_is_iterated_elsewhere(emulator: Emulator) -> None:
+    from dialler_async import ClientStateError
+
+    client = DiallerClient(emulator.base_url, emulator.client_id, emulator.token, timeout=5)
+    await client.__aenter__()
+    emulator.configure(latency=0.01)
+    data = Counted(rows(2000))
+    seen = 0
+
+    async def consume() -> None:
+        nonlocal seen
+        async for _ in client.stream(Operation.IMPORT, data):
+            seen += 1
+
+    task = asyncio.create_task(consume())
+    while seen < 20:
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(client.aclose(), LIMIT)
+    with pytest.raises(ClientStateError) as info:
+        await asyncio.wait_for(task, LIMIT)
+    assert_account(info.value.bulk_result, read=data.read)  # type: ignore[attr-defined]
+    assert not job_tasks()
+
+
+class BadIter:
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.n = 0
+
+    def __iter__(self) -> BadIter:
+        if self.where == "iter":
+            raise ValueError("iter")
+        return self
+
+    def __next__(self) -> dict[str, object]:
+        if self.n == 5:
+            if self.where == "next":
+                raise ValueError("next")
+            raise StopIteration
+        self.n += 1
+        return contact(self.n)
+
+    def close(self) -> None:
+        if self.where == "close":
+            raise ValueError("close")
+
+
+@pytest.mark.parametrize("where", ["iter", "next", "close"])
+async def test_input_errors_are_raised_with_the_account(
+    client: DiallerClient, where: str
+) -> None:
+    data = BadIter(where)
+    with pytest.raises(ValueError, match=where) as info:
+        await asyncio.wait_for(client.import_contacts(data), LIMIT)
+    assert_account(info.value.bulk_result, read=data.n)  # type: ignore[attr-defined]
+    assert not job_tasks()
+
+
+async def test_a_non_iterable_input(client: DiallerClient) -> None:
+    with pytest.raises(TypeError) as info:
+        await asyncio.wait_for(client.import_contacts(42), LIMIT)  # type: ignore[arg-type]
+    assert_account(info.value.bulk_result, read=0)  # type: ignore[attr-defined]
+
+
+async def test_a_checkpoint_that_is_a_directory(client: DiallerClient, tmp_path: Any) -> None:
+    from dialler_async import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        await asyncio.wait_for(client.import_contacts(rows(3), checkpoint=tmp_path), LIMIT)
+    assert not job_tasks()
+
+
+async def test_a_full_disk_at_mark_pending(
+    client: DiallerClient, emulator: Emulator, tmp_path: Any, monkeypatch: Any
+) -> None:
+    import sqlite3
+
+    from dialler_async import CheckpointError
+    from dialler_async._checkpoint import Checkpoint
+
+    calls = 0
+    real = Checkpoint.mark_pending
+
+    def full(self: Checkpoint, *a: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 5:
+            self._pending.append(("x",))
+            try:
+                raise sqlite3.OperationalError("database or disk is full")
+            except sqlite3.Error as exc:
+                raise CheckpointError(str(exc)) from None
+        real(self, *a)
+
+    monkeypatch.setattr(Checkpoint, "mark_pending", full)
+    before = Snapshot.take(emulator)
+    data = Counted(rows(100))
+    with pytest.raises(CheckpointError) as info:
+        await asyncio.wait_for(
+            client.import_contacts(
+                data, overwrite_duplicates=False, checkpoint=tmp_path / "ck.db"
+            ),
+            LIMIT,
+        )
+    result = info.value.bulk_result  # type: ignore[attr-defined]
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=False)
+    assert not job_tasks()
