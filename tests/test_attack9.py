@@ -437,3 +437,108 @@ async def test_a_full_disk_at_mark_pending(
     result = info.value.bulk_result  # type: ignore[attr-defined]
     assert_account(result, read=data.read, emulator=emulator, before=before, upsert=False)
     assert not job_tasks()
+
+
+# -- BREAK 10: on_progress raising StopAsyncIteration ends a stream as if it were complete ----
+# `_fail(StopAsyncIteration())` is re-raised by BulkStream.__anext__, which Python reads as
+# "iteration finished": the consumer sees a normal end after a few rows, no error, and the
+# rest of the input silently not done. (PEP 479 turns the same mistake into RuntimeError.)
+async def test_stop_async_iteration_from_on_progress_is_not_a_normal_end(
+    client: DiallerClient,
+) -> None:
+    calls = 0
+
+    def on_progress(p: Progress) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise StopAsyncIteration
+
+    data = Counted(rows(300))
+    s = client.stream(Operation.IMPORT, data, on_progress=on_progress, progress_interval=0)
+    seen = 0
+    error: BaseException | None = None
+    try:
+        async with s:
+            async for _ in s:
+                seen += 1
+    except BaseException as exc:  # noqa: BLE001 - any error is what we want
+        error = exc
+    assert_account(s.result, read=data.read)
+    assert error is not None or s.result.total == 300, (
+        f"stream ended normally after {seen} of 300 rows"
+    )
+
+
+# -- BREAK 11: an async on_progress is accepted and never run --------------------------------
+# `callable(on_progress)` is true for an `async def`, so the job calls it, drops the coroutine
+# (RuntimeWarning "never awaited") and the caller never gets a single progress report.
+# Expected: rejected up front with TypeError, or awaited.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+async def test_an_async_on_progress_is_rejected_or_awaited(client: DiallerClient) -> None:
+    got: list[Progress] = []
+
+    async def on_progress(p: Progress) -> None:
+        got.append(p)
+
+    try:
+        result = await asyncio.wait_for(
+            client.import_contacts(rows(20), on_progress=on_progress, progress_interval=0), LIMIT
+        )
+    except TypeError:
+        return
+    gc.collect()
+    assert_account(result, read=20)
+    assert got, "an async on_progress was called 20+ times and never ran"
+
+
+async def test_max_failures_with_chained_duplicate_keys(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    data = Counted([{"UserData": "NOPE", "Name": f"x{i}"} for i in range(30)] + rows(30))
+    before = Snapshot.take(emulator)
+    result = await asyncio.wait_for(
+        client.update_contacts(data, max_failures=3, concurrency=1), LIMIT
+    )
+    assert_account(result, read=data.read, emulator=emulator, before=before)
+    assert not job_tasks()
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_concurrency_one_early_break(
+    client: DiallerClient, emulator: Emulator, ordered: bool
+) -> None:
+    emulator.configure(latency=0.005)
+    data = Counted(rows(500))
+    before = Snapshot.take(emulator)
+    s = client.stream(Operation.IMPORT, data, concurrency=1, ordered=ordered)
+    async with s:
+        async for r in s:
+            if r.index == 5:
+                break
+    n = len(emulator.store.all_contacts())
+    await asyncio.sleep(0.2)
+    assert len(emulator.store.all_contacts()) == n, "writes after the stream was closed"
+    assert_account(s.result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert data.read <= 20
+    assert not job_tasks()
+
+
+async def test_bare_break_without_async_with_stops_sending(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    emulator.configure(latency=0.005)
+    data = Counted(rows(2000))
+    async for r in client.stream(Operation.IMPORT, data, concurrency=4, grace=0.5):
+        if r.index >= 3:
+            break
+    gc.collect()
+    for _ in range(100):
+        if not job_tasks():
+            break
+        await asyncio.sleep(0.05)
+    n = len(emulator.store.all_contacts())
+    await asyncio.sleep(0.3)
+    assert len(emulator.store.all_contacts()) == n
+    assert data.read < 40 and not job_tasks()
