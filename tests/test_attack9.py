@@ -573,3 +573,56 @@ async def test_bare_break_without_async_with_stops_sending(
     await asyncio.sleep(0.3)
     assert len(emulator.store.all_contacts()) == n
     assert data.read < 40 and not job_tasks()
+
+
+# -- BREAK 12: an input that reuses one mutable row object sends the wrong rows -------------
+# The reader pulls up to 2 x concurrency rows ahead and a worker prepares (validates and
+# serialises) each one only later, so a feed that refills one dict per row (a common cursor /
+# parser pattern) has row 0 sent with the contents of a later row: some contacts are written
+# twice, others never, and the account says every row SUCCEEDED. Preparing at read time (or
+# copying the row) keeps each row what it was when it was handed over.
+async def test_a_reused_row_object_is_taken_as_it_was_when_read(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    def feed() -> Iterator[dict[str, object]]:
+        row: dict[str, object] = {}
+        for i in range(20):
+            row.clear()
+            row.update(contact(i))
+            yield row
+
+    before = Snapshot.take(emulator)
+    result = await asyncio.wait_for(client.import_contacts(feed(), concurrency=2), LIMIT)
+    assert_account(result, read=20, emulator=emulator, before=before, upsert=True)
+    on_server = sorted(c.user_data or "" for c in await client.list_contacts())
+    assert on_server == [f"CRM-{i:06d}" for i in range(20)], on_server
+
+
+async def test_a_checkpoint_in_use_by_another_process(client: DiallerClient, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from dialler_async import ConfigurationError
+
+    journal = tmp_path / "ck.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(journal)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigurationError, match="in use"):
+            await asyncio.wait_for(client.import_contacts(rows(3), checkpoint=journal), LIMIT)
+    finally:
+        holder.kill()
+        holder.wait()
+    result = await asyncio.wait_for(client.import_contacts(rows(3), checkpoint=journal), LIMIT)
+    assert_account(result, read=3)
+    assert not job_tasks()
