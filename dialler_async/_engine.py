@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import math
 import time
@@ -156,6 +157,9 @@ class Engine:
         self.on_progress: Callable[[Progress], object] | None = options.pop("on_progress", None)
         if self.on_progress is not None and not callable(self.on_progress):
             raise TypeError(f"on_progress must be callable, not {self.on_progress!r}")
+        if inspect.iscoroutinefunction(self.on_progress):
+            # It would be called and its coroutine dropped: never one report.
+            raise TypeError("on_progress must be a plain function, not an async one")
         self.progress_interval = _non_negative(
             "progress_interval", options.pop("progress_interval", 0.5)
         )
@@ -285,6 +289,12 @@ class Engine:
         """What the job must raise now that it has ended (None: it ended normally), with the
         final account attached as ``bulk_result``."""
         account = self.result()
+        if isinstance(self.error, StopIteration | StopAsyncIteration):
+            # Raised from __anext__ it would read as "finished"; from a coroutine, PEP 479
+            # turns it into RuntimeError anyway (without the account).
+            error = RuntimeError(f"a callback raised {self.error!r}")
+            error.__cause__ = self.error
+            self.error = error
         if self.error is not None:
             try:
                 self.error.bulk_result = account  # type: ignore[attr-defined]
