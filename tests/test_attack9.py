@@ -133,11 +133,10 @@ job = client.import_contacts(data)
 # final report in `_finish`, it would also skip `handover.end()`: a stream consumer hangs.)
 def test_a_base_exception_from_on_progress_is_raised_with_the_account() -> None:
     out = _child("""
-calls = 0
+calls = []
 def on_progress(p):
-    global calls
-    calls += 1
-    if calls == 3:
+    calls.append(p)
+    if len(calls) == 3:
         raise Boom("stop now")
 data = Counted([contact(i) for i in range(50)])
 job = client.import_contacts(data, on_progress=on_progress, progress_interval=0)
