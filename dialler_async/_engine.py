@@ -411,7 +411,11 @@ class Engine:
         )
         try:
             self.on_progress(progress)
-        except Exception as exc:  # the caller's callback: stop the job, raise it at the end
+        except asyncio.CancelledError:
+            raise
+        # The caller's callback: stop the job, raise it at the end. Any BaseException too (a
+        # framework's abort signal): escaping here it would kill a worker mid-account.
+        except BaseException as exc:
             self.on_progress = None
             self._fail(exc)
 
@@ -602,7 +606,11 @@ class Engine:
                 except StopAsyncIteration:
                     self.read_all = True
                     break
-                except Exception as exc:  # the caller's iterator: stop, raise it at the end
+                except asyncio.CancelledError:
+                    raise
+                # The caller's iterator: stop, raise it at the end (any BaseException too:
+                # escaping, it would end the reader without an account of the error).
+                except BaseException as exc:
                     log.debug("reading the input failed after %d items: %r", self.read, exc)
                     self._fail(exc)
                     break
@@ -615,7 +623,9 @@ class Engine:
                 self.inbox.put_nowait(None)
             try:
                 await items.aclose()
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
                 self._fail(exc)
 
     async def _work(self) -> None:
