@@ -623,6 +623,8 @@ async def test_a_checkpoint_in_use_by_another_process(client: DiallerClient, tmp
     finally:
         holder.kill()
         holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
     result = await asyncio.wait_for(client.import_contacts(rows(3), checkpoint=journal), LIMIT)
     assert_account(result, read=3)
     assert not job_tasks()
