@@ -61,6 +61,7 @@ class _Job:
         "input",
         "invalid",
         "prepared",
+        "sending",
         "sent_unsafe",
     )
 
@@ -72,6 +73,7 @@ class _Job:
         self.identity: Identity | None = None
         self.duplicate = False
         self.sent_unsafe = False
+        self.sending = False
         self.done = False
 
 
@@ -487,6 +489,15 @@ class Engine:
         )
 
     def _interrupted(self, job: _Job) -> ItemResult:
+        if not job.sent_unsafe and job.sending:
+            return self._result(
+                job,
+                Outcome.AMBIGUOUS,
+                error=DiallerError(
+                    "the job stopped while this write was on its way; it may have landed "
+                    "(it is safe to send again: a resume does)"
+                ),
+            )
         if not job.sent_unsafe:
             return self._result(job, Outcome.CANCELLED)
         return self._result(

@@ -49,6 +49,7 @@ class Tracked(Protocol):
 
     index: int
     sent_unsafe: bool
+    sending: bool  # a request (safe to repeat or not) is on its way
 
 
 @attrs.frozen(slots=True)
@@ -174,11 +175,16 @@ class ItemRunner:
         journal: Callable[[], None] | None = None,
     ) -> Verdict:
         item.sent_unsafe = not prepared.idempotent
+        # Left set if the send is cancelled: an idempotent write cut off on its way may still
+        # land, so the engine must not report it as CANCELLED ("not done").
+        item.sending = True
         try:
             reply = await self.rules.send(self.client, prepared)
+            item.sending = False
             attempts += reply.attempts
             record = self.rules.record(reply, prepared)
         except DiallerError as err:
+            item.sending = False
             attempts += err.attempts
             if after_failure(prepared.kind, err) is Step.CHECK:
                 return await self._check(
