@@ -642,20 +642,21 @@ class Engine:
     async def _work(self) -> None:
         JOB_LIMITER.set(self.runner.job_limiter)  # every attempt of this task passes it
         while (job := await self.inbox.get()) is not None:
-            self.slots.release()
             await self._handle(job)
 
     async def _handle(self, job: _Job) -> None:
-        self._prepare(job)
         key = job.prepared.serial_key if job.prepared is not None else None
         chain: collections.deque[_Job] | None = None
         if key is not None:
             chain = self.chains.get(key)
             if chain is not None:
                 job.duplicate = True
+                # It keeps its read slot until it runs: rows of one key behind a slow one
+                # must not pull the rest of the input into memory.
                 chain.append(job)
                 return
             chain = self.chains[key] = collections.deque()
+        self.slots.release()
         try:
             while True:
                 result = await self._outcome(job)
@@ -664,6 +665,7 @@ class Engine:
                 if not chain:
                     break
                 job = chain.popleft()
+                self.slots.release()
         finally:
             if key is not None:
                 del self.chains[key]  # what is still chained is swept into the account
