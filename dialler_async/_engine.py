@@ -628,6 +628,9 @@ class Engine:
                 job = _Job(self.read, item)
                 self.read += 1
                 self.unfinished[job.index] = job
+                # Now, not when a worker takes it: a feed may refill the same object for its
+                # next row, and the row is what it was when it was handed over.
+                self._prepare(job)
                 self.inbox.put_nowait(job)
         finally:
             for _ in self.workers:
