@@ -83,11 +83,12 @@ class _State(enum.Enum):
 class _Single:
     """The per-item state :class:`ItemRunner` keeps, for a single call."""
 
-    __slots__ = ("index", "sent_unsafe")
+    __slots__ = ("index", "sending", "sent_unsafe")
 
     def __init__(self) -> None:
         self.index = 0
         self.sent_unsafe = False
+        self.sending = False
 
 
 class DiallerClient:

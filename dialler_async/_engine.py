@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import math
 import time
@@ -60,6 +61,7 @@ class _Job:
         "input",
         "invalid",
         "prepared",
+        "sending",
         "sent_unsafe",
     )
 
@@ -71,6 +73,7 @@ class _Job:
         self.identity: Identity | None = None
         self.duplicate = False
         self.sent_unsafe = False
+        self.sending = False
         self.done = False
 
 
@@ -156,6 +159,9 @@ class Engine:
         self.on_progress: Callable[[Progress], object] | None = options.pop("on_progress", None)
         if self.on_progress is not None and not callable(self.on_progress):
             raise TypeError(f"on_progress must be callable, not {self.on_progress!r}")
+        if inspect.iscoroutinefunction(self.on_progress):
+            # It would be called and its coroutine dropped: never one report.
+            raise TypeError("on_progress must be a plain function, not an async one")
         self.progress_interval = _non_negative(
             "progress_interval", options.pop("progress_interval", 0.5)
         )
@@ -285,6 +291,12 @@ class Engine:
         """What the job must raise now that it has ended (None: it ended normally), with the
         final account attached as ``bulk_result``."""
         account = self.result()
+        if isinstance(self.error, StopIteration | StopAsyncIteration):
+            # Raised from __anext__ it would read as "finished"; from a coroutine, PEP 479
+            # turns it into RuntimeError anyway (without the account).
+            error = RuntimeError(f"a callback raised {self.error!r}")
+            error.__cause__ = self.error
+            self.error = error
         if self.error is not None:
             try:
                 self.error.bulk_result = account  # type: ignore[attr-defined]
@@ -401,7 +413,11 @@ class Engine:
         )
         try:
             self.on_progress(progress)
-        except Exception as exc:  # the caller's callback: stop the job, raise it at the end
+        except asyncio.CancelledError:
+            raise
+        # The caller's callback: stop the job, raise it at the end. Any BaseException too (a
+        # framework's abort signal): escaping here it would kill a worker mid-account.
+        except BaseException as exc:
             self.on_progress = None
             self._fail(exc)
 
@@ -473,6 +489,15 @@ class Engine:
         )
 
     def _interrupted(self, job: _Job) -> ItemResult:
+        if not job.sent_unsafe and job.sending:
+            return self._result(
+                job,
+                Outcome.AMBIGUOUS,
+                error=DiallerError(
+                    "the job stopped while this write was on its way; it may have landed "
+                    "(it is safe to send again: a resume does)"
+                ),
+            )
         if not job.sent_unsafe:
             return self._result(job, Outcome.CANCELLED)
         return self._result(
@@ -592,39 +617,49 @@ class Engine:
                 except StopAsyncIteration:
                     self.read_all = True
                     break
-                except Exception as exc:  # the caller's iterator: stop, raise it at the end
+                except asyncio.CancelledError:
+                    raise
+                # The caller's iterator: stop, raise it at the end (any BaseException too:
+                # escaping, it would end the reader without an account of the error).
+                except BaseException as exc:
                     log.debug("reading the input failed after %d items: %r", self.read, exc)
                     self._fail(exc)
                     break
                 job = _Job(self.read, item)
                 self.read += 1
                 self.unfinished[job.index] = job
+                # Now, not when a worker takes it: a feed may refill the same object for its
+                # next row, and the row is what it was when it was handed over.
+                self._prepare(job)
                 self.inbox.put_nowait(job)
         finally:
             for _ in self.workers:
                 self.inbox.put_nowait(None)
             try:
                 await items.aclose()
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
                 self._fail(exc)
 
     async def _work(self) -> None:
         JOB_LIMITER.set(self.runner.job_limiter)  # every attempt of this task passes it
         while (job := await self.inbox.get()) is not None:
-            self.slots.release()
             await self._handle(job)
 
     async def _handle(self, job: _Job) -> None:
-        self._prepare(job)
         key = job.prepared.serial_key if job.prepared is not None else None
         chain: collections.deque[_Job] | None = None
         if key is not None:
             chain = self.chains.get(key)
             if chain is not None:
                 job.duplicate = True
+                # It keeps its read slot until it runs: rows of one key behind a slow one
+                # must not pull the rest of the input into memory.
                 chain.append(job)
                 return
             chain = self.chains[key] = collections.deque()
+        self.slots.release()
         try:
             while True:
                 result = await self._outcome(job)
@@ -633,6 +668,7 @@ class Engine:
                 if not chain:
                     break
                 job = chain.popleft()
+                self.slots.release()
         finally:
             if key is not None:
                 del self.chains[key]  # what is still chained is swept into the account
