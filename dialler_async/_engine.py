@@ -208,6 +208,7 @@ class Engine:
         self.window = self.workers_count * 4  # ordered: how far reading may run ahead
         self.window_moved = asyncio.Event()
         self.reorder: dict[int, ItemResult] = {}
+        self.stranded: list[ItemResult] = []  # accounted, hand-over cut off by a cancel
         self.next_index = 0
         self.last_progress = self.started
         self.stopping = False
@@ -260,9 +261,11 @@ class Engine:
             self.stop()
 
     def closing_client(self) -> None:
-        """The client this job runs on is closing: the job ends with ClientStateError."""
+        """The client this job runs on is closing: the job ends with ClientStateError, and
+        nothing more is handed over (a consumer that is not iterating must not hold it up)."""
         if self.driver is not None and not self.driver.done():
             self._fail(ClientStateError("the client was closed while this bulk job ran"))
+            self.handover.close()
 
     async def shutdown(self) -> bool:
         """Stop the job and wait until it has ended and its checkpoint is closed. A further
@@ -343,15 +346,19 @@ class Engine:
         except Exception as exc:  # resolving the campaign, opening the checkpoint
             self._fail(exc)
         finally:
-            self._finish()
+            await self._finish()
 
-    def _finish(self) -> None:
-        """Account for every item not yet accounted for, check the account, close up."""
+    async def _finish(self) -> None:
+        """Account for every item not yet accounted for, check the account, close up, and
+        hand the consumer what it has not been given yet."""
         leftovers = sorted(self.unfinished.values(), key=lambda job: job.index)
         if leftovers and not self.stopping:
             self._fail(DiallerError(f"internal error: {len(leftovers)} items were left over"))
+        swept = []
         for job in leftovers:
-            self._account(job, self._interrupted(job))
+            result = self._interrupted(job)
+            if self._account(job, result):
+                swept.append(result)
         if self.tally.done != self.read:
             self._fail(
                 DiallerError(
@@ -367,8 +374,30 @@ class Engine:
         self._report(finished=True)
         if self.grace_timer is not None:
             self.grace_timer.cancel()
-        self.handover.end()
-        self.client._jobs.discard(self)
+        try:
+            if self.deliver:
+                await self._hand_over_the_rest(swept)
+        finally:
+            self.handover.end()
+            self.client._jobs.discard(self)
+
+    async def _hand_over_the_rest(self, swept: list[ItemResult]) -> None:
+        """Give a consumer still iterating every result it has not had: those swept into the
+        account just now and those whose hand-over was cut off by a cancelled worker."""
+        stranded, self.stranded = self.stranded, []
+        try:
+            if self.ordered:
+                for result in stranded:
+                    self.reorder[result.index] = result
+                    self.next_index = min(self.next_index, result.index)
+                stranded = []
+            for result in [*stranded, *swept]:
+                await self._hand_over(result)
+            if self.ordered:
+                await self._hand_over(None)
+        except asyncio.CancelledError:
+            self.handover.close()  # the consumer's wait ends; the account is complete
+            raise
 
     # -- account ----------------------------------------------------------------------------
 
@@ -442,15 +471,28 @@ class Engine:
         self._report()
         return True
 
-    async def _hand_over(self, result: ItemResult) -> None:
+    async def _hand_over(self, result: ItemResult | None) -> None:
+        """Give ``result`` to the consumer (in input order with ``ordered``: then it may give
+        several, or none yet; None only flushes). A result whose hand-over is cancelled is kept
+        for :meth:`_hand_over_the_rest`."""
         if not self.ordered:
-            await self.handover.put(result)
+            if result is not None:
+                try:
+                    await self.handover.put(result)
+                except asyncio.CancelledError:
+                    self.stranded.append(result)
+                    raise
             return
-        self.reorder[result.index] = result
+        if result is not None:
+            self.reorder[result.index] = result
         while (ready := self.reorder.pop(self.next_index, None)) is not None:
             self.next_index += 1
             self.window_moved.set()
-            await self.handover.put(ready)
+            try:
+                await self.handover.put(ready)
+            except asyncio.CancelledError:
+                self.stranded.append(ready)
+                raise
 
     def _result(
         self,
