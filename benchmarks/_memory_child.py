@@ -18,13 +18,13 @@ from pathlib import Path
 import orjson
 
 from benchmarks._config import TOKEN
-from benchmarks._contenders import Run, aiohttp_loop, sdk
+from benchmarks._contenders import STREAMING, Run, aiohttp_loop, sdk
 from benchmarks._payloads import contacts
 
 
 async def measure(mode: str, n: int, base: str, concurrency: int) -> Run:
     if mode == "sdk":
-        return await sdk(base, TOKEN, contacts(n, "memory"), concurrency, detect_duplicates=False)
+        return await sdk(base, TOKEN, contacts(n, "memory"), concurrency, **STREAMING)
     if mode == "naive":
         return await aiohttp_loop(base, TOKEN, list(contacts(n, "memory")), concurrency)
     raise SystemExit(f"unknown mode {mode!r}")

@@ -33,6 +33,7 @@ from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewC
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._runner import run
 from ._validation import validate_contact, validate_key, validate_update
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "from_api",
+    "run",
     "to_api",
     "validate_contact",
     "validate_key",
