@@ -29,6 +29,10 @@ class Sizes(NamedTuple):
     fault_reps: int
     conversion_n: int
     profile_n: int
+    limiter_rates: tuple[float, ...]
+    limiter_seconds: float
+    limiter_uncontended_n: int
+    limiter_reps: int
 
 
 FULL = Sizes(
@@ -52,6 +56,10 @@ FULL = Sizes(
     fault_reps=7,
     conversion_n=5_000,
     profile_n=5_000,
+    limiter_rates=(50.0, 200.0),
+    limiter_seconds=3.0,
+    limiter_uncontended_n=100_000,
+    limiter_reps=3,
 )
 
 QUICK = Sizes(
@@ -75,4 +83,8 @@ QUICK = Sizes(
     fault_reps=1,
     conversion_n=300,
     profile_n=300,
+    limiter_rates=(50.0,),
+    limiter_seconds=0.5,
+    limiter_uncontended_n=1_000,
+    limiter_reps=1,
 )

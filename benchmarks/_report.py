@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,43 @@ def markdown(res: dict[str, Any]) -> str:
                     "accounted",
                     "all succeeded",
                     "no duplicates",
+                ],
+                rows,
+            )
+        )
+    if lim := res.get("limiter"):
+        parts.append(
+            f"\n### 7. Rate limiter: aiolimiter vs RateLimiter ({lim['tasks']} tasks, "
+            f"{lim['seconds']:g} s of starts per run, {lim['reps']} interleaved reps)\n"
+        )
+        groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+        for r in lim["runs"]:
+            groups.setdefault((r["limiter"], r["rate"]), []).append(r)
+        rows = []
+        for (name, rate), runs in groups.items():
+            rows.append(
+                [
+                    name,
+                    f"{rate:g}/s",
+                    max(r["max_in_one_second"] for r in runs),
+                    max(r["max_in_first_second"] for r in runs),
+                    f"{statistics.median(r['achieved'] / rate for r in runs):.3f}",
+                    f"{statistics.median(r['cpu_us_per_start'] for r in runs):.0f}",
+                    f"{lim['uncontended_us_per_start'][name]:.2f}",
+                    f"{lim['gap_after_cut_to_2_per_s'][name]:.2f}",
+                ]
+            )
+        parts.append(
+            _table(
+                [
+                    "limiter",
+                    "R",
+                    "most starts in any 1 s (worst rep)",
+                    "starts in the first 1 s",
+                    "achieved / R (median)",
+                    "process CPU µs per start, paced (median)",
+                    "µs per start, nobody waiting",
+                    "gap between queued starts after a cut 10/s -> 2/s (s; 0.50 = cut applied)",
                 ],
                 rows,
             )
