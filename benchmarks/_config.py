@@ -33,6 +33,7 @@ class Sizes(NamedTuple):
     limiter_seconds: float
     limiter_uncontended_n: int
     limiter_reps: int
+    limiter_cut_callers: int
 
 
 FULL = Sizes(
@@ -60,6 +61,7 @@ FULL = Sizes(
     limiter_seconds=3.0,
     limiter_uncontended_n=100_000,
     limiter_reps=3,
+    limiter_cut_callers=8,
 )
 
 QUICK = Sizes(
@@ -84,7 +86,8 @@ QUICK = Sizes(
     conversion_n=300,
     profile_n=300,
     limiter_rates=(50.0,),
-    limiter_seconds=0.5,
+    limiter_seconds=0.3,
     limiter_uncontended_n=1_000,
     limiter_reps=1,
+    limiter_cut_callers=3,
 )

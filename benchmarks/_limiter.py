@@ -11,7 +11,8 @@ keep, with a measurement, the reasons where it cannot. Three questions:
 * **Admission CPU**: process CPU per start over the same runs, and per start when nobody waits
   (a limiter far above the rate asked for), which is what every request of an unthrottled job
   pays.
-* **A rate cut or pause while callers wait** (what a 429 needs): 8 callers queue at 10/s, and
+* **A rate cut or pause while callers wait** (what a 429 needs): 8 callers (3 in the quick run)
+  queue at 10/s, and
   after the first start the rate is cut to 2/s. aiolimiter has no public way to change its rate
   or to pause; the nearest is to set its public ``max_rate``/``time_period`` attributes, which
   it does not read again (its per-second rate is fixed at construction), so the queued callers
@@ -98,9 +99,12 @@ async def _uncontended_us(acquire: Acquire, n: int) -> float:
     return (time.process_time() - c0) / n * 1e6
 
 
-async def _cut_while_waiting(make: Callable[[], tuple[Acquire, Callable[[float], None]]]) -> float:
-    """8 callers queue at 10/s; after the first start the rate is cut to 2/s. Returns the mean
-    gap between the later starts (0.5 s if the cut reaches the queued callers, 0.1 s if not)."""
+async def _cut_while_waiting(
+    make: Callable[[], tuple[Acquire, Callable[[float], None]]], callers: int
+) -> float:
+    """``callers`` queue at 10/s; after the first start the rate is cut to 2/s. Returns the
+    mean gap between the later starts (0.5 s if the cut reaches the queued callers, 0.1 s if
+    not)."""
     acquire, cut = make()
     times: list[float] = []
 
@@ -108,7 +112,7 @@ async def _cut_while_waiting(make: Callable[[], tuple[Acquire, Callable[[float],
         await acquire()
         times.append(time.monotonic())
 
-    tasks = [asyncio.create_task(one()) for _ in range(8)]
+    tasks = [asyncio.create_task(one()) for _ in range(callers)]
     while not times:
         await asyncio.sleep(0.001)
     cut(2.0)
@@ -152,7 +156,7 @@ async def run(sizes: Sizes, log: Log) -> dict[str, Any]:
     for name, make in _contenders(1e9).items():
         free[name] = await _uncontended_us(make()[0], sizes.limiter_uncontended_n)
     for name, make in _contenders(10.0).items():
-        cut[name] = await _cut_while_waiting(make)
+        cut[name] = await _cut_while_waiting(make, sizes.limiter_cut_callers)
         log(
             f"    {name:<40} uncontended {free[name]:.2f} µs/start; after a cut to 2/s "
             f"the queued callers start {cut[name]:.2f} s apart"
