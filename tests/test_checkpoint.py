@@ -102,12 +102,16 @@ JOB = textwrap.dedent(
     from dialler_async import DiallerClient, Limits
 
     base_url, token, journal, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    rows = ({"Name": f"N{i}", "PhoneNumber1": f"+49{i:08d}", "UserData": f"K{i:06d}",
-             "DiallerCampaignsID": 538} for i in range(n))
+    def rows():
+        for i in range(n):
+            if i == 60:  # work is under way: the test may kill the job from now on
+                print("going", flush=True)
+            yield {"Name": f"N{i}", "PhoneNumber1": f"+49{i:08d}", "UserData": f"K{i:06d}",
+                   "DiallerCampaignsID": 538}
 
     async def main():
         async with DiallerClient(base_url, 1, token, limits=Limits(max_concurrency=8)) as c:
-            r = await c.import_contacts(rows, overwrite_duplicates=False, checkpoint=journal,
+            r = await c.import_contacts(rows(), overwrite_duplicates=False, checkpoint=journal,
                                         keep_results=False)
         print(json.dumps({k.value: v for k, v in r.counts.items()}), flush=True)
 
@@ -142,14 +146,23 @@ def test_sigkill_and_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path)
         assert server.stdout is not None
         line = server.stdout.readline()
         base_url = line.split(" on ")[1].split()[0]
-        for kill_after in (0.6, 0.9, 0.7):
+        # Each kill comes a different time after the job has got going (it says so once its
+        # reader passes row 60), not after a fixed time from its start: on a loaded machine
+        # Python can take seconds just to import, and a job killed before it sent anything
+        # would prove nothing.
+        for kill_after in (0.1, 0.4, 0.2):
             job = subprocess.Popen(
                 [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                text=True,
             )
-            time.sleep(kill_after)
+            assert job.stdout is not None
+            first = job.stdout.readline()  # "going", or "" if it finished or died first
+            if first:
+                time.sleep(kill_after)
             job.send_signal(signal.SIGKILL)
             job.wait()
+            job.stdout.close()
         final = subprocess.run(
             [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
             capture_output=True,
