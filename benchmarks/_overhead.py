@@ -94,6 +94,7 @@ async def run(sizes: Sizes, log: Log) -> dict[str, Any]:
     best = best_hand(runs, HAND)
     ratios: dict[str, Any] = {f"{name}/{best}": _versus(runs, name, best) for name in SDK_ROWS}
     ratios["sdk/pool_orjson"] = _versus(runs, "sdk", "pool_orjson")
+    ratios["sdk/naive"] = _versus(runs, "sdk", "naive")  # the baseline of earlier runs
     if uv:
         ratios[f"sdk_uvloop/{best}"] = _versus(runs, "sdk_uvloop", best)
         ratios["sdk_uvloop/pool_orjson_uvloop"] = _versus(runs, "sdk_uvloop", "pool_orjson_uvloop")
