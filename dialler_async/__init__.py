@@ -13,6 +13,7 @@ from ._exceptions import (
     AuthenticationError,
     BadRequestError,
     BulkError,
+    CheckpointError,
     ClientStateError,
     ConfigurationError,
     ConflictError,
@@ -26,6 +27,8 @@ from ._exceptions import (
     RequestTimeoutError,
     ResponseFormatError,
     ServerError,
+    SyncConflictError,
+    SyncGuardError,
     TransportError,
 )
 from ._limits import Limits
@@ -34,6 +37,7 @@ from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
 from ._runner import run
+from ._sync_types import SyncPlan, SyncResult
 from ._validation import validate_contact, validate_key, validate_update
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "BulkResult",
     "BulkStream",
     "Campaign",
+    "CheckpointError",
     "ClientStateError",
     "ConfigurationError",
     "ConflictError",
@@ -72,6 +77,10 @@ __all__ = [
     "Route",
     "Routes",
     "ServerError",
+    "SyncConflictError",
+    "SyncGuardError",
+    "SyncPlan",
+    "SyncResult",
     "TransportError",
     "__version__",
     "from_api",

@@ -102,22 +102,38 @@ JOB = textwrap.dedent(
     from dialler_async import DiallerClient, Limits
 
     base_url, token, journal, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    def rows():
-        for i in range(n):
-            if i == 60:  # work is under way: the test may kill the job from now on
-                print("going", flush=True)
-            yield {"Name": f"N{i}", "PhoneNumber1": f"+49{i:08d}", "UserData": f"K{i:06d}",
-                   "DiallerCampaignsID": 538}
+    rows = ({"Name": f"N{i}", "PhoneNumber1": f"+49{i:08d}", "UserData": f"K{i:06d}",
+             "DiallerCampaignsID": 538} for i in range(n))
 
     async def main():
         async with DiallerClient(base_url, 1, token, limits=Limits(max_concurrency=8)) as c:
-            r = await c.import_contacts(rows(), overwrite_duplicates=False, checkpoint=journal,
+            r = await c.import_contacts(rows, overwrite_duplicates=False, checkpoint=journal,
                                         keep_results=False)
         print(json.dumps({k.value: v for k, v in r.counts.items()}), flush=True)
 
     asyncio.run(main())
     """
 )
+
+
+def _wait_for_journal(journal: Path, entries: int, timeout: float = 120.0) -> None:
+    """Poll the journal (read-only, beside the writer) until it holds ``entries`` outcomes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if journal.exists():
+            db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+            try:
+                (done,) = db.execute(
+                    "SELECT COUNT(*) FROM items WHERE state != 'pending'"
+                ).fetchone()
+            except sqlite3.OperationalError:  # not created yet
+                done = 0
+            finally:
+                db.close()
+            if done >= entries:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"the journal never showed {entries} outcomes")
 
 
 @pytest.mark.slow
@@ -146,23 +162,18 @@ def test_sigkill_and_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path)
         assert server.stdout is not None
         line = server.stdout.readline()
         base_url = line.split(" on ")[1].split()[0]
-        # Each kill comes a different time after the job has got going (it says so once its
-        # reader passes row 60), not after a fixed time from its start: on a loaded machine
-        # Python can take seconds just to import, and a job killed before it sent anything
-        # would prove nothing.
-        for kill_after in (0.1, 0.4, 0.2):
+        # Kill only once the journal shows progress (a fixed delay kills before row one on a
+        # loaded machine), at three depths, each time with writes in flight.
+        for progress in (100, 250, 400):
             job = subprocess.Popen(
                 [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
-                stdout=subprocess.PIPE,
-                text=True,
+                stdout=subprocess.DEVNULL,
             )
-            assert job.stdout is not None
-            first = job.stdout.readline()  # "going", or "" if it finished or died first
-            if first:
-                time.sleep(kill_after)
-            job.send_signal(signal.SIGKILL)
-            job.wait()
-            job.stdout.close()
+            try:
+                _wait_for_journal(journal, progress)
+            finally:
+                job.send_signal(signal.SIGKILL)
+                job.wait()
         final = subprocess.run(
             [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
             capture_output=True,
