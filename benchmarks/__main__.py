@@ -30,6 +30,7 @@ from benchmarks import (
     _conversion,
     _faults,
     _latency,
+    _limiter,
     _memory,
     _overhead,
     _profile,
@@ -39,7 +40,17 @@ from benchmarks import (
 from benchmarks._config import FULL, QUICK, Sizes
 from benchmarks._procs import pin_client
 
-SECTIONS = ("overhead", "breakdown", "conversion", "latency", "memory", "rate", "faults", "profile")
+SECTIONS = (
+    "overhead",
+    "breakdown",
+    "conversion",
+    "latency",
+    "memory",
+    "rate",
+    "faults",
+    "profile",
+    "limiter",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 _PACKAGES = (
     "aiohttp",
@@ -52,6 +63,9 @@ _PACKAGES = (
     "orjson",
     "psutil",
     "matplotlib",
+    "aiolimiter",
+    "uvloop",
+    "pyinstrument",
 )
 
 
@@ -122,6 +136,7 @@ def _section(name: str, sizes: Sizes, res: dict[str, Any], out: Path) -> Any:
         "rate": lambda: asyncio.run(_rate.run(sizes, log)),
         "faults": lambda: asyncio.run(_faults.run(sizes, log)),
         "profile": lambda: asyncio.run(_profile.run(sizes, log, out)),
+        "limiter": lambda: asyncio.run(_limiter.run(sizes, log)),
     }
     return runners[name]()
 

@@ -36,6 +36,7 @@ from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewC
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._runner import run
 from ._sync_types import SyncPlan, SyncResult
 from ._validation import validate_contact, validate_key, validate_update
 
@@ -83,6 +84,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "from_api",
+    "run",
     "to_api",
     "validate_contact",
     "validate_key",
