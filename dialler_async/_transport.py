@@ -33,6 +33,7 @@ from ._exceptions import (
     TransportError,
     status_error_class,
 )
+from ._adaptive import Signal, signal_for
 from ._limits import JOB_LIMITER, Clock, Governor, Sleep
 from ._retry import (
     RetryBudget,
@@ -228,15 +229,21 @@ class Transport:
         if job_limiter is not None:
             await job_limiter.acquire()
         limit = self.max_answer_bytes if max_bytes is None else max_bytes
-        await governor.acquire()
+        started = await governor.acquire()
+        # What this attempt tells an adaptive concurrency limit: nothing unless it ends below.
+        signal = Signal.NEUTRAL
         try:
             self.requests += 1
             async with self.session.request(method, url, data=data, allow_redirects=False) as resp:
                 status = resp.status
                 headers = resp.headers
                 raw = await _read_bounded(resp, limit)
+            signal = signal_for(status)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError) as exc:
-            raise _translate(exc, method, path) from exc
+            error = _translate(exc, method, path)
+            if isinstance(error, TransportError):
+                signal = Signal.CONGESTED  # a timeout or a lost connection: maybe overload
+            raise error from exc
         except _TooLarge as exc:
             raise ResponseFormatError(
                 f"answer larger than the {limit:,}-byte limit ({exc}); raise "
@@ -246,7 +253,7 @@ class Transport:
                 body=None,
             ) from None
         finally:
-            governor.release()
+            governor.release(started, signal)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %s (%d bytes)", method, path, status, len(raw))
         if status >= 300:
