@@ -2,7 +2,7 @@
 
 The rule is TCP Vegas as Netflix's concurrency-limits ``VegasLimit`` applies it to RPC: with
 ``limit`` requests in flight, a round trip ``rtt`` and a no-load round trip ``baseline``, about
-``limit × (1 − baseline / rtt)`` of them are queued inside the server. Fewer than ``alpha``
+``limit * (1 - baseline / rtt)`` of them are queued inside the server. Fewer than ``alpha``
 queued: the server has room, grow. More than ``beta``: a queue is building, cut. A timeout,
 5xx or 429 is a congestion signal of its own and cuts by a fixed factor.
 
@@ -11,10 +11,13 @@ Where we differ, and why:
 * One decision per *window*, and a window counts only requests that started after the last
   change, so a cut is judged by the requests it governs (TCP Vegas decides once per round trip
   for the same reason) and one burst of slow answers cannot cut twice.
-* The window's *minimum* round trip stands for it (TCP Vegas does the same): a standing queue
-  in the server delays every request, while a stall on our side (a loaded client machine, a
-  garbage collection) delays only some, so the minimum sees the first and ignores the second.
-* A cut goes straight to the estimated capacity plus ``alpha`` (``inflight × baseline / rtt +
+* The window's *median* round trip stands for it: a standing queue in the server delays most
+  requests, while a stall on our side (a loaded client machine, a garbage collection) delays
+  a few. TCP Vegas takes the minimum, but measured against a FIFO server the minimum catches
+  the rare request that found the queue empty and lets the limit (and the latency) drift up.
+* Thresholds are proportional to the limit (:func:`thresholds`), so the latency target is a
+  ratio to the baseline, as in Gradient2Limit's tolerance.
+* A cut goes straight to the estimated capacity plus ``alpha`` (``inflight * baseline / rtt +
   alpha``, never below half), as Gradient2Limit's gradient does, instead of one step per round
   trip: when the server loses capacity the queue drains within a round trip or two.
 * The baseline is the lowest round trip since the last *probe*. Every ``probe_interval``
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import math
+import statistics
 import time
 from collections.abc import Callable
 from typing import Final
@@ -71,7 +75,7 @@ def signal_for(status: int) -> Signal:
 class Window:
     """What one window of finished requests measured.
 
-    ``rtt``: the smallest round trip of a successful request (None: none succeeded).
+    ``rtt``: the median round trip of its successful requests (None: none succeeded).
     ``dropped``: a timeout, connection failure, 5xx or 429 was among them.
     ``inflight``: the most requests at the server at once while the window ran.
     """
@@ -84,10 +88,13 @@ class Window:
 def thresholds(limit: float) -> tuple[float, float]:
     """``(alpha, beta)``: grow below ``alpha`` queued requests, cut above ``beta``.
 
-    Two and four for small limits (TCP Vegas uses 2 to 4 packets), 10% and 20% of the limit for
-    large ones, so a server serving hundreds at once is not held to a queue of four.
+    A sixth and two sevenths of the limit: the limit grows while round trips stay within 1.2
+    times the baseline and is cut beyond 1.4 times, whatever the server's capacity. Fixed numbers
+    (TCP Vegas's 2 and 4 packets) would double the latency of a server that serves four at
+    once and starve one that serves hundreds. At least one and two, so small limits still
+    keep one request waiting (the server never idles between two of ours).
     """
-    return max(2.0, 0.1 * limit), max(4.0, 0.2 * limit)
+    return max(1.0, limit / 6.0), max(2.0, limit * 2.0 / 7.0)
 
 
 def next_limit(
@@ -144,7 +151,7 @@ class AdaptiveLimit:
         "_count",
         "_dropped",
         "_inflight",
-        "_min_rtt",
+        "_rtts",
         "_next_probe",
         "_probe_interval",
         "_probing",
@@ -192,7 +199,7 @@ class AdaptiveLimit:
     def _reset_window(self) -> None:
         self._count = 0
         self._dropped = False
-        self._min_rtt: float | None = None
+        self._rtts: list[float] = []
         self._inflight = 0
 
     def _set(self, value: float) -> None:
@@ -203,25 +210,28 @@ class AdaptiveLimit:
     def on_sample(self, started: float, rtt: float | None, dropped: bool, inflight: int) -> None:
         if started < self._changed_at:
             return  # admitted under an earlier limit: it says nothing about this one
-        if rtt is not None and (self.baseline is None or rtt < self.baseline):
-            if not self._probing:
-                self.baseline = rtt
+        if rtt is not None and not self._probing and (self.baseline is None or rtt < self.baseline):
+            self.baseline = rtt
         self._count += 1
         self._dropped = self._dropped or dropped
-        if rtt is not None and (self._min_rtt is None or rtt < self._min_rtt):
-            self._min_rtt = rtt
+        if rtt is not None:
+            self._rtts.append(rtt)
         # +1: this request has already left the server's in-flight count
         self._inflight = max(self._inflight, inflight + 1)
         if self._probing:
-            if self._count >= PROBE_SAMPLES and self._min_rtt is not None:
-                self.baseline = self._min_rtt
+            if self._count >= PROBE_SAMPLES and self._rtts:
+                self.baseline = min(self._rtts)
                 self._probing = False
                 self._next_probe = self._clock() + self._probe_interval
                 self._set(self._saved)
             return
         if self._count < max(MIN_WINDOW, self.limit):
             return
-        window = Window(rtt=self._min_rtt, dropped=self._dropped, inflight=self._inflight)
+        window = Window(
+            rtt=statistics.median(self._rtts) if self._rtts else None,
+            dropped=self._dropped,
+            inflight=self._inflight,
+        )
         value, self._slow_start = next_limit(
             self.value,
             window,

@@ -20,6 +20,7 @@ import orjson
 from yarl import URL
 
 from . import __about__
+from ._adaptive import Signal, signal_for
 from ._exceptions import (
     APIStatusError,
     ConfigurationError,
@@ -33,7 +34,6 @@ from ._exceptions import (
     TransportError,
     status_error_class,
 )
-from ._adaptive import Signal, signal_for
 from ._limits import JOB_LIMITER, Clock, Governor, Sleep
 from ._retry import (
     RetryBudget,
