@@ -189,8 +189,8 @@ async def drop(server: ServerProcess, n: int, drop_at: float, restore_at: float)
         limit_ms = 2 * SERVICE * 1000
         recovered = _recovered(buckets, drop_at, restore_at, limit_ms)
 
-        def rate(lo: float, hi: float) -> float:
-            inside = [at for at, _ in run["answers"] if lo <= at < hi]
+        def rate(lo: float, hi: float, got: list[tuple[float, float]] = run["answers"]) -> float:
+            inside = [at for at, _ in got if lo <= at < hi]
             return len(inside) / (hi - lo) if hi > lo else 0.0
 
         end = max((at for at, _ in run["answers"]), default=restore_at)
