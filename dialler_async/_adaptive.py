@@ -20,9 +20,12 @@ Where we differ, and why:
 * A cut goes straight to the estimated capacity plus ``alpha`` (``inflight * baseline / rtt +
   alpha``, never below half), as Gradient2Limit's gradient does, instead of one step per round
   trip: when the server loses capacity the queue drains within a round trip or two.
-* The baseline is the lowest round trip since the last *probe*. Every ``probe_interval``
-  seconds the limit drops to the floor until a few requests have been measured alone, and
-  their minimum becomes the baseline (Envoy's adaptive concurrency filter does this). Without
+* The baseline is the lowest window median since the last *probe*: the same statistic as the
+  round trip it is compared with. (The lowest single round trip is a lucky outlier on a loaded
+  client machine; against it every ordinary window looks queued and the limit never grows.)
+  At the start, and then every ``probe_interval`` seconds, the limit drops to the floor until
+  a few requests have been measured alone, and their median becomes the baseline (Envoy's
+  adaptive concurrency filter does this). Without
   it the baseline of a long job creeps up to the latency of our own standing queue, and the
   limit ratchets up with it.
 
@@ -181,10 +184,13 @@ class AdaptiveLimit:
         self._clock = clock
         self._probe_interval = probe_interval
         self._slow_start = True
+        # The first thing measured is the baseline, at the floor, before any queue of ours
+        # can exist: a first window at the initial limit may already queue at a small server.
+        self._probing = True
+        self._saved = self.value
+        self.value = float(floor)
         self._changed_at = clock()
         self._next_probe = self._changed_at + probe_interval
-        self._probing = False
-        self._saved = self.value
         self._reset_window()
 
     @property
@@ -210,8 +216,6 @@ class AdaptiveLimit:
     def on_sample(self, started: float, rtt: float | None, dropped: bool, inflight: int) -> None:
         if started < self._changed_at:
             return  # admitted under an earlier limit: it says nothing about this one
-        if rtt is not None and not self._probing and (self.baseline is None or rtt < self.baseline):
-            self.baseline = rtt
         self._count += 1
         self._dropped = self._dropped or dropped
         if rtt is not None:
@@ -220,18 +224,17 @@ class AdaptiveLimit:
         self._inflight = max(self._inflight, inflight + 1)
         if self._probing:
             if self._count >= PROBE_SAMPLES and self._rtts:
-                self.baseline = min(self._rtts)
+                self.baseline = statistics.median(self._rtts)
                 self._probing = False
                 self._next_probe = self._clock() + self._probe_interval
                 self._set(self._saved)
             return
         if self._count < max(MIN_WINDOW, self.limit):
             return
-        window = Window(
-            rtt=statistics.median(self._rtts) if self._rtts else None,
-            dropped=self._dropped,
-            inflight=self._inflight,
-        )
+        rtt = statistics.median(self._rtts) if self._rtts else None
+        if rtt is not None and (self.baseline is None or rtt < self.baseline):
+            self.baseline = rtt
+        window = Window(rtt=rtt, dropped=self._dropped, inflight=self._inflight)
         value, self._slow_start = next_limit(
             self.value,
             window,

@@ -117,8 +117,8 @@ class Limits:
         return min(1.0, self.max_per_second) if self.max_per_second is not None else 1.0
 
 
-#: Where an adaptive concurrency limit starts (within the floor and ceiling); slow start
-#: doubles it per window until a queue shows.
+#: Where an adaptive concurrency limit starts once the baseline has been measured at the floor
+#: (within the floor and ceiling); slow start doubles it per window until a queue shows.
 INITIAL_ADAPTIVE_LIMIT = 4
 
 #: The rate limiter of the bulk job the current task works for (``rate=``), if any. Every HTTP

@@ -127,9 +127,29 @@ def feed(
     return seen
 
 
+def fresh(clock: Clock, *, floor: int = 1, initial: int = 4, **kwargs: float) -> AdaptiveLimit:
+    """A limit past its first probe (the baseline measured at the floor: ``B``)."""
+    limit = AdaptiveLimit(floor=floor, ceiling=64, initial=initial, clock=clock, **kwargs)
+    assert limit.probing and limit.limit == floor and limit.baseline is None
+    feed(limit, clock, [B] * PROBE_SAMPLES, inflight=floor)
+    assert not limit.probing and limit.baseline == pytest.approx(B)
+    assert limit.limit == max(floor, initial)
+    return limit
+
+
+def test_the_first_probe_measures_the_baseline_at_the_floor() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(floor=2, ceiling=64, initial=8, clock=clock)
+    assert limit.limit == 2 and limit.probing
+    # queued answers to requests admitted before the start cannot exist; slow answers
+    # during the probe count into its median
+    feed(limit, clock, [B, B, 3 * B, B, 5 * B], inflight=2)
+    assert limit.baseline == pytest.approx(B) and limit.limit == 8
+
+
 def test_slow_start_doubles_per_window_until_a_queue_shows() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(floor=1, ceiling=64, initial=4, clock=clock)
+    limit = fresh(clock)
     # a window is max(3, limit) answers: 4 at 4, then 8 at 8, then 16 at 16
     seen = feed(limit, clock, [B] * (4 + 8 + 16))
     assert seen[3] == 8 and seen[11] == 16 and seen[-1] == 32
@@ -143,7 +163,7 @@ def test_slow_start_doubles_per_window_until_a_queue_shows() -> None:
 
 def test_answers_to_requests_admitted_under_an_earlier_limit_are_ignored() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(floor=1, ceiling=64, initial=16, clock=clock)
+    limit = fresh(clock, initial=16)
     feed(limit, clock, [B] * 16)  # baseline B; slow start doubles to 32
     assert limit.limit == 32
     early = clock.now - 0.001  # admitted just before that change
@@ -154,7 +174,7 @@ def test_answers_to_requests_admitted_under_an_earlier_limit_are_ignored() -> No
 
 def test_one_burst_of_congestion_cuts_once() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(floor=1, ceiling=64, initial=20, clock=clock)
+    limit = fresh(clock, initial=20)
     started = clock.now
     clock.now += B
     for _ in range(40):  # 40 timeouts of requests admitted together: one signal
@@ -164,9 +184,8 @@ def test_one_burst_of_congestion_cuts_once() -> None:
 
 def test_the_probe_replaces_the_baseline_and_restores_the_limit() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(floor=2, ceiling=64, initial=8, probe_interval=30.0, clock=clock)
+    limit = fresh(clock, floor=2, initial=8, probe_interval=30.0)
     feed(limit, clock, [B] * 8)
-    assert limit.baseline == pytest.approx(B)
     # the server's own latency rises for good (another route, a slower disk): 30 ms no-load
     clock.now += 30.0
     before = limit.limit
@@ -180,12 +199,11 @@ def test_the_probe_replaces_the_baseline_and_restores_the_limit() -> None:
 
 def test_the_baseline_falls_at_once_but_never_rises_between_probes() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(floor=1, ceiling=64, initial=4, clock=clock)
-    feed(limit, clock, [0.030] * 4)
-    feed(limit, clock, [0.020])
-    assert limit.baseline == pytest.approx(0.020)
+    limit = fresh(clock)
+    feed(limit, clock, [0.015, 0.015, 0.100, 0.015])  # a window whose median is 15 ms
+    assert limit.baseline == pytest.approx(0.015)
     feed(limit, clock, [0.100] * 50)
-    assert limit.baseline == pytest.approx(0.020)
+    assert limit.baseline == pytest.approx(0.015)
 
 
 def test_adaptive_limit_validates_floor_and_ceiling() -> None:
@@ -193,8 +211,8 @@ def test_adaptive_limit_validates_floor_and_ceiling() -> None:
         AdaptiveLimit(floor=0, ceiling=4, initial=2)
     with pytest.raises(ValueError, match="floor"):
         AdaptiveLimit(floor=5, ceiling=4, initial=2)
-    assert AdaptiveLimit(floor=3, ceiling=4, initial=1).limit == 3
-    assert AdaptiveLimit(floor=1, ceiling=2, initial=4).limit == 2
+    clock = Clock()
+    assert fresh(clock, floor=3, initial=1).limit == 3
 
 
 # -- a simulated FIFO server ---------------------------------------------------------------------
@@ -335,6 +353,11 @@ async def test_governor_fixed_by_default_and_adaptive_on_request() -> None:
     governor = Governor(
         Limits(max_concurrency=50, min_concurrency=2, adaptive_concurrency=True), clock=clock
     )
+    assert governor.concurrency_limit == 2  # the first probe, at the floor
+    for _ in range(PROBE_SAMPLES):
+        probe = await governor.acquire()
+        clock.now += B
+        governor.release(probe, Signal.OK)
     assert governor.concurrency_limit == 4  # the initial adaptive limit
     starts = [await governor.acquire() for _ in range(4)]
     clock.now += B
