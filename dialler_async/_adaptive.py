@@ -57,21 +57,24 @@ MIN_WINDOW: Final = 3
 class Signal(enum.Enum):
     """What one finished request tells the limiter."""
 
-    #: A 2xx: its round trip is a latency sample.
+    #: An answer (2xx, or a 4xx other than 429): its round trip is a latency sample.
     OK = "ok"
     #: A timeout, a connection failure, a 5xx or a 429: the server is (or may be) overloaded.
     CONGESTED = "congested"
-    #: Anything else (a 4xx, an answer too large, a cancelled request): no information.
+    #: No information: an answer refused while it was read (too large), a cancelled request.
     NEUTRAL = "neutral"
 
 
 def signal_for(status: int) -> Signal:
-    """The signal of an HTTP answer with ``status``."""
-    if 200 <= status < 300:
-        return Signal.OK
+    """The signal of an HTTP answer with ``status``.
+
+    A 4xx counts as a latency sample like a 2xx: the server looked the request up and answered.
+    Leaving it out would starve the limiter on jobs of mostly 404s (deleting contacts already
+    gone), which would then never finish their first probe and run at the floor throughout.
+    """
     if status == 429 or status >= 500:
         return Signal.CONGESTED
-    return Signal.NEUTRAL
+    return Signal.OK
 
 
 @attrs.frozen(kw_only=True)

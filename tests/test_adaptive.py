@@ -96,9 +96,9 @@ def test_thresholds(limit: float, alpha: float, beta: float) -> None:
     [
         (200, Signal.OK),
         (201, Signal.OK),
-        (400, Signal.NEUTRAL),
-        (404, Signal.NEUTRAL),
-        (409, Signal.NEUTRAL),
+        (400, Signal.OK),
+        (404, Signal.OK),
+        (409, Signal.OK),
         (429, Signal.CONGESTED),
         (500, Signal.CONGESTED),
         (503, Signal.CONGESTED),
@@ -370,7 +370,7 @@ async def test_governor_fixed_by_default_and_adaptive_on_request() -> None:
     governor.release(one, Signal.OK)  # one at a time: app-limited, no change
     assert governor.concurrency_limit == 8
     started = await governor.acquire()
-    governor.release(started, Signal.NEUTRAL)  # a 4xx: no information
+    governor.release(started, Signal.NEUTRAL)  # cancelled, or refused as too large
     assert governor.concurrency_limit == 8
 
 

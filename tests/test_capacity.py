@@ -143,3 +143,17 @@ async def test_adaptive_concurrency_stays_within_floor_and_ceiling() -> None:
     assert seen and min(seen) >= 2 and max(seen) <= 6
     assert max(at_server) <= 6
     assert emu.stats.overloaded > 0  # the server did push back (the test is not vacuous)
+
+
+async def test_a_job_of_404s_still_feeds_the_adaptive_limit() -> None:
+    """Every answer is a 404 (deleting contacts that are gone): the first probe still ends (a
+    limiter fed only 2xx would hold the job at the floor throughout); the account is exact."""
+    limits = Limits(max_concurrency=8, adaptive_concurrency=True)
+    async with Emulator(EmulatorConfig()) as emu, _client(emu, limits) as client:
+        before = Snapshot.take(emu)
+        result = await client.delete_contacts(ids=range(900_000, 900_060))
+        assert_account(result, read=60, emulator=emu, before=before)
+        governor = client.transport.governor
+        assert governor.baseline_rtt is not None
+        assert governor.adaptive is not None and not governor.adaptive.probing
+    assert result.succeeded + result.failed == 60
