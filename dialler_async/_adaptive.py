@@ -11,20 +11,23 @@ Where we differ, and why:
 * One decision per *window*, and a window counts only requests that started after the last
   change, so a cut is judged by the requests it governs (TCP Vegas decides once per round trip
   for the same reason) and one burst of slow answers cannot cut twice.
-* The window's *median* round trip stands for it: a standing queue in the server delays most
-  requests, while a stall on our side (a loaded client machine, a garbage collection) delays
-  a few. TCP Vegas takes the minimum, but measured against a FIFO server the minimum catches
-  the rare request that found the queue empty and lets the limit (and the latency) drift up.
+* The window's *lower quartile* round trip stands for it: a standing queue in the server delays
+  every request, while our own stalls (a client process waiting for a shared CPU, a garbage
+  collection) delay the answers that arrive during them, so a low quantile sees the first and
+  mostly ignores the second. TCP Vegas takes the minimum, but against a FIFO server the minimum
+  catches the rare request that found the queue empty and lets the limit (and the latency)
+  drift up; the median counts our stalls as the server's queue and holds the limit too low on a
+  loaded client machine.
 * Thresholds are proportional to the limit (:func:`thresholds`), so the latency target is a
   ratio to the baseline, as in Gradient2Limit's tolerance.
 * A cut goes straight to the estimated capacity plus ``alpha`` (``inflight * baseline / rtt +
   alpha``, never below half), as Gradient2Limit's gradient does, instead of one step per round
   trip: when the server loses capacity the queue drains within a round trip or two.
-* The baseline is the lowest window median since the last *probe*: the same statistic as the
+* The baseline is the lowest window quartile since the last *probe*: the same statistic as the
   round trip it is compared with. (The lowest single round trip is a lucky outlier on a loaded
   client machine; against it every ordinary window looks queued and the limit never grows.)
   At the start, and then every ``probe_interval`` seconds, the limit drops to the floor until
-  a few requests have been measured alone, and their median becomes the baseline (Envoy's
+  a few requests have been measured alone, and their lower quartile becomes the baseline (Envoy's
   adaptive concurrency filter does this). Without
   it the baseline of a long job creeps up to the latency of our own standing queue, and the
   limit ratchets up with it.
@@ -37,7 +40,6 @@ from __future__ import annotations
 
 import enum
 import math
-import statistics
 import time
 from collections.abc import Callable
 from typing import Final
@@ -81,7 +83,7 @@ def signal_for(status: int) -> Signal:
 class Window:
     """What one window of finished requests measured.
 
-    ``rtt``: the median round trip of its successful requests (None: none succeeded).
+    ``rtt``: the lower quartile of its answers' round trips (None: no answer).
     ``dropped``: a timeout, connection failure, 5xx or 429 was among them.
     ``inflight``: the most requests at the server at once while the window ran.
     """
@@ -89,6 +91,12 @@ class Window:
     rtt: float | None
     dropped: bool
     inflight: int
+
+
+def low_quartile(rtts: list[float]) -> float:
+    """The round trip a quarter of ``rtts`` are at or below (the lower of two when between)."""
+    ordered = sorted(rtts)
+    return ordered[(len(ordered) - 1) // 4]
 
 
 def thresholds(limit: float) -> tuple[float, float]:
@@ -227,14 +235,14 @@ class AdaptiveLimit:
         self._inflight = max(self._inflight, inflight + 1)
         if self._probing:
             if self._count >= PROBE_SAMPLES and self._rtts:
-                self.baseline = statistics.median(self._rtts)
+                self.baseline = low_quartile(self._rtts)
                 self._probing = False
                 self._next_probe = self._clock() + self._probe_interval
                 self._set(self._saved)
             return
         if self._count < max(MIN_WINDOW, self.limit):
             return
-        rtt = statistics.median(self._rtts) if self._rtts else None
+        rtt = low_quartile(self._rtts) if self._rtts else None
         if rtt is not None and (self.baseline is None or rtt < self.baseline):
             self.baseline = rtt
         window = Window(rtt=rtt, dropped=self._dropped, inflight=self._inflight)
