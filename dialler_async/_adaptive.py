@@ -23,14 +23,14 @@ Where we differ, and why:
 * A cut goes straight to the estimated capacity plus ``alpha`` (``inflight * baseline / rtt +
   alpha``, never below half), as Gradient2Limit's gradient does, instead of one step per round
   trip: when the server loses capacity the queue drains within a round trip or two.
-* The baseline is the lowest window quartile since the last *probe*: the same statistic as the
-  round trip it is compared with. (The lowest single round trip is a lucky outlier on a loaded
-  client machine; against it every ordinary window looks queued and the limit never grows.)
-  At the start, and then every ``probe_interval`` seconds, the limit drops to the floor until
-  a few requests have been measured alone, and their lower quartile becomes the baseline (Envoy's
-  adaptive concurrency filter does this). Without
-  it the baseline of a long job creeps up to the latency of our own standing queue, and the
-  limit ratchets up with it.
+* The baseline is measured only by *probes*: at the start and then every ``probe_interval``
+  seconds the limit drops to the floor until a few requests have been measured alone, and
+  their lower quartile becomes the baseline (Envoy's adaptive concurrency filter does this).
+  Without probes the baseline of a long job creeps up to the latency of our own standing
+  queue and the limit ratchets up with it; a baseline that any lower window may lower drifts
+  down into the noise instead, and the limit with it.
+* Our own stalls (:class:`LoopLag`: how late the event loop runs a timer) are taken out of each
+  round trip before the rule sees it.
 
 :func:`next_limit` is the whole rule: pure, and tested from tables. :class:`AdaptiveLimit`
 feeds it windows and keeps the baseline, on an injectable clock.
@@ -38,6 +38,7 @@ feeds it windows and keeps the baseline, on an injectable clock.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
 import time
@@ -243,8 +244,6 @@ class AdaptiveLimit:
         if self._count < max(MIN_WINDOW, self.limit):
             return
         rtt = low_quartile(self._rtts) if self._rtts else None
-        if rtt is not None and (self.baseline is None or rtt < self.baseline):
-            self.baseline = rtt
         window = Window(rtt=rtt, dropped=self._dropped, inflight=self._inflight)
         value, self._slow_start = next_limit(
             self.value,
@@ -262,3 +261,42 @@ class AdaptiveLimit:
             self._set(value)
         else:
             self._reset_window()
+
+
+class LoopLag:
+    """How late this event loop has been running its timers lately: our own stalls.
+
+    On a loaded machine the client process waits for a CPU, and every answer that arrives
+    meanwhile is seen late; to the rule that looks like a queue in the server. A timer every
+    :attr:`TICK` seconds measures how late it fires (an exponential average, :attr:`value`), so
+    that much can be taken out of each round trip. It runs only while ``busy()`` says requests
+    are in flight, and stops itself otherwise.
+    """
+
+    TICK: Final = 0.01
+
+    __slots__ = ("_busy", "_expected", "_running", "value")
+
+    def __init__(self, busy: Callable[[], bool]) -> None:
+        self._busy = busy
+        self._running = False
+        self._expected = 0.0
+        self.value = 0.0
+
+    def start(self) -> None:
+        """Start measuring (call from the loop, when a request is admitted)."""
+        if self._running:
+            return
+        loop = asyncio.get_running_loop()
+        self._running = True
+        self._expected = loop.time() + self.TICK
+        loop.call_at(self._expected, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        self.value += 0.25 * (max(0.0, now - self._expected) - self.value)
+        if self._busy():
+            self._expected = now + self.TICK
+            loop.call_at(self._expected, self._tick, loop)
+        else:
+            self._running = False

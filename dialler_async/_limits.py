@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from ._adaptive import AdaptiveLimit, Signal
+from ._adaptive import AdaptiveLimit, LoopLag, Signal
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -270,6 +270,7 @@ class Governor:
     __slots__ = (
         "_ceiling",
         "_gate",
+        "_lag",
         "_last_probe",
         "_last_raise",
         "_next_cut",
@@ -302,6 +303,13 @@ class Governor:
         )
         #: Requests past both gates and not yet answered (at the server, as far as we know).
         self.sending = 0
+        # Our own stalls are taken out of round trips only on the loop's clock: a test's fake
+        # clock does not stall.
+        self._lag = (
+            LoopLag(lambda: self.sending > 0 or self._gate.held > 0)
+            if self.adaptive is not None and clock is time.monotonic
+            else None
+        )
         self.limiter = RateLimiter(
             limits.max_per_second, margin=limits.jitter_margin, clock=clock, sleep=sleep
         )
@@ -339,6 +347,8 @@ class Governor:
             raise
         self._recent.add()
         self.sending += 1
+        if self._lag is not None:
+            self._lag.start()
         return self.clock()
 
     def release(self, started: float, signal: Signal = Signal.NEUTRAL) -> None:
@@ -347,10 +357,12 @@ class Governor:
         self.sending -= 1
         adaptive = self.adaptive
         if adaptive is not None and signal is not Signal.NEUTRAL:
-            ok = signal is Signal.OK
-            adaptive.on_sample(
-                started, self.clock() - started if ok else None, not ok, self.sending
-            )
+            rtt: float | None = None
+            if signal is Signal.OK:
+                rtt = self.clock() - started
+                if self._lag is not None:  # never more than half: the lag is an estimate
+                    rtt = max(rtt / 2.0, rtt - self._lag.value)
+            adaptive.on_sample(started, rtt, rtt is None, self.sending)
             self._gate.limit = adaptive.limit
         self._gate.release()
 
