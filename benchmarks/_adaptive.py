@@ -168,7 +168,7 @@ async def steady(server: ServerProcess, n: int, reps: int) -> dict[str, Any]:
         },
         # the last round's runs, for the plot
         "plot": {
-            name: {"trace": rs[-1]["trace"], "answers": rs[-1]["answers"]}
+            name: {"trace": rs[-1]["trace"], "buckets": _buckets(rs[-1]["answers"])}
             for name, rs in runs.items()
         },
         "runs": {
@@ -225,7 +225,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ("fixed 64", "tab:red"),
         ("fixed 8", "tab:gray"),
     ):
-        buckets = _buckets(steady_plot[name]["answers"])
+        buckets = steady_plot[name]["buckets"]
         top.plot(
             [b[0] for b in buckets],
             [b[1] for b in buckets],
@@ -333,8 +333,12 @@ def markdown(res: dict[str, Any]) -> str:
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%d %H:%M:%S")}
     with emulator() as server:
-        log(f"== steady ({args.n} imports, {args.reps} rounds)")
-        res["steady"] = await steady(server, args.n, args.reps)
+        if args.reuse_steady:
+            log(f"== steady: reused from {args.reuse_steady}")
+            res["steady"] = orjson.loads(args.reuse_steady.read_bytes())["steady"]
+        else:
+            log(f"== steady ({args.n} imports, {args.reps} rounds)")
+            res["steady"] = await steady(server, args.n, args.reps)
         log("== capacity drop")
         res["drop"] = await drop(server, args.drop_n, args.drop_at, args.restore_at)
     return res
@@ -349,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restore-at", type=float, default=18.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument(
+        "--reuse-steady",
+        type=Path,
+        metavar="JSON",
+        help="take the steady scenario from an earlier adaptive.json; run the drop only",
+    )
     args = parser.parse_args(argv)
     pinned = None if args.no_pin else pin_client()
     res = asyncio.run(_main(args))

@@ -106,10 +106,11 @@ def thresholds(limit: float) -> tuple[float, float]:
     A sixth and two sevenths of the limit: the limit grows while round trips stay within 1.2
     times the baseline and is cut beyond 1.4 times, whatever the server's capacity. Fixed numbers
     (TCP Vegas's 2 and 4 packets) would double the latency of a server that serves four at
-    once and starve one that serves hundreds. At least one and two, so small limits still
-    keep one request waiting (the server never idles between two of ours).
+    once and starve one that serves hundreds. At least one and one and a half, so small limits
+    still keep about one request waiting (the server never idles between two of ours) without
+    doubling the latency of a server that serves four at once.
     """
-    return max(1.0, limit / 6.0), max(2.0, limit * 2.0 / 7.0)
+    return max(1.0, limit / 6.0), max(1.5, limit * 2.0 / 7.0)
 
 
 def next_limit(
