@@ -126,7 +126,11 @@ async def test_adaptive_concurrency_stays_within_floor_and_ceiling() -> None:
     seen: list[int] = []
     at_server: list[int] = []
 
-    async with Emulator(config) as emu, _client(emu, limits) as client:
+    # 503s are retried until they get through: the account must be complete, not lucky
+    patient = RetryPolicy(
+        max_attempts=50, initial_backoff=0.005, max_backoff=0.02, deadline=60.0, budget=None
+    )
+    async with Emulator(config) as emu, _client(emu, limits, patient) as client:
 
         class Watched(Governor):
             def release(self, started: float, signal: Signal = Signal.NEUTRAL) -> None:
@@ -157,3 +161,21 @@ async def test_a_job_of_404s_still_feeds_the_adaptive_limit() -> None:
         assert governor.baseline_rtt is not None
         assert governor.adaptive is not None and not governor.adaptive.probing
     assert result.succeeded + result.failed == 60
+
+
+async def test_adaptive_with_a_fake_clock_holds_its_limit_and_loses_nothing() -> None:
+    """A test's frozen clock measures every round trip as 0 s: the limiter must neither divide
+    by zero nor move, and the job must run through."""
+    from tests.conftest import FakeClock
+
+    fake = FakeClock()
+    limits = Limits(max_concurrency=8, adaptive_concurrency=True)
+    async with (
+        Emulator(EmulatorConfig()) as emu,
+        emu.client(limits=limits, clock=fake, sleep=fake.sleep) as client,
+    ):
+        before = Snapshot.take(emu)
+        result = await client.import_contacts([contact(i) for i in range(40)])
+        assert_account(result, read=40, emulator=emu, before=before, campaign_id=538)
+        assert result.succeeded == 40
+        assert client.transport.governor.concurrency_limit == 4  # after the first probe
