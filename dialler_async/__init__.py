@@ -13,6 +13,7 @@ from ._exceptions import (
     AuthenticationError,
     BadRequestError,
     BulkError,
+    CheckpointError,
     ClientStateError,
     ConfigurationError,
     ConflictError,
@@ -26,6 +27,8 @@ from ._exceptions import (
     RequestTimeoutError,
     ResponseFormatError,
     ServerError,
+    SyncConflictError,
+    SyncGuardError,
     TransportError,
 )
 from ._limits import Limits
@@ -33,6 +36,7 @@ from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewC
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._sync_types import SyncPlan, SyncResult
 from ._validation import validate_contact, validate_key, validate_update
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "BulkResult",
     "BulkStream",
     "Campaign",
+    "CheckpointError",
     "ClientStateError",
     "ConfigurationError",
     "ConflictError",
@@ -71,6 +76,10 @@ __all__ = [
     "Route",
     "Routes",
     "ServerError",
+    "SyncConflictError",
+    "SyncGuardError",
+    "SyncPlan",
+    "SyncResult",
     "TransportError",
     "__version__",
     "from_api",

@@ -17,7 +17,10 @@
     │   ├── RequestTimeoutError
     │   └── ConnectionLostError        the connection broke after the request was sent
     ├── ContactValidationError         rejected before any request, naming every problem
+    ├── SyncConflictError              a sync row matches several contacts (``ids``)
+    ├── SyncGuardError                 a sync would lock/delete too much (``plan``)
     ├── ConfigurationError             settings missing or wrong
+    ├── CheckpointError                a job's checkpoint could not be read or written
     └── ClientStateError               the client is not open (never entered, or closed)
 
 No error ever carries the bearer token: requests are described by method and path only.
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._results import BulkResult
+    from ._sync_types import SyncPlan
 
 _SNIPPET = 200
 
@@ -37,7 +41,8 @@ _SNIPPET = 200
 def _snippet(body: str | None) -> str | None:
     if body is None:
         return None
-    return body if len(body) <= _SNIPPET else body[:_SNIPPET] + "…"
+    # "..." not "…": one non-ASCII character would double the size of the kept string.
+    return body if len(body) <= _SNIPPET else body[:_SNIPPET] + "..."
 
 
 class DiallerError(Exception):
@@ -55,7 +60,7 @@ class APIStatusError(DiallerError):
 
     ``status`` is the HTTP status, ``error`` the server's ``error`` text (None when the body
     had none), ``method``/``path`` the request (relative to the client's base URL),
-    ``body`` a snippet of the raw body.
+    ``body`` a snippet of the raw body (both at most 200 characters).
     """
 
     status: int
@@ -71,12 +76,12 @@ class APIStatusError(DiallerError):
         retry_after: float | None = None,
     ) -> None:
         self.status = status
-        self.error = error
+        self.error = _snippet(error)  # a kept failure must stay small whatever the server sent
         self.method = method
         self.path = path
         self.body = _snippet(body)
         self.retry_after = retry_after
-        reason = error if error is not None else (self.body or "no body")
+        reason = self.error if self.error is not None else (self.body or "no body")
         super().__init__(f"{status} from {method} {path}: {reason}")
 
 
@@ -198,6 +203,13 @@ class ConfigurationError(DiallerError, ValueError):
     """The client's settings are missing or wrong (e.g. ``from_env`` without DIALLER_BASE_URL)."""
 
 
+class CheckpointError(DiallerError):
+    """A bulk job's checkpoint could not be read or written (a full disk, a removed file).
+
+    The job stops at once (a journal that cannot be written cannot protect a resume); the
+    partial account is attached as ``bulk_result``."""
+
+
 class ClientStateError(DiallerError, RuntimeError):
     """The client was used outside ``async with`` (not yet opened, or already closed)."""
 
@@ -210,4 +222,28 @@ class BulkError(DiallerError):
 
     def __init__(self, message: str, result: BulkResult) -> None:
         self.result = result
+        super().__init__(message)
+
+
+class SyncConflictError(DiallerError):
+    """A sync row whose UserData several contacts of the campaign hold: which one it means
+    cannot be told, so none is touched. ``ids``: those contacts (ID order)."""
+
+    def __init__(self, user_data: str, ids: Sequence[int]) -> None:
+        self.user_data = user_data
+        self.ids = tuple(ids)
+        shown = ", ".join(str(i) for i in self.ids[:10]) + (", …" if len(self.ids) > 10 else "")
+        super().__init__(
+            f"{len(self.ids)} contacts of the campaign have UserData {user_data!r} "
+            f"(IDs {shown}); none was touched"
+        )
+
+
+class SyncGuardError(DiallerError):
+    """A sync refused to lock or delete the contacts missing from its input because they are
+    more than ``max_missing`` of the campaign (a truncated export must never wipe a campaign).
+    Nothing was written; ``plan`` is what it would have done. Pass ``force=True`` to proceed."""
+
+    def __init__(self, message: str, plan: SyncPlan) -> None:
+        self.plan = plan
         super().__init__(message)

@@ -351,12 +351,13 @@ class Governor:
             self._lag.start()
         return self.clock()
 
-    def release(self, started: float, signal: Signal = Signal.NEUTRAL) -> None:
+    def release(self, started: float | None = None, signal: Signal = Signal.NEUTRAL) -> None:
         """The request admitted at ``started`` is over; ``signal`` is what its end tells the
-        adaptive limit. The new limit is in force before the freed slot is handed on."""
+        adaptive limit (a streamed answer tells nothing: its length, not the server's queue,
+        sets its duration). The new limit is in force before the freed slot is handed on."""
         self.sending -= 1
         adaptive = self.adaptive
-        if adaptive is not None and signal is not Signal.NEUTRAL:
+        if adaptive is not None and started is not None and signal is not Signal.NEUTRAL:
             rtt: float | None = None
             if signal is Signal.OK:
                 rtt = self.clock() - started

@@ -16,6 +16,7 @@ from .. import _fields as F
 from .._client import DiallerClient
 from .._exceptions import (
     AuthenticationError,
+    CheckpointError,
     ConfigurationError,
     ConnectError,
     DiallerError,
@@ -46,7 +47,7 @@ class Job:
         self.args = args
         self.console = console
         self.operation = Operation(args.command)
-        self.keyed = self.operation not in (Operation.IMPORT, Operation.UPDATE)
+        self.keyed = self.operation not in (Operation.IMPORT, Operation.UPDATE, Operation.SYNC)
         self.columns: Columns | None = None
         self.rows_read = 0
         self.last_line: int | None = None
@@ -234,12 +235,17 @@ class Job:
                     if not result.ok and self.rejects is not None:
                         self.rejects.write(result)
                         self.written.add(result.index)
+            except ConfigurationError as exc:  # the checkpoint: another job's, in use, not one
+                raise UsageError(str(exc)) from exc
+            except CheckpointError as exc:  # e.g. a full disk: the job stopped, account kept
+                ended = f"checkpoint: {exc}; what was journaled before is kept"
+                bulk: BulkResult = getattr(exc, "bulk_result", None) or results.result
             except asyncio.CancelledError as cancelled:
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
                 ended = "interrupted"
-                bulk: BulkResult = getattr(cancelled, "bulk_result", None) or results.result
+                bulk = getattr(cancelled, "bulk_result", None) or results.result
             except (InputError, csv.Error, OSError, ValueError) as exc:
                 ended = f"input: reading {self.path} failed near line {self.last_line}: {exc}"
                 bulk = results.result
@@ -297,7 +303,7 @@ async def bulk_command(args: argparse.Namespace, console: Console) -> int:
 def _closing(job: Job, account: Account, ended: str | None, console: Console) -> None:
     args = job.args
     if ended is not None and ended != "interrupted":
-        note(console, ended[len("input: ") :], "bold red")
+        note(console, ended.removeprefix("input: "), "bold red")
     if args.quiet:
         return
     what = "dry run of " if account.dry_run else ""

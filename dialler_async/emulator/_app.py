@@ -159,7 +159,11 @@ class _Pipeline:
         self, table: dict[str, tuple[_Candidate, ...]], request: web.Request
     ) -> web.StreamResponse:
         arrived = time.monotonic()
-        response = await self._handle(table, request, arrived)
+        self.faults.begin()
+        try:
+            response = await self._handle(table, request, arrived)
+        finally:
+            self.faults.end()
         self.stats.latencies.append((arrived, time.monotonic() - arrived, response.status))
         return response
 
@@ -223,7 +227,7 @@ class _Pipeline:
         fault = self.faults.pick(operation, config.faults, config.fault_operations)
         if fault is not None:
             if fault is FaultKind.SLOW:
-                await self.faults.hold(config.slow_seconds)
+                await asyncio.sleep(config.slow_seconds)
             elif fault is FaultKind.DROP_BEFORE:
                 return self._abort(request)
             elif fault in _INJECTED:
@@ -236,8 +240,6 @@ class _Pipeline:
                 return self._respond(status, payload, content_type, headers)
 
         status, payload = self._process(candidate, request, body)
-        if fault is FaultKind.SLOW:
-            self.faults.release()  # committed: the held attempt has settled
         if fault is FaultKind.GATEWAY_TIMEOUT_AFTER:
             status, payload, content_type = _INJECTED[FaultKind.GATEWAY_TIMEOUT]
             return self._respond(status, payload, content_type)
