@@ -182,6 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="Retry-After sent with an injected 503 (default: none)",
     )
     add(
+        "--capacity",
+        type=int,
+        metavar="K",
+        help="serve at most K requests at once; the rest queue (latency grows with the queue)",
+    )
+    add(
+        "--service-time",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds each request holds one of the --capacity slots",
+    )
+    add(
+        "--queue-limit",
+        type=int,
+        metavar="N",
+        help="with --capacity: answer 503 when N requests already wait",
+    )
+    add(
         "--keepalive-timeout",
         type=float,
         default=75.0,
@@ -221,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             slow_seconds=args.slow_seconds,
             unavailable_retry_after=args.unavailable_retry_after,
             keepalive_timeout=args.keepalive_timeout,
+            capacity=args.capacity,
+            service_time=args.service_time,
+            queue_limit=args.queue_limit,
         )
         routes = Routes.from_file(args.routes) if args.routes else None
         token = resolve_token(args.token_file)

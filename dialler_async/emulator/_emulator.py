@@ -14,6 +14,7 @@ from aiohttp import web
 
 from dialler_async._routes import Routes
 from dialler_async.emulator._app import BASE_PATH, Settings, build_app
+from dialler_async.emulator._capacity import Capacity
 from dialler_async.emulator._config import EmulatorConfig
 from dialler_async.emulator._dial import dial
 from dialler_async.emulator._faults import Faults, RateLimiter, Stats
@@ -60,6 +61,7 @@ class Emulator:
         self.stats = Stats(self._config.arrivals_maxlen)
         self.faults = Faults(self.stats, Routes.operations(), self._config.seed)
         self._limiter = RateLimiter()
+        self._capacity = Capacity(lambda: self._settings.config.capacity)
         self._settings = Settings(self._config, self._tokens(self._config))
         self._dial_rng = random.Random(self._config.seed)
         self._store: Store | None = None
@@ -86,6 +88,7 @@ class Emulator:
         self._config = config
         self._settings.config = config
         self._settings.tokens = self._tokens(config)
+        self._capacity.wake()  # a raised capacity admits waiting requests at once
         return config
 
     def _tokens(self, config: EmulatorConfig) -> dict[str, str]:
@@ -147,6 +150,7 @@ class Emulator:
                 stats=self.stats,
                 faults=self.faults,
                 limiter=self._limiter,
+                capacity=self._capacity,
             )
             runner = web.AppRunner(
                 app,
