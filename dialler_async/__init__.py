@@ -30,6 +30,7 @@ from ._exceptions import (
 )
 from ._limits import Limits
 from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewContact, ResultCode
+from ._options import BulkOptions, StreamOptions
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
@@ -41,6 +42,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BulkError",
+    "BulkOptions",
     "BulkResult",
     "BulkStream",
     "Campaign",
@@ -71,6 +73,7 @@ __all__ = [
     "Route",
     "Routes",
     "ServerError",
+    "StreamOptions",
     "TransportError",
     "__version__",
     "from_api",

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ async def test_rerun_skips_what_succeeded_and_retries_the_rest(
     client: DiallerClient, emulator: Emulator, tmp_path: Path
 ) -> None:
     journal = tmp_path / "job.db"
-    data = [*rows(20), {"Name": "broken"}]
+    data: list[Any] = [*rows(20), {"Name": "broken"}]
     # 503 on every attempt of three rows (4 attempts each, one row at a time): FAILED
     emulator.faults.script(FaultKind.UNAVAILABLE, times=12, operation="import_contact")
     first = await client.import_contacts(
