@@ -45,15 +45,30 @@ def fingerprint(payload: object) -> bytes:
     ).digest()
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    """The journal, set up; a file that is not one (or cannot be one) is a ConfigurationError."""
+    db: sqlite3.Connection | None = None
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=OFF")
+        db.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as exc:  # "file is not a database", a directory, read-only
+        if db is not None:
+            db.close()
+        raise ConfigurationError(
+            f"cannot use {path} as a checkpoint ({exc}): give a new file name (it is created), "
+            "or the checkpoint of an earlier run of this same job"
+        ) from exc
+    return db
+
+
 class Checkpoint:
     """The journal file of one job (one operation with one set of options)."""
 
     def __init__(self, path: str | Path, operation: Operation, options: dict[str, object]) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.executescript(_SCHEMA)
+        self._db = _open(self.path)
         job = orjson.dumps(
             {"operation": operation.value, **options}, option=orjson.OPT_SORT_KEYS
         ).decode()

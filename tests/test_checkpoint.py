@@ -61,6 +61,18 @@ async def test_a_checkpoint_belongs_to_one_job(client: DiallerClient, tmp_path: 
         await client.lock_contacts(user_data=["CRM-000000"], checkpoint=journal)
 
 
+@pytest.mark.parametrize("content", [b"UserData,Name\nCRM-1,Muster\n" * 50, b"\x00" * 4096])
+async def test_a_file_that_is_not_a_checkpoint_is_a_configuration_error(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path, content: bytes
+) -> None:
+    journal = tmp_path / "contacts.csv"  # e.g. the input file given as --checkpoint by mistake
+    journal.write_bytes(content)
+    with pytest.raises(ConfigurationError, match="cannot use .* as a checkpoint"):
+        await client.import_contacts(rows(3), checkpoint=journal)
+    assert journal.read_bytes() == content  # left as it was
+    assert emulator.store.contact_count() == 0
+
+
 async def test_pending_writes_are_reconciled_on_resume(
     client: DiallerClient, emulator: Emulator, tmp_path: Path
 ) -> None:
