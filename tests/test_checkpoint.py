@@ -67,7 +67,7 @@ async def test_a_file_that_is_not_a_checkpoint_is_a_configuration_error(
 ) -> None:
     journal = tmp_path / "contacts.csv"  # e.g. the input file given as --checkpoint by mistake
     journal.write_bytes(content)
-    with pytest.raises(ConfigurationError, match="cannot use .* as a checkpoint"):
+    with pytest.raises(ConfigurationError, match=r"cannot use .* as a checkpoint"):
         await client.import_contacts(rows(3), checkpoint=journal)
     assert journal.read_bytes() == content  # left as it was
     assert emulator.store.contact_count() == 0

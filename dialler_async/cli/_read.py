@@ -14,7 +14,7 @@ from rich.console import Console
 from .. import to_api
 from .._exceptions import NotFoundError
 from .._models import Contact
-from ._connect import UsageError, connect
+from ._connect import UsageError, check_server, connect, unknown_campaign
 from ._output import ALL_COLUMNS, EXPORT_COLUMNS, write_export
 from ._progress import note, out_console, table_out
 
@@ -45,6 +45,11 @@ def _records(objs: Sequence[Any]) -> list[dict[str, Any]]:
 async def export(args: argparse.Namespace, console: Console) -> int:
     columns = ALL_COLUMNS if args.all_fields else EXPORT_COLUMNS
     async with connect(args, console, announce=False) as client:
+        campaigns = await check_server(client)
+        if args.campaign_id is not None:
+            problem = unknown_campaign(campaigns, args.campaign_id, None)
+            if problem is not None:
+                raise UsageError(problem)
         contacts = await client.list_contacts(args.campaign_id)
     count = _write(contacts, args.output, args.format, columns)
     if not args.quiet:
@@ -55,12 +60,12 @@ async def export(args: argparse.Namespace, console: Console) -> int:
 
 def _write(contacts: Sequence[Contact], path: str | None, fmt: Any, columns: Sequence[str]) -> int:
     if path is None:
-        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
-        try:
-            return write_export(contacts, out, fmt=fmt, columns=columns)
-        finally:
-            out.flush()
-            out.detach()
+        # UTF-8 whatever the locale, and no newline translation: the csv module writes \r\n.
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(encoding="utf-8", newline="")
+        count = write_export(contacts, sys.stdout, fmt=fmt, columns=columns)
+        sys.stdout.flush()
+        return count
     try:
         with open(path, "w", encoding="utf-8", newline="") as fh:
             return write_export(contacts, fh, fmt=fmt, columns=columns)
@@ -104,7 +109,12 @@ async def find(args: argparse.Namespace, console: Console) -> int:
 
 
 async def history(args: argparse.Namespace, console: Console) -> int:
-    if (args.id is None) == (args.user_data is None):
+    if args.id is None and args.user_data is None:
+        raise UsageError(
+            "history needs a contact: give its ID (dialler-async history 215387) or its "
+            "UserData (dialler-async history --user-data CRM-1)"
+        )
+    if args.id is not None and args.user_data is not None:
         raise UsageError("history: give a contact ID or --user-data, not both")
     async with connect(args, console, announce=False) as client:
         try:
