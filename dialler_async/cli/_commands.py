@@ -17,6 +17,7 @@ from .. import _fields as F
 from .._client import DiallerClient
 from .._exceptions import ConfigurationError, DiallerError
 from .._models import Campaign
+from .._options import StreamOptions
 from .._results import BulkResult, Operation
 from ._args import parse_map
 from ._connect import UsageError, check_server, connect, unknown_campaign
@@ -185,9 +186,9 @@ class Job:
                 raise UsageError(problem)
         return campaigns
 
-    def options(self, display: Display) -> dict[str, Any]:
+    def options(self, display: Display) -> StreamOptions:
         args = self.args
-        options: dict[str, Any] = {
+        options: StreamOptions = {
             "keep_results": False,
             "on_progress": display.update,
             "concurrency": args.concurrency,
@@ -198,11 +199,9 @@ class Job:
         if args.checkpoint:
             options["checkpoint"] = args.checkpoint
         if self.operation is Operation.IMPORT:
-            options.update(
-                overwrite_duplicates=args.overwrite_duplicates,
-                campaign_id=args.campaign_id,
-                campaign_name=args.campaign_name,
-            )
+            options["overwrite_duplicates"] = args.overwrite_duplicates
+            options["campaign_id"] = args.campaign_id
+            options["campaign_name"] = args.campaign_name
         if self.keyed:
             options["by_user_data"] = self.by_user_data
         return options

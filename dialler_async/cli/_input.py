@@ -160,7 +160,7 @@ def _check_start(path: str, head: bytes) -> None:
         raise InputError(
             f"{path} is UTF-16 text (it starts with a byte order mark): add --encoding utf-16"
         )
-    if b"\x00" in head:
+    if head.count(0) * 4 >= len(head) > 0:  # ASCII as UTF-16: every other byte is NUL
         guess = "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
         raise InputError(
             f"{path} holds NUL bytes: it is probably UTF-16 text without a byte order mark "
