@@ -59,6 +59,8 @@ def run(sizes: Sizes, log: Log) -> dict[str, Any]:
             }
             for n, rs in sorted(by_size.items())
         }
+    failures = _child("failures", 1000, "-", c)
+    log(f"    1,000 kept failures (1 MiB answers): {failures['bytes_per_failure']:.0f} B each")
     smallest, largest = str(min(sizes.memory_sizes)), str(max(sizes.memory_sizes))
     growth = table["sdk"][largest]["peak_rss_mb"] - table["sdk"][smallest]["peak_rss_mb"]
     naive_sizes = sorted(int(n) for n in table["naive"])
@@ -77,4 +79,5 @@ def run(sizes: Sizes, log: Log) -> dict[str, Any]:
         "sdk_growth_between": [int(smallest), int(largest)],
         "naive_growth_mb": naive_growth,
         "naive_growth_between": [naive_sizes[0], naive_sizes[-1]] if naive_sizes else None,
+        "kept_failures": failures,
     }

@@ -1,114 +1,274 @@
 """A SQLite journal of a bulk job, so a re-run skips what is done and never duplicates a write.
 
-Rows are keyed by input index and carry a fingerprint of the item, so a changed input file is
-noticed (a changed row is simply processed again). Two kinds of rows:
+Items are identified by **content, not position**: the digest of the item's key (UserData or ID)
+and request payload, plus its occurrence number among equal items of the input. Re-running with
+rows re-ordered, inserted or removed therefore skips exactly what already succeeded. Two kinds of
+state:
 
-* ``PENDING``: written BEFORE a write that is not safe to repeat is sent. If the process dies
-  before the outcome is journaled, the re-run treats the row as AMBIGUOUS (look it up by
-  UserData, or report it), never as "not sent".
-* the final :class:`Outcome`, written before the item's result is handed to the caller.
+* ``PENDING``: written and committed BEFORE a write that is not safe to repeat is sent. If the
+  process dies before the outcome is journaled, the re-run checks the item by lookup first
+  (or reports it AMBIGUOUS), never treats it as "not sent". A row whose content changed but whose
+  key has a PENDING or AMBIGUOUS entry is checked the same way.
+* the final :class:`Outcome`. Only a confirmed outcome (SUCCEEDED, FAILED, AMBIGUOUS) replaces a
+  PENDING or AMBIGUOUS entry: a row cancelled during its check stays "check first".
 
-Each write is its own transaction with ``synchronous=OFF``: it survives the process being
-killed (SIGKILL), which is what resuming needs, at a fraction of an fsync's cost.
+Final outcomes are written in short batches (a lost batch costs re-sending idempotent writes or
+re-checking PENDING ones, never a duplicate); a PENDING entry is committed on its own, at once.
+``synchronous=OFF``: every commit survives the process being killed (SIGKILL), which is what
+resuming needs, at a fraction of an fsync's cost.
+
+A checkpoint in use is locked (an OS file lock, released when the process dies): a second job on
+the same file fails at once with :class:`ConfigurationError`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import os
 import sqlite3
+import sys
+import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import attrs
 import orjson
 
-from ._exceptions import ConfigurationError
+from ._exceptions import CheckpointError, ConfigurationError
 from ._results import Operation, Outcome
 
 PENDING: Final = "pending"
+FORMAT: Final = "2"
+_BATCH: Final = 64
+_CHECK_FIRST: Final = (PENDING, Outcome.AMBIGUOUS.value)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
-    idx INTEGER PRIMARY KEY,
-    fingerprint BLOB NOT NULL,
-    state TEXT NOT NULL,
+    digest INTEGER NOT NULL,
+    occurrence INTEGER NOT NULL,
     key TEXT,
-    error TEXT
-);
+    state TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    at REAL NOT NULL,
+    error TEXT,
+    PRIMARY KEY (digest, occurrence)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS unsettled ON items (key) WHERE state IN ('pending', 'ambiguous');
 """
 
+# Nothing replaces SUCCEEDED (an item with this identity is then skipped, never sent), and
+# CANCELLED replaces nothing (it says only "not done in this run"): so only a confirmed outcome
+# (SUCCEEDED, FAILED) or another "check first" state replaces a PENDING or AMBIGUOUS entry.
+_UPSERT = """
+INSERT INTO items (digest, occurrence, key, state, row, run, at, error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (digest, occurrence) DO UPDATE SET
+    key = excluded.key, state = excluded.state, row = excluded.row, run = excluded.run,
+    at = CASE WHEN excluded.state = 'ambiguous' AND items.state = 'pending'
+              THEN items.at ELSE excluded.at END,
+    error = excluded.error
+WHERE excluded.state != 'cancelled' AND items.state != 'succeeded'
+"""
 
-def fingerprint(payload: object) -> bytes:
-    """A short, stable digest of an item's request payload."""
-    return hashlib.blake2b(
-        orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=8
-    ).digest()
+Identity = tuple[int, int]  # (digest, occurrence)
 
 
-def _open(path: Path) -> sqlite3.Connection:
-    """The journal, set up; a file that is not one (or cannot be one) is a ConfigurationError."""
-    db: sqlite3.Connection | None = None
-    try:
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=OFF")
-        db.executescript(_SCHEMA)
-    except sqlite3.DatabaseError as exc:  # "file is not a database", a directory, read-only
-        if db is not None:
-            db.close()
-        raise ConfigurationError(
-            f"cannot use {path} as a checkpoint ({exc}): give a new file name (it is created), "
-            "or the checkpoint of an earlier run of this same job"
-        ) from exc
-    return db
+@attrs.frozen(slots=True)
+class Previous:
+    """What an earlier run journaled for an item: ``state``, and ``at`` (Unix time) when the
+    write that may have landed was last sent."""
+
+    state: str
+    at: float
+
+
+def _signed(digest: int) -> int:
+    """SQLite integers are signed 64-bit."""
+    return digest - (1 << 64) if digest >= 1 << 63 else digest
+
+
+class _FileLock:
+    """An exclusive, non-blocking OS lock on a file, held while a job uses it."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _lock(self._fd)
+        except OSError:
+            os.close(self._fd)
+            raise
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)  # closing the descriptor releases the lock
+
+
+def _lock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            raise BlockingIOError(str(exc)) from None
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 class Checkpoint:
-    """The journal file of one job (one operation with one set of options)."""
+    """The journal file of one job (one operation with one set of resolved options)."""
 
-    def __init__(self, path: str | Path, operation: Operation, options: dict[str, object]) -> None:
+    def __init__(self, path: str | Path, operation: Operation, options: dict[str, Any]) -> None:
         self.path = Path(path)
-        self._db = _open(self.path)
+        try:
+            self._lock = _FileLock(self.path)
+        except BlockingIOError:
+            raise ConfigurationError(
+                f"checkpoint {self.path} is in use by another running job; wait for it to end, "
+                "or give another file"
+            ) from None
+        except OSError as exc:
+            raise ConfigurationError(
+                f"checkpoint {self.path} cannot be opened: {exc.strerror}"
+            ) from None
+        self._pending: list[tuple[Any, ...]] = []
+        self.run = 0  # this run's number: 1 for a new file
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            self._lock.release()
+            raise ConfigurationError(f"checkpoint {self.path} cannot be opened: {exc}") from None
+        try:
+            self._open(operation, options)
+        except BaseException:
+            self._db.close()
+            self._lock.release()
+            raise
+
+    def _open(self, operation: Operation, options: dict[str, Any]) -> None:
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=OFF")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(
+                f"{self.path} is not a checkpoint file ({exc}); give a new file name, or "
+                "delete it to start over"
+            ) from None
+        if tables and "meta" not in tables:
+            raise ConfigurationError(
+                f"{self.path} is an SQLite file but not a checkpoint; give a new file name"
+            )
+        if not tables:
+            self._db.executescript(_SCHEMA)
+        meta = dict(self._db.execute("SELECT name, value FROM meta"))
         job = orjson.dumps(
             {"operation": operation.value, **options}, option=orjson.OPT_SORT_KEYS
         ).decode()
-        row = self._db.execute("SELECT value FROM meta WHERE name='job'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('job', ?)", (job,))
-        elif row[0] != job:
-            self._db.close()
-            raise ConfigurationError(
-                f"checkpoint {self.path} belongs to another job ({row[0]}); this one is {job}. "
-                "Use a new checkpoint file, or delete it to start over."
+        if not tables:
+            self._db.executemany(
+                "INSERT INTO meta VALUES (?, ?)", [("format", FORMAT), ("job", job), ("runs", "1")]
             )
+            self.run = 1
+            return
+        if meta.get("format") != FORMAT:
+            raise ConfigurationError(
+                f"checkpoint {self.path} was written by an older version of dialler_async "
+                "(format 1, keyed by row position); delete it to start over"
+            )
+        if meta.get("job") != job:
+            raise ConfigurationError(
+                f"checkpoint {self.path} belongs to another job ({meta.get('job')}); this one "
+                f"is {job}. Use a new checkpoint file, or delete it to start over."
+            )
+        self.run = int(meta.get("runs", "0")) + 1
+        self._db.execute("UPDATE meta SET value=? WHERE name='runs'", (str(self.run),))
 
-    def previous(self, index: int, digest: bytes) -> str | None:
-        """The journaled state of this item from an earlier run (None if new or changed)."""
-        row = self._db.execute(
-            "SELECT state, fingerprint FROM items WHERE idx=?", (index,)
-        ).fetchone()
-        if row is None or row[1] != digest:
-            return None
-        state: str = row[0]
-        return state
+    # -- reading ----------------------------------------------------------------------------
 
-    def mark_pending(self, index: int, digest: bytes, key: str | int | None) -> None:
-        self._write(index, digest, PENDING, key, None)
+    def previous(self, identity: Identity, key: str | int | None) -> Previous | None:
+        """What an earlier run journaled for this item, or a "check first" state that an
+        earlier run left for other content with the same key (the row was edited after a write
+        that may have landed); None when there is nothing to go by."""
+        try:
+            row = self._db.execute(
+                "SELECT state, at FROM items WHERE digest=? AND occurrence=?",
+                (_signed(identity[0]), identity[1]),
+            ).fetchone()
+            if row is None and key is not None:
+                row = self._db.execute(
+                    "SELECT state, at FROM items WHERE key=? AND state IN ('pending', 'ambiguous') "
+                    "AND run < ? AND digest != ? ORDER BY at DESC",
+                    (str(key), self.run, _signed(identity[0])),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"reading checkpoint {self.path} failed: {exc}") from None
+        return None if row is None else Previous(str(row[0]), float(row[1]))
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def mark_pending(self, identity: Identity, key: str | int | None, row: int) -> None:
+        """Journal, durably and at once, that a write that is not safe to repeat is about to be
+        sent."""
+        self._pending.append(_entry(identity, key, PENDING, row, self.run, None))
+        self.flush()
 
     def record(
-        self, index: int, digest: bytes, outcome: Outcome, key: str | int | None, error: str | None
+        self,
+        identity: Identity,
+        key: str | int | None,
+        outcome: Outcome,
+        row: int,
+        error: str | None,
     ) -> None:
+        """Journal an item's final outcome (in the next batch)."""
         if outcome is Outcome.SKIPPED:
-            return  # the SUCCEEDED row from the earlier run stays
-        self._write(index, digest, outcome.value, key, error)
+            return  # the SUCCEEDED entry from the earlier run stays
+        if outcome is Outcome.INVALID:
+            return  # nothing was sent: the row is simply checked again next time
+        self._pending.append(_entry(identity, key, outcome.value, row, self.run, error))
+        if len(self._pending) >= _BATCH:
+            self.flush()
 
-    def _write(
-        self, index: int, digest: bytes, state: str, key: str | int | None, error: str | None
-    ) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?)",
-            (index, digest, state, None if key is None else str(key), error),
-        )
+    def flush(self) -> None:
+        """Commit the batched entries."""
+        if not self._pending:
+            return
+        entries, self._pending = self._pending, []
+        try:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(_UPSERT, entries)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"writing checkpoint {self.path} failed: {exc}") from None
 
     def close(self) -> None:
-        self._db.close()
+        """Flush and close; the file lock is released even when the flush fails."""
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+            self._lock.release()
+
+
+def _entry(
+    identity: Identity, key: str | int | None, state: str, row: int, run: int, error: str | None
+) -> tuple[Any, ...]:
+    return (
+        _signed(identity[0]),
+        identity[1],
+        None if key is None else str(key),
+        state,
+        row,
+        run,
+        time.time(),
+        None if error is None else error[:500],
+    )

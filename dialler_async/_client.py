@@ -13,7 +13,7 @@ from collections.abc import AsyncIterable, Iterable, Mapping
 from datetime import tzinfo
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 from . import _bulk
 from ._converter import structure
@@ -33,6 +33,9 @@ from ._transport import (
     Reply,
     Transport,
 )
+
+if TYPE_CHECKING:
+    from ._engine import Engine
 
 log = logging.getLogger("dialler_async")
 T = TypeVar("T")
@@ -130,6 +133,7 @@ class DiallerClient:
         self._sleep = sleep
         self._state = _State.UNOPENED
         self._transport: Transport | None = None
+        self._jobs: set[Engine] = set()  # bulk jobs running on this client
         if verify is False:
             log.warning("TLS certificate verification is OFF for %s", self.base_url)
 
@@ -191,11 +195,19 @@ class DiallerClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool. The client cannot be used afterwards."""
+        """End every bulk job still running on this client (each stops as if cancelled: its
+        in-flight requests get the job's ``grace``, its account stays exact), then close the
+        connection pool. The client cannot be used afterwards."""
+        interrupted = False
+        for job in list(self._jobs):
+            job.closing_client()
+            interrupted |= await job.shutdown()
         if self._state is _State.OPEN and self._transport is not None:
             self._state = _State.CLOSED
             await self._transport.close()
         self._state = _State.CLOSED
+        if interrupted:
+            raise asyncio.CancelledError
 
     @property
     def transport(self) -> Transport:

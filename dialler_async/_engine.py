@@ -1,35 +1,48 @@
-"""The bulk engine: a bounded pool of workers pulling from the input, one result per item.
+"""The bulk engine: a supervised pool of workers pulling from the input, one result per item.
 
-Shape: a reader task pulls items lazily from any (async) iterable into a small queue; N workers
-take them, run them through the client (whose governor caps concurrency and rate), account for
-each result (tally, checkpoint, progress) and, when streaming, hand it to the consumer through a
-bounded queue. Memory therefore stays flat however long the input is.
+Shape: a driver task owns a :class:`asyncio.TaskGroup` with a reader (pulls items lazily from
+any (async) iterable) and N workers (prepare, send, account, hand over). No task outlives the
+driver, and the driver ends only when every item read has been accounted for exactly once: an
+item whose worker was cancelled or died is swept into the account (AMBIGUOUS if a write that is
+not safe to repeat may have been sent, else CANCELLED), and the final count is checked against
+the rows read. Memory stays flat however long the input is: the reader waits for free slots.
 
 Rows with the same key (UserData or ID) are never in flight together: a later one waits in a
 per-key chain and is run, in input order, by the worker that holds that key.
+
+Stopping (max_failures, ``on_error="raise"``, an error from the caller's iterator or callback,
+a checkpoint that cannot be written, the consumer leaving, the client closing) is one path:
+:meth:`Engine.stop` stops the reading, lets in-flight items finish for ``grace`` seconds, then
+cancels what is left. It is idempotent; :meth:`Engine.shutdown` waits for it and survives
+further cancellation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
+import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._checkpoint import Checkpoint, fingerprint
+from ._checkpoint import Checkpoint, Identity
+from ._digests import DigestSet, key_digest, stable_digest
 from ._exceptions import (
     APIStatusError,
     BulkError,
+    CheckpointError,
+    ClientStateError,
     ContactValidationError,
     DiallerError,
 )
+from ._handover import Handover
 from ._item import ItemRunner
 from ._limits import JOB_LIMITER, RateLimiter, check_concurrency, check_rate
 from ._models import Contact
-from ._operations import OperationRules, Prepared, rules_for
+from ._operations import Import, KeyedAction, OperationRules, Prepared, rules_for, settle_delay
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress, Tally
 
 if TYPE_CHECKING:
@@ -40,9 +53,9 @@ log = logging.getLogger("dialler_async")
 
 class _Job:
     __slots__ = (
-        "digest",
         "done",
         "duplicate",
+        "identity",
         "index",
         "input",
         "invalid",
@@ -55,24 +68,68 @@ class _Job:
         self.input = item
         self.prepared: Prepared | None = None
         self.invalid: ContactValidationError | None = None
-        self.digest = b""
+        self.identity: Identity | None = None
         self.duplicate = False
         self.sent_unsafe = False
         self.done = False
 
 
 async def _each(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
-    """Any iterable as an async one, pulled one item at a time."""
+    """Any iterable as an async one, pulled one item at a time and closed when left early."""
     if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
+        iterator = aiter(items)
+        try:
+            async for item in iterator:
+                yield item
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
     else:
-        for item in items:
-            yield item
+        sync_iterator = iter(items)
+        try:
+            for item in sync_iterator:
+                yield item
+        finally:
+            close = getattr(sync_iterator, "close", None)
+            if close is not None:
+                close()
+
+
+def _describe(rules: OperationRules) -> dict[str, object]:
+    """The job's resolved options, as its checkpoint records them."""
+    if isinstance(rules, Import):
+        return {"overwrite_duplicates": rules.overwrite, "campaign": rules.default_campaign}
+    if isinstance(rules, KeyedAction):
+        return {"by_user_data": rules.by_user_data}
+    return {}
+
+
+def _detached(error: DiallerError) -> DiallerError:
+    """``error`` without the frames its traceback holds (they can hold a whole response):
+    a kept failure must stay small."""
+    pending: list[BaseException] = [error]
+    seen: set[int] = set()
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        pending += [e for e in (exc.__cause__, exc.__context__) if e is not None]
+    return error
+
+
+def _non_negative(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, not {value!r}")
+    return float(value)
 
 
 class Engine:
-    """One bulk job: reader, workers, account. Use through :mod:`._bulk`."""
+    """One bulk job: driver, reader, workers, account. Use through :mod:`._bulk`."""
 
     def __init__(
         self,
@@ -83,25 +140,28 @@ class Engine:
         *,
         deliver: bool = True,
     ) -> None:
-        self.deliver = deliver
         options = dict(options)
-        journal = {
-            k: options.get(k)
-            for k in ("overwrite_duplicates", "campaign_id", "campaign_name", "by_user_data")
-        }
         self.rules: OperationRules = rules_for(operation, options)
         self.operation = operation
         self.client = client
         self.items = items
+        self.deliver = deliver
         on_error: Literal["collect", "raise"] = options.pop("on_error", "collect")
         if on_error not in ("collect", "raise"):
-            raise ValueError("on_error must be 'collect' or 'raise'")
+            raise ValueError(f"on_error must be 'collect' or 'raise', not {on_error!r}")
         self.raise_on_error = on_error == "raise"
-        self.max_failures: int | None = options.pop("max_failures", None)
+        self.max_failures: int | None = check_concurrency(
+            "max_failures", options.pop("max_failures", None)
+        )
         self.on_progress: Callable[[Progress], object] | None = options.pop("on_progress", None)
-        self.progress_interval: float = options.pop("progress_interval", 0.5)
-        self.ordered: bool = options.pop("ordered", False)
-        self.grace: float = options.pop("grace", 5.0)
+        if self.on_progress is not None and not callable(self.on_progress):
+            raise TypeError(f"on_progress must be callable, not {self.on_progress!r}")
+        self.progress_interval = _non_negative(
+            "progress_interval", options.pop("progress_interval", 0.5)
+        )
+        # Order matters only to a consumer: run() hands nothing over.
+        self.ordered = bool(options.pop("ordered", False)) and deliver
+        self.grace = _non_negative("grace", options.pop("grace", 5.0))
         self.workers_count: int = (
             check_concurrency("concurrency", options.pop("concurrency", None))
             or client.limits.max_concurrency
@@ -118,36 +178,193 @@ class Engine:
         self.total: int | None = options.pop("total", None)
         if self.total is None and isinstance(items, Sized):
             self.total = len(items)
-        self.tally = Tally(keep=options.pop("keep_results", True))
-        self.seen: set[int] | None = set() if options.pop("detect_duplicates", True) else None
+        self.tally = Tally(keep=bool(options.pop("keep_results", True)))
+        self.seen_keys = DigestSet() if options.pop("detect_duplicates", True) else None
         checkpoint: str | Path | None = options.pop("checkpoint", None)
         if options:
             raise TypeError(f"unknown bulk options: {sorted(options)}")
-        self.checkpoint = Checkpoint(checkpoint, operation, journal) if checkpoint else None
+        self.checkpoint_path = checkpoint
+        self.checkpoint: Checkpoint | None = None
+        self.identities: DigestSet | None = None
+        self.repeats: dict[int, int] = {}  # occurrences of identities seen more than once
 
-        transport = client.transport
         self.clock = client._clock
         self.started = self.clock()
-        self.base = (transport.requests, transport.retries, transport.governor.throttled)
-        self.failures = 0
-        self.stopping = False
-        self.closing = False
-        self.input_error: BaseException | None = None
+        self.base = (0, 0, 0)
+        self.read = 0
         self.read_all = False
-        self.active: dict[object, collections.deque[_Job]] = {}
-        self.inbox: asyncio.Queue[_Job | None] = asyncio.Queue(self.workers_count * 2)
-        self.outbox: asyncio.Queue[ItemResult | None] = asyncio.Queue(self.workers_count * 4)
+        self.failures = 0
+        self.unfinished: dict[int, _Job] = {}  # read, not yet accounted for
+        self.chains: dict[object, collections.deque[_Job]] = {}
+        self.inbox: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(self.workers_count * 2)
+        self.handover: Handover[ItemResult] = Handover(self.workers_count)
+        self.window = self.workers_count * 4  # ordered: how far reading may run ahead
+        self.window_moved = asyncio.Event()
         self.reorder: dict[int, ItemResult] = {}
         self.next_index = 0
         self.last_progress = self.started
-        self.tasks: list[asyncio.Task[None]] = []
-        self.alive = 0
+        self.stopping = False
+        self.aborted = False
+        self.resolving = False
+        self.error: BaseException | None = None
+        self.driver: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.workers: list[asyncio.Task[None]] = []
+        self.grace_timer: asyncio.TimerHandle | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the job (once); raises :class:`ClientStateError` if the client is not open."""
+        if self.driver is not None:
+            return
+        transport = self.client.transport
+        self.started = self.last_progress = self.clock()
+        self.base = (transport.requests, transport.retries, transport.governor.throttled)
+        self.driver = asyncio.create_task(self._drive(), name=f"dialler-bulk-{self.operation}")
+        self.client._jobs.add(self)
+
+    def stop(self) -> None:
+        """Stop reading; in-flight items get ``grace`` seconds, then are cancelled. Idempotent,
+        synchronous (safe from a finalizer or a callback)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.window_moved.set()
+        if self.reader is not None and self.reader is not asyncio.current_task():
+            self.reader.cancel()  # it may be waiting inside the caller's iterator
+        if self.driver is not None and not self.driver.done():
+            self.grace_timer = asyncio.get_running_loop().call_later(self.grace, self.abort)
+
+    def abort(self) -> None:
+        """Cancel everything still running now (items in flight are swept into the account)."""
+        self.stop()
+        self.aborted = True
+        for task in (self.reader, *self.workers):
+            if task is not None and not task.done():
+                task.cancel()
+        if self.resolving and self.driver is not None:
+            self.driver.cancel()
+
+    def abandon(self) -> None:
+        """The consumer has gone: nothing more is handed over, nothing new is sent."""
+        self.handover.close()
+        if self.driver is not None and not self.driver.done():
+            self.stop()
+
+    def closing_client(self) -> None:
+        """The client this job runs on is closing: the job ends with ClientStateError."""
+        if self.driver is not None and not self.driver.done():
+            self._fail(ClientStateError("the client was closed while this bulk job ran"))
+
+    async def shutdown(self) -> bool:
+        """Stop the job and wait until it has ended and its checkpoint is closed. A further
+        cancellation while waiting cuts the grace short but does not stop the wait; returns
+        whether one arrived (the caller re-raises it)."""
+        driver = self.driver
+        if driver is None:
+            return False
+        self.stop()
+        interrupted = False
+        while not driver.done():
+            try:
+                await asyncio.wait([driver])
+            except asyncio.CancelledError:
+                interrupted = True
+                self.abort()
+        return interrupted
+
+    async def wait(self) -> None:
+        """Wait until the job ends by itself (raises CancelledError if the caller is
+        cancelled; the job goes on until :meth:`shutdown`)."""
+        assert self.driver is not None
+        await asyncio.wait([self.driver])
+
+    def failure(self) -> BaseException | None:
+        """What the job must raise now that it has ended (None: it ended normally), with the
+        final account attached as ``bulk_result``."""
+        account = self.result()
+        if self.error is not None:
+            try:
+                self.error.bulk_result = account  # type: ignore[attr-defined]
+            except AttributeError:  # an exception class with __slots__
+                log.debug("cannot attach bulk_result to %r", self.error)
+            return self.error
+        if self.raise_on_error and self.failures:
+            return BulkError(
+                f"{self.operation.value} stopped at the first failure: {account.summary()}",
+                account,
+            )
+        return None
+
+    def _fail(self, error: BaseException) -> None:
+        """The job cannot go on (the caller's iterator or callback raised, the checkpoint
+        cannot be written): stop it; ``error`` is raised once everything is accounted for."""
+        if self.error is None:
+            self.error = error
+        self.stop()
+
+    async def _drive(self) -> None:
+        try:
+            self.resolving = True
+            await self.rules.resolve(self.client)  # campaign name -> ID once, before row one
+            self.resolving = False
+            if self.checkpoint_path is not None:
+                self.checkpoint = Checkpoint(
+                    self.checkpoint_path, self.operation, _describe(self.rules)
+                )
+                self.identities = DigestSet()
+            if not self.stopping:
+                async with asyncio.TaskGroup() as group:
+                    self.workers = [
+                        group.create_task(self._work(), name=f"dialler-bulk-worker-{n}")
+                        for n in range(self.workers_count)
+                    ]
+                    self.reader = group.create_task(self._read(), name="dialler-bulk-reader")
+        except asyncio.CancelledError:
+            if not self.aborted:
+                raise
+        except ExceptionGroup as group_error:  # a bug outside every per-item guard
+            log.error("bulk engine failed", exc_info=group_error)
+            self._fail(DiallerError(f"internal error in the bulk engine: {group_error!r}"))
+        except Exception as exc:  # resolving the campaign, opening the checkpoint
+            self._fail(exc)
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Account for every item not yet accounted for, check the account, close up."""
+        leftovers = sorted(self.unfinished.values(), key=lambda job: job.index)
+        if leftovers and not self.stopping:
+            self._fail(DiallerError(f"internal error: {len(leftovers)} items were left over"))
+        for job in leftovers:
+            self._account(job, self._interrupted(job))
+        if self.tally.done != self.read:
+            self._fail(
+                DiallerError(
+                    f"internal error: the account holds {self.tally.done} items "
+                    f"but {self.read} were read"
+                )
+            )
+        if self.checkpoint is not None:
+            try:
+                self.checkpoint.close()
+            except CheckpointError as exc:
+                self._fail(exc)
+        self._report(finished=True)
+        if self.grace_timer is not None:
+            self.grace_timer.cancel()
+        self.handover.end()
+        self.client._jobs.discard(self)
 
     # -- account ----------------------------------------------------------------------------
 
     def _counters(self) -> dict[str, int]:
         """Requests, retries and 429s made through the client since the job started."""
-        t = self.client.transport
+        t = self.client._transport
+        if t is None:
+            return {"requests": 0, "retries": 0, "throttled": 0}
         return {
             "requests": t.requests - self.base[0],
             "retries": t.retries - self.base[1],
@@ -162,7 +379,7 @@ class Engine:
             **self._counters(),
         )
 
-    def _progress(self, finished: bool = False) -> None:
+    def _report(self, finished: bool = False) -> None:
         if self.on_progress is None:
             return
         now = self.clock()
@@ -171,44 +388,53 @@ class Engine:
         self.last_progress = now
         # From the running counts only: result() sorts every kept item, too dear to repeat.
         done, elapsed = self.tally.done, now - self.started
-        self.on_progress(
-            Progress(
-                done=done,
-                total=self.total,
-                counts=dict(self.tally.counts),
-                elapsed=elapsed,
-                rate=done / elapsed if elapsed > 0 else 0.0,
-                current_rate_limit=self.client.transport.governor.rate,
-                finished=finished,
-                **self._counters(),
-            )
+        transport = self.client._transport
+        progress = Progress(
+            done=done,
+            total=self.total,
+            counts=dict(self.tally.counts),
+            elapsed=elapsed,
+            rate=done / elapsed if elapsed > 0 else 0.0,
+            current_rate_limit=transport.governor.rate if transport is not None else None,
+            finished=finished,
+            **self._counters(),
         )
+        try:
+            self.on_progress(progress)
+        except Exception as exc:  # the caller's callback: stop the job, raise it at the end
+            self.on_progress = None
+            self._fail(exc)
 
-    def _account(self, job: _Job, result: ItemResult) -> None:
-        """Count a result once: tally, checkpoint, stop rules. Synchronous, so it cannot be
-        interrupted half-way by a cancellation."""
+    def _account(self, job: _Job, result: ItemResult) -> bool:
+        """Count a result exactly once: tally, checkpoint, stop rules, progress. Synchronous,
+        so a cancellation cannot cut it in half; False if ``job`` was already counted."""
+        if job.done:
+            return False
         job.done = True
+        del self.unfinished[job.index]
         self.tally.add(result)
-        if self.checkpoint is not None and job.prepared is not None:
+        if self.checkpoint is not None and job.identity is not None:
             error = str(result.error) if result.error else None
-            self.checkpoint.record(result.index, job.digest, result.outcome, result.key, error)
+            try:
+                self.checkpoint.record(job.identity, result.key, result.outcome, job.index, error)
+            except CheckpointError as exc:
+                self._fail(exc)
         if not result.ok and result.outcome is not Outcome.CANCELLED:
             self.failures += 1
             if self.raise_on_error or (self.max_failures and self.failures >= self.max_failures):
-                self.stopping = True
-        self._progress()
+                self.stop()
+        self._report()
+        return True
 
-    async def _emit(self, job: _Job, result: ItemResult) -> None:
-        self._account(job, result)
-        if self.closing or not self.deliver:
-            return
+    async def _hand_over(self, result: ItemResult) -> None:
         if not self.ordered:
-            await self.outbox.put(result)
+            await self.handover.put(result)
             return
         self.reorder[result.index] = result
-        while self.next_index in self.reorder:
-            await self.outbox.put(self.reorder.pop(self.next_index))
+        while (ready := self.reorder.pop(self.next_index, None)) is not None:
             self.next_index += 1
+            self.window_moved.set()
+            await self.handover.put(ready)
 
     def _result(
         self,
@@ -238,7 +464,7 @@ class Engine:
             input=job.input,
             record=record,
             contact=contact,
-            error=error,
+            error=None if error is None else _detached(error),
             status=status,
             attempts=attempts,
             duplicate_in_input=job.duplicate,
@@ -247,45 +473,93 @@ class Engine:
         )
 
     def _interrupted(self, job: _Job) -> ItemResult:
-        return self._result(job, Outcome.AMBIGUOUS if job.sent_unsafe else Outcome.CANCELLED)
+        if not job.sent_unsafe:
+            return self._result(job, Outcome.CANCELLED)
+        return self._result(
+            job,
+            Outcome.AMBIGUOUS,
+            error=DiallerError(
+                "the job stopped while this write was on its way; it may have landed "
+                "(a resume with the same checkpoint checks it by lookup before sending)"
+            ),
+        )
 
     # -- per item ---------------------------------------------------------------------------
 
     def _prepare(self, job: _Job) -> None:
-        """Validate and convert the item once; note UserData/ID seen earlier in the input."""
+        """Validate and convert the item once; note UserData/ID seen earlier in the input.
+        Never raises: whatever goes wrong makes the item INVALID, before any request."""
         try:
-            prepared = job.prepared = self.rules.prepare(job.input)
+            prepared = self.rules.prepare(job.input)
+            if self.identities is not None:
+                digest = stable_digest(prepared.serial_key, prepared.payload)
+                occurrence = 0
+                if not self.identities.add(digest):
+                    occurrence = self.repeats[digest] = self.repeats.get(digest, 0) + 1
+                job.identity = (digest, occurrence)
         except ContactValidationError as err:
             job.invalid = err
             return
-        if self.checkpoint is not None:
-            job.digest = fingerprint(prepared.payload)
-        if self.seen is not None and prepared.serial_key is not None:
-            digest = hash(prepared.serial_key)
-            if digest in self.seen:
-                job.duplicate = True
-            else:
-                self.seen.add(digest)
+        except Exception as exc:
+            job.invalid = ContactValidationError([f"cannot be prepared: {exc!r}"])
+            return
+        job.prepared = prepared
+        if self.seen_keys is not None and prepared.serial_key is not None:
+            job.duplicate = not self.seen_keys.add(key_digest(prepared.serial_key))
 
-    async def _process(self, job: _Job) -> ItemResult:
-        prepared = job.prepared
-        if prepared is None:
+    async def _outcome(self, job: _Job) -> ItemResult:
+        """The item's result; only cancellation escapes (the sweep then accounts for it)."""
+        if job.prepared is None:
             return self._result(
                 job, Outcome.INVALID, key=getattr(job.invalid, "key", None), error=job.invalid
             )
-        resumed: str | None = None
-        before_unsafe_send: Callable[[], None] | None = None
-        checkpoint = self.checkpoint
-        if checkpoint is not None:
-            resumed = checkpoint.previous(job.index, job.digest)
-            if resumed == Outcome.SUCCEEDED.value:
+        try:
+            if self.stopping:
+                return self._not_started(job)
+            return await self._process(job, job.prepared)
+        except CheckpointError as exc:
+            self._fail(exc)
+            error: DiallerError = exc
+        except Exception as exc:  # a bug must cost one item, never the job
+            log.exception("item %d failed unexpectedly", job.index)
+            error = DiallerError(f"internal error: {exc!r}")
+        return self._result(
+            job, Outcome.AMBIGUOUS if job.sent_unsafe else Outcome.FAILED, error=error
+        )
+
+    def _not_started(self, job: _Job) -> ItemResult:
+        """The result of an item the job stopped before starting: SKIPPED if an earlier run
+        did it, else CANCELLED."""
+        if self.checkpoint is not None and job.identity is not None and job.prepared is not None:
+            previous = self.checkpoint.previous(job.identity, job.prepared.key)
+            if previous is not None and previous.state == Outcome.SUCCEEDED.value:
                 return self._result(job, Outcome.SKIPPED, reason="already done")
+        return self._result(job, Outcome.CANCELLED)
+
+    async def _process(self, job: _Job, prepared: Prepared) -> ItemResult:
+        resumed: str | None = None
+        settled = True
+        before_unsafe_send: Callable[[], None] | None = None
+        checkpoint, identity = self.checkpoint, job.identity
+        if checkpoint is not None and identity is not None:
+            previous = checkpoint.previous(identity, prepared.key)
+            if previous is not None:
+                if previous.state == Outcome.SUCCEEDED.value:
+                    return self._result(job, Outcome.SKIPPED, reason="already done")
+                resumed = previous.state
+                # A run that stopped moments ago may have left a request the server is still
+                # working on: give it the settle time before "not found" may mean "not sent".
+                settled = time.time() - previous.at >= settle_delay(self.client.timeout)
 
             def before_unsafe_send() -> None:
-                checkpoint.mark_pending(job.index, job.digest, prepared.key)
+                checkpoint.mark_pending(identity, prepared.key, job.index)
 
         verdict = await self.runner.run(
-            job, prepared, resumed=resumed, before_unsafe_send=before_unsafe_send
+            job,
+            prepared,
+            resumed=resumed,
+            resumed_settled=settled,
+            before_unsafe_send=before_unsafe_send,
         )
         return self._result(
             job,
@@ -300,138 +574,65 @@ class Engine:
     # -- tasks ------------------------------------------------------------------------------
 
     async def _read(self) -> None:
-        index = 0
-        job: _Job | None = None
+        items = _each(self.items)
         try:
-            async with contextlib.aclosing(_each(self.items)) as each:
-                async for item in each:
-                    job = _Job(index, item)
-                    index += 1
-                    await self.inbox.put(job)
-                    job = None
-                    if self.stopping:
-                        break
-                else:
+            while not self.stopping:
+                await self.slots.acquire()
+                while (
+                    self.ordered
+                    and not self.stopping
+                    and self.read >= self.next_index + self.window
+                ):
+                    self.window_moved.clear()
+                    await self.window_moved.wait()
+                if self.stopping:
+                    break
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
                     self.read_all = True
-        except asyncio.CancelledError:
-            if job is not None:
-                self._account(job, self._result(job, Outcome.CANCELLED))
-            raise
-        except Exception as exc:  # the caller's iterator failed: stop, report it at the end
-            log.debug("reading the input failed after %d items: %r", index, exc)
-            self.input_error = exc  # what was read is still processed, then this is raised
-        for _ in range(self.workers_count):
-            await self.inbox.put(None)
+                    break
+                except Exception as exc:  # the caller's iterator: stop, raise it at the end
+                    log.debug("reading the input failed after %d items: %r", self.read, exc)
+                    self._fail(exc)
+                    break
+                job = _Job(self.read, item)
+                self.read += 1
+                self.unfinished[job.index] = job
+                self.inbox.put_nowait(job)
+        finally:
+            for _ in self.workers:
+                self.inbox.put_nowait(None)
+            try:
+                await items.aclose()
+            except Exception as exc:
+                self._fail(exc)
 
     async def _work(self) -> None:
         JOB_LIMITER.set(self.runner.job_limiter)  # every attempt of this task passes it
-        try:
-            while (job := await self.inbox.get()) is not None:
-                if self.stopping:
-                    await self._emit(job, self._result(job, Outcome.CANCELLED))
-                else:
-                    await self._handle(job)
-        finally:
-            self.alive -= 1
-        if self.alive == 0 and not self.closing:
-            await self.outbox.put(None)
+        while (job := await self.inbox.get()) is not None:
+            self.slots.release()
+            await self._handle(job)
 
     async def _handle(self, job: _Job) -> None:
         self._prepare(job)
         key = job.prepared.serial_key if job.prepared is not None else None
-        waiting: collections.deque[_Job] | None = None
+        chain: collections.deque[_Job] | None = None
         if key is not None:
-            waiting = self.active.get(key)
-            if waiting is not None:
+            chain = self.chains.get(key)
+            if chain is not None:
                 job.duplicate = True
-                waiting.append(job)
+                chain.append(job)
                 return
-            waiting = self.active[key] = collections.deque()
+            chain = self.chains[key] = collections.deque()
         try:
             while True:
-                try:
-                    result = (
-                        self._result(job, Outcome.CANCELLED)
-                        if self.stopping
-                        else await self._process(job)
-                    )
-                except Exception as exc:  # a bug must cost one item, never the job
-                    log.exception("item %d failed unexpectedly", job.index)
-                    result = self._result(
-                        job,
-                        Outcome.AMBIGUOUS if job.sent_unsafe else Outcome.FAILED,
-                        error=DiallerError(f"internal error: {exc!r}"),
-                    )
-                await self._emit(job, result)
-                if not waiting:
+                result = await self._outcome(job)
+                if self._account(job, result) and self.deliver:
+                    await self._hand_over(result)
+                if not chain:
                     break
-                job = waiting.popleft()
-        except asyncio.CancelledError:
-            if not job.done:
-                self._account(job, self._interrupted(job))
-            for later in waiting or ():
-                self._account(later, self._result(later, Outcome.CANCELLED))
-            raise
+                job = chain.popleft()
         finally:
             if key is not None:
-                del self.active[key]
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    async def iterate(self) -> AsyncGenerator[ItemResult, None]:
-        await self.rules.resolve(self.client)  # issue 10: campaign name -> ID once, before row one
-        self.alive = self.workers_count
-        self.tasks = [asyncio.create_task(self._read(), name="dialler-bulk-reader")]
-        self.tasks += [
-            asyncio.create_task(self._work(), name=f"dialler-bulk-worker-{n}")
-            for n in range(self.workers_count)
-        ]
-        try:
-            while (result := await self.outbox.get()) is not None:
-                yield result
-        except asyncio.CancelledError as cancelled:
-            await self._shutdown()
-            cancelled.bulk_result = self.result()  # type: ignore[attr-defined]
-            raise
-        finally:
-            await self._shutdown()
-        self._progress(finished=True)
-        if self.input_error is not None:
-            raise self.input_error
-        if self.raise_on_error and self.failures:
-            account = self.result()
-            raise BulkError(
-                f"{self.operation.value} stopped at the first failure: {account.summary()}",
-                account,
-            )
-
-    async def _shutdown(self) -> None:
-        """Stop reading, give in-flight requests ``grace`` seconds, cancel the rest, and
-        account for every item still queued. Idempotent."""
-        if self.closing:
-            return
-        self.closing = True
-        self.stopping = True
-        reader, workers = self.tasks[0], self.tasks[1:]
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
-        while not self.outbox.empty():  # already accounted; unblocks workers handing over
-            self.outbox.get_nowait()
-        self._cancel_queued()
-        for _ in workers:  # room is certain: the inbox holds 2 x workers and is empty now
-            self.inbox.put_nowait(None)
-        running = [w for w in workers if not w.done()]
-        if running:
-            _, late = await asyncio.wait(running, timeout=self.grace)
-            for task in late:
-                task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        self._cancel_queued()
-        if self.checkpoint is not None:
-            self.checkpoint.close()
-
-    def _cancel_queued(self) -> None:
-        while not self.inbox.empty():
-            job = self.inbox.get_nowait()
-            if job is not None and not job.done:
-                self._account(job, self._result(job, Outcome.CANCELLED))
+                del self.chains[key]  # what is still chained is swept into the account

@@ -18,6 +18,7 @@
     │   └── ConnectionLostError        the connection broke after the request was sent
     ├── ContactValidationError         rejected before any request, naming every problem
     ├── ConfigurationError             settings missing or wrong
+    ├── CheckpointError                a job's checkpoint could not be read or written
     └── ClientStateError               the client is not open (never entered, or closed)
 
 No error ever carries the bearer token: requests are described by method and path only.
@@ -37,7 +38,8 @@ _SNIPPET = 200
 def _snippet(body: str | None) -> str | None:
     if body is None:
         return None
-    return body if len(body) <= _SNIPPET else body[:_SNIPPET] + "…"
+    # "..." not "…": one non-ASCII character would double the size of the kept string.
+    return body if len(body) <= _SNIPPET else body[:_SNIPPET] + "..."
 
 
 class DiallerError(Exception):
@@ -55,7 +57,7 @@ class APIStatusError(DiallerError):
 
     ``status`` is the HTTP status, ``error`` the server's ``error`` text (None when the body
     had none), ``method``/``path`` the request (relative to the client's base URL),
-    ``body`` a snippet of the raw body.
+    ``body`` a snippet of the raw body (both at most 200 characters).
     """
 
     status: int
@@ -71,12 +73,12 @@ class APIStatusError(DiallerError):
         retry_after: float | None = None,
     ) -> None:
         self.status = status
-        self.error = error
+        self.error = _snippet(error)  # a kept failure must stay small whatever the server sent
         self.method = method
         self.path = path
         self.body = _snippet(body)
         self.retry_after = retry_after
-        reason = error if error is not None else (self.body or "no body")
+        reason = self.error if self.error is not None else (self.body or "no body")
         super().__init__(f"{status} from {method} {path}: {reason}")
 
 
@@ -196,6 +198,13 @@ class ContactValidationError(DiallerError, ValueError):
 
 class ConfigurationError(DiallerError, ValueError):
     """The client's settings are missing or wrong (e.g. ``from_env`` without DIALLER_BASE_URL)."""
+
+
+class CheckpointError(DiallerError):
+    """A bulk job's checkpoint could not be read or written (a full disk, a removed file).
+
+    The job stops at once (a journal that cannot be written cannot protect a resume); the
+    partial account is attached as ``bulk_result``."""
 
 
 class ClientStateError(DiallerError, RuntimeError):

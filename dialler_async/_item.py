@@ -135,18 +135,22 @@ class ItemRunner:
         *,
         resumed: str | None,
         before_unsafe_send: Callable[[], None] | None,
+        resumed_settled: bool = True,
     ) -> Verdict:
         """Carry ``prepared`` out. ``resumed`` is the state an earlier run journaled for this
-        item (PENDING/AMBIGUOUS: it may have landed, so it is checked first; that run is over,
-        so its attempt counts as settled); ``before_unsafe_send`` is called before a write that
-        is not safe to repeat is sent (the engine journals PENDING there)."""
+        item (PENDING/AMBIGUOUS: it may have landed, so it is checked first;
+        ``resumed_settled`` says whether that attempt is old enough to count as settled);
+        ``before_unsafe_send`` is called before a write that is not safe to repeat is sent
+        (the engine journals PENDING there)."""
         gate = self.gate
         if gate is not None:
             await gate.enter(_key_kind(prepared))
         try:
             if resumed in (PENDING, Outcome.AMBIGUOUS.value) and not prepared.idempotent:
                 item.sent_unsafe = True
-                return await self._check(item, prepared, 0, None, settled=True, resent=False)
+                return await self._check(
+                    item, prepared, 0, None, settled=resumed_settled, resent=False
+                )
             if before_unsafe_send is not None and not prepared.idempotent:
                 before_unsafe_send()
             return await self._send(item, prepared, 0, resent=False)

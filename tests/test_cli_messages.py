@@ -157,7 +157,7 @@ def test_checkpoint_that_is_not_a_checkpoint(tmp_path: Path, db: Path) -> None:
     before = other.read_bytes()
     result = cli("import", tmp_path / "c.csv", "--campaign-id", str(SPRING), *emu(db),
                  "--checkpoint", other)  # fmt: skip
-    fails(result, 2, f"cannot use {other} as a checkpoint", "give a new file name")
+    fails(result, 2, f"{other} is not a checkpoint", "give a new file name")
     assert other.read_bytes() == before and count(db) == 0
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from .. import _fields as F
 from .._client import DiallerClient
-from .._exceptions import ConfigurationError, DiallerError
+from .._exceptions import CheckpointError, ConfigurationError, DiallerError
 from .._models import Campaign
 from .._options import StreamOptions
 from .._results import BulkResult, Operation
@@ -219,12 +219,17 @@ class Job:
                     if not result.ok and self.rejects is not None:
                         self.rejects.write(result)
                         self.written.add(result.index)
+            except ConfigurationError as exc:  # the checkpoint: another job's, in use, not one
+                raise UsageError(str(exc)) from exc
+            except CheckpointError as exc:  # e.g. a full disk: the job stopped, account kept
+                ended = f"checkpoint: {exc}; what was journaled before is kept"
+                bulk: BulkResult = getattr(exc, "bulk_result", None) or results.result
             except asyncio.CancelledError as cancelled:
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
                 ended = "interrupted"
-                bulk: BulkResult = getattr(cancelled, "bulk_result", None) or results.result
+                bulk = getattr(cancelled, "bulk_result", None) or results.result
             except InputError as exc:  # says where and what to do itself
                 ended = f"input: {exc}"
                 bulk = results.result
@@ -342,7 +347,7 @@ def _closing(
 ) -> None:
     args = job.args
     if ended is not None and ended != "interrupted":
-        note(console, "error: " + ended[len("input: ") :], "bold red")
+        note(console, "error: " + ended.removeprefix("input: "), "bold red")
     if args.quiet:
         return
     what = "dry run of " if account.dry_run else ""

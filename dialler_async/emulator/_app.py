@@ -149,6 +149,15 @@ class _Pipeline:
     async def handle(
         self, table: dict[str, tuple[_Candidate, ...]], request: web.Request
     ) -> web.StreamResponse:
+        self.faults.begin()
+        try:
+            return await self._handle(table, request)
+        finally:
+            self.faults.end()
+
+    async def _handle(
+        self, table: dict[str, tuple[_Candidate, ...]], request: web.Request
+    ) -> web.StreamResponse:
         candidates = table.get(request.method)
         if candidates is None:
             return self._respond(404, None, None)
@@ -180,7 +189,7 @@ class _Pipeline:
         fault = self.faults.pick(operation, config.faults, config.fault_operations)
         if fault is not None:
             if fault is FaultKind.SLOW:
-                await self.faults.hold(config.slow_seconds)
+                await asyncio.sleep(config.slow_seconds)
             elif fault is FaultKind.DROP_BEFORE:
                 return self._abort(request)
             elif fault in _INJECTED:
@@ -193,8 +202,6 @@ class _Pipeline:
                 return self._respond(status, payload, content_type, headers)
 
         status, payload = self._process(candidate, request, body)
-        if fault is FaultKind.SLOW:
-            self.faults.release()  # committed: the held attempt has settled
         if fault is FaultKind.GATEWAY_TIMEOUT_AFTER:
             status, payload, content_type = _INJECTED[FaultKind.GATEWAY_TIMEOUT]
             return self._respond(status, payload, content_type)

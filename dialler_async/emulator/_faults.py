@@ -161,30 +161,27 @@ class Faults:
         self._operations = frozenset(operations)
         self._script: list[_Scripted] = []
         self._rng = random.Random(seed)
-        #: requests whose commit is held by a SLOW fault and not finished yet
-        self.holding = 0
+        #: requests being handled (arrived, not yet answered or aborted)
+        self.handling = 0
         self._settled = asyncio.Event()
         self._settled.set()
 
     async def settled(self) -> None:
-        """Return once no commit held by a SLOW fault is still running (a test's stand-in
-        for "wait until the server finished what it was doing")."""
+        """Return once no request is being handled: every attempt the server received has
+        finished (committed or not), including commits held by a SLOW fault and requests whose
+        client gave up or was cancelled (a test's stand-in for "wait until the server finished
+        what it was doing")."""
         await self._settled.wait()
 
-    async def hold(self, seconds: float) -> None:
-        """Hold one request's commit for ``seconds``; :meth:`release` once it is committed."""
-        self.holding += 1
+    def begin(self) -> None:
+        """A request arrived."""
+        self.handling += 1
         self._settled.clear()
-        try:
-            await asyncio.sleep(seconds)
-        except BaseException:
-            self.release()
-            raise
 
-    def release(self) -> None:
-        """A held commit finished."""
-        self.holding -= 1
-        if self.holding == 0:
+    def end(self) -> None:
+        """A request was answered or aborted."""
+        self.handling -= 1
+        if self.handling == 0:
             self._settled.set()
 
     def script(self, kind: FaultKind | str, times: int = 1, operation: str | None = None) -> None:
