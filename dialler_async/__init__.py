@@ -27,6 +27,8 @@ from ._exceptions import (
     RequestTimeoutError,
     ResponseFormatError,
     ServerError,
+    SyncConflictError,
+    SyncGuardError,
     TransportError,
 )
 from ._limits import Limits
@@ -35,6 +37,7 @@ from ._options import BulkOptions, StreamOptions
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._sync_types import SyncPlan, SyncResult
 from ._validation import validate_contact, validate_key, validate_update
 
 __all__ = [
@@ -76,6 +79,10 @@ __all__ = [
     "Routes",
     "ServerError",
     "StreamOptions",
+    "SyncConflictError",
+    "SyncGuardError",
+    "SyncPlan",
+    "SyncResult",
     "TransportError",
     "__version__",
     "from_api",

@@ -40,6 +40,7 @@ COMMANDS = [
     "lock",
     "unlock",
     "reset",
+    "sync",
     "export",
     "get",
     "find",
