@@ -193,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stem}.json").write_bytes(_dump(res))
     text = _report.markdown(res)
     (out / f"{stem}.md").write_text(text, encoding="utf-8")
-    if "latency" in res:
+    if "latency" in res and _report.can_plot():
         _report.plot(res, out / "throughput_vs_concurrency.png")
+    elif "latency" in res:
+        log("no plot: matplotlib is not installed (pip install -e '.[bench]')")
     log("\n" + text)
     log(f"wrote {out / (stem + '.json')} in {res['total_seconds']:.0f} s")
     return 1 if res["errors"] else 0

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 from pathlib import Path
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 
 def _target(name: str, value: float | None, goal: str, ok: bool | None) -> dict[str, Any]:
@@ -351,7 +347,17 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def can_plot() -> bool:
+    """Whether matplotlib is installed (the bench extra; the test extra leaves it out)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def plot(res: dict[str, Any], path: Path) -> None:
+    import matplotlib  # here, not at the top: only the plot needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     lat = res["latency"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     conc = [p["concurrency"] for p in lat["points"]]

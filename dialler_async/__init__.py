@@ -33,6 +33,7 @@ from ._exceptions import (
 )
 from ._limits import Limits
 from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewContact, ResultCode
+from ._options import BulkOptions, StreamOptions
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
@@ -46,6 +47,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BulkError",
+    "BulkOptions",
     "BulkResult",
     "BulkStream",
     "Campaign",
@@ -77,6 +79,7 @@ __all__ = [
     "Route",
     "Routes",
     "ServerError",
+    "StreamOptions",
     "SyncConflictError",
     "SyncGuardError",
     "SyncPlan",

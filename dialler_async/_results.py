@@ -194,7 +194,7 @@ class BulkResult:
         parts = [f"{n} {o.value}" for o, n in self.counts.items() if n]
         stopped = "" if self.read_all else " (stopped before the end of the input)"
         return (
-            f"{self.total} items: "
+            f"{self.total} item{'' if self.total == 1 else 's'}: "
             + (", ".join(parts) or "none")
             + f" in {self.elapsed:.1f}s"
             + stopped

@@ -90,7 +90,7 @@ def test_next_limit_without_a_baseline_holds() -> None:
     [(1.0, 1.0, 1.5), (6.0, 1.0, 12 / 7), (12.0, 2.0, 24 / 7), (70.0, 70 / 6, 20.0)],
 )
 def test_thresholds(limit: float, alpha: float, beta: float) -> None:
-    assert thresholds(limit) == (pytest.approx(alpha), pytest.approx(beta))
+    assert thresholds(limit) == pytest.approx((alpha, beta))
 
 
 @pytest.mark.parametrize(

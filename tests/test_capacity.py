@@ -133,7 +133,9 @@ async def test_adaptive_concurrency_stays_within_floor_and_ceiling() -> None:
     async with Emulator(config) as emu, _client(emu, limits, patient) as client:
 
         class Watched(Governor):
-            def release(self, started: float, signal: Signal = Signal.NEUTRAL) -> None:
+            def release(
+                self, started: float | None = None, signal: Signal = Signal.NEUTRAL
+            ) -> None:
                 at_server.append(emu._capacity.busy + emu._capacity.queued)
                 super().release(started, signal)
                 seen.append(self.concurrency_limit)

@@ -335,7 +335,7 @@ async def test_the_job_rate_covers_reconciliation_lookups(
     assert_account(result, read=rows.read, emulator=emulator, before=before)
     lookups = [t for t, method in starts if method == "GET"]
     assert lookups, "no reconciliation lookup happened: the test would prove nothing"
-    assert any(r.reconciled for r in result.items)
+    assert result.items is not None and any(r.reconciled for r in result.items)
     assert max_in_window([t for t, _ in starts]) <= 5 + 1, starts
 
 

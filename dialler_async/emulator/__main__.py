@@ -22,7 +22,7 @@ from dialler_async.emulator._config import EmulatorConfig
 from dialler_async.emulator._emulator import Emulator
 from dialler_async.emulator._faults import FaultKind
 
-__all__ = ["announce", "build_parser", "main", "resolve_token", "serve"]
+__all__ = ["HelpFormatter", "announce", "build_parser", "main", "resolve_token", "serve"]
 
 TOKEN_ENV = "DIALLER_TOKEN"  # noqa: S105 (the variable's name, not a secret)
 
@@ -80,7 +80,7 @@ def _fault(text: str) -> tuple[FaultKind, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown where there are any; the epilog keeps its line breaks."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
             "exports a client needs. SIGINT or SIGTERM stops it."
         ),
         epilog=_EPILOG.format(operations="\n  ".join(Routes.operations())),
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", metavar="HOST", help="interface to listen on")

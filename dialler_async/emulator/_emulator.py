@@ -7,7 +7,7 @@ import random
 import secrets
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from aiohttp import web
@@ -20,6 +20,9 @@ from dialler_async.emulator._dial import dial
 from dialler_async.emulator._faults import Faults, RateLimiter, Stats
 from dialler_async.emulator._ops import Operations
 from dialler_async.emulator._store import Store
+
+if TYPE_CHECKING:  # only for the annotation: at run time the emulator never imports the client
+    from dialler_async._client import DiallerClient
 
 __all__ = ["Emulator"]
 
@@ -208,7 +211,7 @@ class Emulator:
         rng = self._dial_rng if seed is None else random.Random(seed)
         return dial(self.store, rng, rounds, client_id=client_id)
 
-    def client(self, **kwargs: Any) -> Any:
+    def client(self, **kwargs: Any) -> DiallerClient:
         """A ``DiallerClient`` for this emulator; ``kwargs`` go to its constructor.
 
         The client gets the emulator's ``routes`` unless ``kwargs`` names others, so an
@@ -218,6 +221,7 @@ class Emulator:
         # client, and the client's package imports nothing from here.
         module = importlib.import_module("dialler_async._client")
         kwargs.setdefault("routes", self.routes)
-        return module.DiallerClient(
+        client: DiallerClient = module.DiallerClient(
             base_url=self.base_url, client_id=self.client_id, token=self.token, **kwargs
         )
+        return client
