@@ -31,9 +31,11 @@ from ._exceptions import (
 )
 from ._limits import Limits
 from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewContact, ResultCode
+from ._phones import PhonePolicy
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._suppress import SuppressionList
 from ._validation import validate_contact, validate_key, validate_update
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "NotFoundError",
     "Operation",
     "Outcome",
+    "PhonePolicy",
     "Progress",
     "RateLimitError",
     "RedirectError",
@@ -73,6 +76,7 @@ __all__ = [
     "Route",
     "Routes",
     "ServerError",
+    "SuppressionList",
     "TransportError",
     "__version__",
     "from_api",

@@ -1,0 +1,192 @@
+"""Phone numbers: one :class:`PhonePolicy` that parses, checks and formats every number field.
+
+Parsing is Google's libphonenumber (the ``phonenumbers`` port): national formats with a trunk
+prefix (``030 1234567``), ``+49 (0)30 …``, international access codes (``0049…``), digits
+that lost their ``+`` or their leading 0 in a spreadsheet, and the metadata that says which
+lengths and ranges exist. Validity changes with that metadata, so :data:`METADATA_VERSION` is
+what a report should record.
+
+The decision functions here are pure: :func:`normalise` judges one value, :func:`screen_numbers`
+judges the number fields of one row. :class:`PhoneScreen` (in :mod:`._screen`) adds the job's
+state (suppression list, numbers already seen).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Final, Literal
+
+import attrs
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
+
+#: The ``phonenumbers`` release, whose metadata decides what is valid.
+METADATA_VERSION: Final[str] = phonenumbers.__version__
+
+PhoneFormat = Literal["e164", "e164-no-plus", "as-is"]
+PhoneCheck = Literal["possible", "valid"]
+
+#: The fields the dialler dials, in order; at least one must survive for a row to be sent.
+DIAL_FIELDS: Final = tuple(f"PhoneNumber{n}" for n in range(1, 7))
+#: Every field a policy normalises (the fax number is checked and formatted, never dialled).
+NUMBER_FIELDS: Final = (*DIAL_FIELDS, "FaxNumber")
+
+# Reasons, as they appear in a row's problems and warnings.
+NOT_A_NUMBER: Final = "not a number"
+TOO_SHORT: Final = "too short"
+TOO_LONG: Final = "too long"
+INVALID_LENGTH: Final = "invalid length"
+INVALID_COUNTRY_CODE: Final = "invalid country code"
+INVALID_FOR_REGION: Final = "invalid for region"
+
+_PARSE_REASONS: Final = {
+    NumberParseException.INVALID_COUNTRY_CODE: INVALID_COUNTRY_CODE,
+    NumberParseException.NOT_A_NUMBER: NOT_A_NUMBER,
+    NumberParseException.TOO_SHORT_AFTER_IDD: TOO_SHORT,
+    NumberParseException.TOO_SHORT_NSN: TOO_SHORT,
+    NumberParseException.TOO_LONG: TOO_LONG,
+}
+_POSSIBLE_REASONS: Final = {
+    ValidationResult.INVALID_COUNTRY_CODE: INVALID_COUNTRY_CODE,
+    ValidationResult.TOO_SHORT: TOO_SHORT,
+    # Diallable only from inside its own area (no area code): too short for a dialler.
+    ValidationResult.IS_POSSIBLE_LOCAL_ONLY: TOO_SHORT,
+    ValidationResult.TOO_LONG: TOO_LONG,
+    ValidationResult.INVALID_LENGTH: INVALID_LENGTH,
+}
+# A spreadsheet's float: "4930123456.0". Only an all-digit value with a zero fraction, so a
+# number written with dots ("030.123.4567") is left to the parser.
+_FLOAT_TEXT: Final = re.compile(r"(\+?[0-9]+)\.0+")
+# A spreadsheet's exponent form ("4.93012E+09"): the digits after the mantissa are lost.
+_EXPONENT_TEXT: Final = re.compile(r"[0-9]+(?:[.,][0-9]+)?[eE]\+?[0-9]+")
+
+
+def _region(value: str) -> str:
+    return value.strip().upper()
+
+
+def _check_region(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"PhonePolicy.region: {value!r} is not a region code such as 'DE'")
+
+
+@attrs.frozen(slots=True)
+class PhonePolicy:
+    """How phone numbers are read, checked and sent.
+
+    ``region``: the ISO 3166 code numbers without a country code belong to (``"DE"``: ``030
+    1234567`` is Berlin). ``format``: ``"e164"`` (``+49301234567``, what the jtel field list asks
+    for), ``"e164-no-plus"`` (``49301234567``, for installations that store it so) or ``"as-is"``
+    (checked, but sent as given). ``check``: ``"possible"`` (a plausible length for its country)
+    or ``"valid"`` (also in a range the metadata knows to be assigned; stricter, and changes with
+    the ``phonenumbers`` release).
+    """
+
+    region: str = attrs.field(converter=_region, validator=_check_region)
+    format: PhoneFormat = attrs.field(
+        default="e164", validator=attrs.validators.in_(("e164", "e164-no-plus", "as-is"))
+    )
+    check: PhoneCheck = attrs.field(
+        default="possible", validator=attrs.validators.in_(("possible", "valid"))
+    )
+
+
+@attrs.frozen(slots=True)
+class Number:
+    """One number that passed: ``key`` is its E.164 digits as an integer (what suppression
+    and duplicate checks compare), ``sent`` the text to send in the policy's format."""
+
+    key: int
+    sent: str
+
+
+class PhoneError(ValueError):
+    """A value that is not a usable phone number; ``reason`` is one of the reason constants."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def normalise(value: str, policy: PhonePolicy) -> Number:
+    """Parse, check and format one number; raises :class:`PhoneError` saying why not."""
+    text = value.strip()
+    whole = _FLOAT_TEXT.fullmatch(text)
+    if whole is not None:
+        text = whole.group(1)
+    elif _EXPONENT_TEXT.fullmatch(text):
+        raise PhoneError(NOT_A_NUMBER, "spreadsheet exponent form, digits are lost")
+    try:
+        number = phonenumbers.parse(text, policy.region)
+    except NumberParseException as exc:
+        raise PhoneError(_PARSE_REASONS.get(exc.error_type, NOT_A_NUMBER)) from None
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible != ValidationResult.IS_POSSIBLE:
+        raise PhoneError(_POSSIBLE_REASONS.get(possible, NOT_A_NUMBER))
+    if policy.check == "valid" and not phonenumbers.is_valid_number(number):
+        region = phonenumbers.region_code_for_number(number) or policy.region
+        raise PhoneError(INVALID_FOR_REGION, region)
+    e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    key = int(e164[1:])
+    if policy.format == "e164":
+        return Number(key, e164)
+    if policy.format == "e164-no-plus":
+        return Number(key, e164[1:])
+    return Number(key, value)
+
+
+@attrs.frozen(slots=True)
+class Screened:
+    """What a policy made of one row's number fields.
+
+    ``sent``: field -> value to send, for every number field that passed (in the policy's
+    format). ``keys``: the E.164 keys of the dial fields that passed, by field. ``dropped``:
+    field -> reason, for failing fields dropped because another dial field passed (the row
+    is still sent; each becomes a warning). ``problems``: failing fields when no dial field
+    passed (the row is INVALID).
+    """
+
+    sent: dict[str, str]
+    keys: dict[str, int]
+    dropped: dict[str, str]
+    problems: tuple[str, ...]
+
+
+def _given(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def screen_numbers(body: Mapping[str, object], policy: PhonePolicy) -> Screened:
+    """Judge every non-blank number field of a request body (API spelling).
+
+    A failing field makes the row INVALID unless a dial field (PhoneNumber1..6) of the row
+    passed; then it is dropped with a warning. A row with no dial field at all is left to the
+    ordinary "at least one is required" check.
+    """
+    sent: dict[str, str] = {}
+    keys: dict[str, int] = {}
+    failed: dict[str, str] = {}
+    for field in NUMBER_FIELDS:
+        value = body.get(field)
+        if not _given(value):
+            continue
+        assert isinstance(value, str)
+        try:
+            number = normalise(value, policy)
+        except PhoneError as exc:
+            failed[field] = f"{exc} ({_shown(value)})"
+            continue
+        sent[field] = number.sent
+        if field != "FaxNumber":
+            keys[field] = number.key
+    if failed and not keys:
+        problems = tuple(f"{field}: {why}" for field, why in failed.items())
+        return Screened(sent, keys, {}, problems)
+    return Screened(sent, keys, failed, ())
+
+
+def _shown(value: str) -> str:
+    """The value as a problem message quotes it: short, so a hostile cell cannot flood a log."""
+    text = value.strip()
+    return repr(text if len(text) <= 40 else text[:37] + "...")

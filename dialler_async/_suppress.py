@@ -1,0 +1,156 @@
+"""Do-not-call lists as a compact index: a sorted array of 64-bit integers.
+
+An E.164 number has at most 15 digits, so its digits fit in a signed 64-bit integer: a list of
+N numbers costs 8·N bytes (16 MB for two million), is searched by bisection in O(log N), and
+is shared read-only by every worker. A Python ``set`` of the same strings would cost ~10 times
+as much.
+
+Numbers are normalised the way rows are (:func:`number_key`), so ``+49 30 1234567``,
+``030 1234567`` (region DE) and ``0049301234567`` are one entry.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import heapq
+import os
+import re
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat
+
+from ._phones import PhonePolicy
+
+_CHUNK: Final = 1 << 18
+# "+" then digits only, as a regulator's or CRM's E.164 export writes them.
+_E164_TEXT: Final = re.compile(r"\+([1-9][0-9]{6,14})")
+_NATIONAL_PREFIXES: dict[int, str | None] = {}
+
+
+def _national_prefix(country_code: int) -> str | None:
+    """The trunk prefix a number of this country code may carry by mistake after it (the 0 in
+    ``+49 030 …``); parsing strips it, so a value holding it takes the full parse."""
+    if country_code not in _NATIONAL_PREFIXES:
+        region = phonenumbers.region_code_for_country_code(country_code)
+        meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+        prefix = None
+        if meta is not None:
+            prefix = meta.national_prefix_for_parsing or meta.national_prefix
+        # A prefix that is a pattern (not plain digits) is matched by the full parse only.
+        _NATIONAL_PREFIXES[country_code] = prefix if prefix is None or prefix.isdigit() else "any"
+    return _NATIONAL_PREFIXES[country_code]
+
+
+def _fast_key(digits: str) -> int | None:
+    """The key of ``+digits`` without parsing, where parsing provably gives back the same
+    digits: a known country code followed by a national number that does not start with that
+    country's trunk prefix. None: take the full parse."""
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            prefix = _national_prefix(code)
+            national = digits[size:]
+            if prefix == "any" or (prefix and national.startswith(prefix)):
+                return None
+            return int(digits)
+    return None
+
+
+def number_key(text: str, region: str) -> int | None:
+    """The E.164 digits of ``text`` as an integer (None: not a phone number). Only parsed, not
+    checked: a list entry that is impossible simply never matches a row's number."""
+    text = text.strip()
+    match = _E164_TEXT.fullmatch(text)
+    if match is not None:
+        key = _fast_key(match.group(1))
+        if key is not None:
+            return key
+    try:
+        number = phonenumbers.parse(text, region)
+    except NumberParseException:
+        return None
+    if not number.country_code or not number.national_number:
+        return None
+    e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    digits = e164[1:]
+    return int(digits) if digits.isdigit() and len(digits) <= 15 else None
+
+
+class SuppressionList:
+    """A do-not-call list, normalised with a :class:`PhonePolicy`'s region.
+
+    ``numbers``: any iterable of numbers (text or int). Entries that are not phone numbers are
+    counted in ``rejected`` and left out (they can never match a row's number). ``in`` takes an
+    E.164 key (:attr:`Number.key`). Build it once and pass it to as many jobs as you like.
+    """
+
+    __slots__ = ("_keys", "region", "rejected")
+
+    def __init__(self, numbers: Iterable[str | int], policy: PhonePolicy) -> None:
+        self.region = policy.region
+        self.rejected = 0
+        self._keys = _sorted_unique(self._each_key(numbers))
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], policy: PhonePolicy, *, encoding: str = "utf-8-sig"
+    ) -> SuppressionList:
+        """One number a line; blank lines and lines starting with ``#`` are skipped."""
+        with open(path, encoding=encoding) as fh:
+            lines = (line for line in fh if line.strip() and not line.lstrip().startswith("#"))
+            return cls(lines, policy)
+
+    def _each_key(self, numbers: Iterable[str | int]) -> Iterator[int]:
+        region = self.region
+        for value in numbers:
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = f"+{value}"  # an integer is taken as E.164 digits without the +
+            key = number_key(value, region) if isinstance(value, str) else None
+            if key is None:
+                self.rejected += 1
+            else:
+                yield key
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, int):
+            return False
+        keys = self._keys
+        i = bisect.bisect_left(keys, key)
+        return i < len(keys) and keys[i] == key
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the index holds (8 per distinct number)."""
+        return self._keys.itemsize * len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"SuppressionList({len(self)} numbers, region={self.region!r})"
+
+
+def _sorted_unique(keys: Iterator[int]) -> array.array[int]:
+    """Sort in chunks and merge, so building never holds more than one chunk as Python ints
+    (a plain ``sorted()`` of two million ints peaks near 90 MB; this stays near 2 x 16 MB)."""
+    runs: list[array.array[int]] = []
+    chunk: list[int] = []
+    for key in keys:
+        chunk.append(key)
+        if len(chunk) == _CHUNK:
+            chunk.sort()
+            runs.append(array.array("q", chunk))
+            chunk = []
+    chunk.sort()
+    runs.append(array.array("q", chunk))
+    del chunk
+    out = array.array("q")
+    last = None
+    for key in heapq.merge(*runs):
+        if key != last:
+            out.append(key)
+            last = key
+    return out
