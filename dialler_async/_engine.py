@@ -470,6 +470,7 @@ class Engine:
             duplicate_in_input=job.duplicate,
             reconciled=reconciled,
             reason=reason,
+            warnings=job.prepared.warnings if job.prepared is not None else (),
         )
 
     def _interrupted(self, job: _Job) -> ItemResult:
@@ -513,6 +514,8 @@ class Engine:
             return self._result(
                 job, Outcome.INVALID, key=getattr(job.invalid, "key", None), error=job.invalid
             )
+        if job.prepared.skip is not None:  # issue 14: suppressed / duplicate phone: never sent
+            return self._result(job, Outcome.SKIPPED, reason=job.prepared.skip)
         try:
             if self.stopping:
                 return self._not_started(job)
