@@ -32,6 +32,7 @@ from benchmarks import (
     _latency,
     _memory,
     _overhead,
+    _phone,
     _profile,
     _rate,
     _report,
@@ -39,7 +40,17 @@ from benchmarks import (
 from benchmarks._config import FULL, QUICK, Sizes
 from benchmarks._procs import pin_client
 
-SECTIONS = ("overhead", "breakdown", "conversion", "latency", "memory", "rate", "faults", "profile")
+SECTIONS = (
+    "overhead",
+    "breakdown",
+    "conversion",
+    "latency",
+    "memory",
+    "rate",
+    "faults",
+    "profile",
+    "phones",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 _PACKAGES = (
     "aiohttp",
@@ -50,6 +61,7 @@ _PACKAGES = (
     "cattrs",
     "attrs",
     "orjson",
+    "phonenumbers",
     "psutil",
     "matplotlib",
 )
@@ -122,6 +134,7 @@ def _section(name: str, sizes: Sizes, res: dict[str, Any], out: Path) -> Any:
         "rate": lambda: asyncio.run(_rate.run(sizes, log)),
         "faults": lambda: asyncio.run(_faults.run(sizes, log)),
         "profile": lambda: asyncio.run(_profile.run(sizes, log, out)),
+        "phones": lambda: asyncio.run(_phone.run(sizes, log)),
     }
     return runners[name]()
 

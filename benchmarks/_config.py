@@ -29,6 +29,9 @@ class Sizes(NamedTuple):
     fault_reps: int
     conversion_n: int
     profile_n: int
+    phone_cpu_n: int
+    suppress_n: int
+    suppress_national_n: int
 
 
 FULL = Sizes(
@@ -52,6 +55,9 @@ FULL = Sizes(
     fault_reps=7,
     conversion_n=5_000,
     profile_n=5_000,
+    phone_cpu_n=5_000,
+    suppress_n=2_000_000,
+    suppress_national_n=50_000,
 )
 
 QUICK = Sizes(
@@ -75,4 +81,7 @@ QUICK = Sizes(
     fault_reps=1,
     conversion_n=300,
     profile_n=300,
+    phone_cpu_n=300,
+    suppress_n=20_000,
+    suppress_national_n=1_000,
 )

@@ -19,7 +19,7 @@ from typing import Final, Literal
 
 import attrs
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
+from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, ValidationResult
 
 #: The ``phonenumbers`` release, whose metadata decides what is valid.
 METADATA_VERSION: Final[str] = phonenumbers.__version__
@@ -60,6 +60,49 @@ _POSSIBLE_REASONS: Final = {
 _FLOAT_TEXT: Final = re.compile(r"(\+?[0-9]+)\.0+")
 # A spreadsheet's exponent form ("4.93012E+09"): the digits after the mantissa are lost.
 _EXPONENT_TEXT: Final = re.compile(r"[0-9]+(?:[.,][0-9]+)?[eE]\+?[0-9]+")
+
+
+# "+" then digits only: E.164 as a CRM or a regulator's list writes it.
+_E164_TEXT: Final = re.compile(r"\+([1-9][0-9]{6,14})")
+_TRUNK_PREFIXES: dict[int, str | None] = {}
+
+
+def _trunk_prefix(country_code: int) -> str | None:
+    """The trunk prefix a number of this country code may carry by mistake after it (the 0 in
+    ``+49 030 …``), which parsing strips; ``"any"`` where it is a pattern, not digits."""
+    if country_code not in _TRUNK_PREFIXES:
+        region = phonenumbers.region_code_for_country_code(country_code)
+        meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+        prefix = None
+        if meta is not None:
+            prefix = meta.national_prefix_for_parsing or meta.national_prefix
+        _TRUNK_PREFIXES[country_code] = prefix if prefix is None or prefix.isdigit() else "any"
+    return _TRUNK_PREFIXES[country_code]
+
+
+def quick_parse(text: str) -> PhoneNumber | None:
+    """``+digits`` split into country code and national number without the full parse (which
+    costs ~10 times as much), where the full parse provably gives the same number: a known
+    country code, then a national number that starts neither with 0 nor with that country's
+    trunk prefix (tests/test_phones.py checks it against the library). None: parse it fully."""
+    match = _E164_TEXT.fullmatch(text)
+    if match is None:
+        return None
+    digits = match.group(1)
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[size:]
+            prefix = _trunk_prefix(code)
+            if national[:1] == "0" or prefix == "any" or (prefix and national.startswith(prefix)):
+                return None
+            return PhoneNumber(country_code=code, national_number=int(national))
+    return None
+
+
+def parse(text: str, region: str) -> PhoneNumber:
+    """The number in ``text`` (raises ``NumberParseException``, as ``phonenumbers.parse``)."""
+    return quick_parse(text) or phonenumbers.parse(text, region)
 
 
 def _region(value: str) -> str:
@@ -118,7 +161,7 @@ def normalise(value: str, policy: PhonePolicy) -> Number:
     elif _EXPONENT_TEXT.fullmatch(text):
         raise PhoneError(NOT_A_NUMBER, "spreadsheet exponent form, digits are lost")
     try:
-        number = phonenumbers.parse(text, policy.region)
+        number = parse(text, policy.region)
     except NumberParseException as exc:
         raise PhoneError(_PARSE_REASONS.get(exc.error_type, NOT_A_NUMBER)) from None
     possible = phonenumbers.is_possible_number_with_reason(number)

@@ -15,59 +15,24 @@ import array
 import bisect
 import heapq
 import os
-import re
 from collections.abc import Iterable, Iterator
 from typing import Final
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
 
-from ._phones import PhonePolicy
+from ._phones import PhonePolicy, quick_parse
 
 _CHUNK: Final = 1 << 18
-# "+" then digits only, as a regulator's or CRM's E.164 export writes them.
-_E164_TEXT: Final = re.compile(r"\+([1-9][0-9]{6,14})")
-_NATIONAL_PREFIXES: dict[int, str | None] = {}
-
-
-def _national_prefix(country_code: int) -> str | None:
-    """The trunk prefix a number of this country code may carry by mistake after it (the 0 in
-    ``+49 030 …``); parsing strips it, so a value holding it takes the full parse."""
-    if country_code not in _NATIONAL_PREFIXES:
-        region = phonenumbers.region_code_for_country_code(country_code)
-        meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
-        prefix = None
-        if meta is not None:
-            prefix = meta.national_prefix_for_parsing or meta.national_prefix
-        # A prefix that is a pattern (not plain digits) is matched by the full parse only.
-        _NATIONAL_PREFIXES[country_code] = prefix if prefix is None or prefix.isdigit() else "any"
-    return _NATIONAL_PREFIXES[country_code]
-
-
-def _fast_key(digits: str) -> int | None:
-    """The key of ``+digits`` without parsing, where parsing provably gives back the same
-    digits: a known country code followed by a national number that does not start with that
-    country's trunk prefix. None: take the full parse."""
-    for size in (1, 2, 3):
-        code = int(digits[:size])
-        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-            prefix = _national_prefix(code)
-            national = digits[size:]
-            if prefix == "any" or (prefix and national.startswith(prefix)):
-                return None
-            return int(digits)
-    return None
 
 
 def number_key(text: str, region: str) -> int | None:
     """The E.164 digits of ``text`` as an integer (None: not a phone number). Only parsed, not
     checked: a list entry that is impossible simply never matches a row's number."""
     text = text.strip()
-    match = _E164_TEXT.fullmatch(text)
-    if match is not None:
-        key = _fast_key(match.group(1))
-        if key is not None:
-            return key
+    quick = quick_parse(text)
+    if quick is not None:
+        return int(text[1:])
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException:
