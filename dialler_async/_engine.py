@@ -156,6 +156,9 @@ class Engine:
         self.on_progress: Callable[[Progress], object] | None = options.pop("on_progress", None)
         if self.on_progress is not None and not callable(self.on_progress):
             raise TypeError(f"on_progress must be callable, not {self.on_progress!r}")
+        self.on_result: Callable[[ItemResult], object] | None = options.pop("on_result", None)
+        if self.on_result is not None and not callable(self.on_result):
+            raise TypeError(f"on_result must be callable, not {self.on_result!r}")
         self.progress_interval = _non_negative(
             "progress_interval", options.pop("progress_interval", 0.5)
         )
@@ -418,6 +421,12 @@ class Engine:
             try:
                 self.checkpoint.record(job.identity, result.key, result.outcome, job.index, error)
             except CheckpointError as exc:
+                self._fail(exc)
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except Exception as exc:  # the caller's callback: stop the job, raise it at the end
+                self.on_result = None
                 self._fail(exc)
         if not result.ok and result.outcome is not Outcome.CANCELLED:
             self.failures += 1
