@@ -105,8 +105,8 @@ def parse(text: str, region: str) -> PhoneNumber:
     return quick_parse(text) or phonenumbers.parse(text, region)
 
 
-def _region(value: str) -> str:
-    return value.strip().upper()
+def _region(value: object) -> object:
+    return value.strip().upper() if isinstance(value, str) else value
 
 
 def _check_region(_: object, attribute: attrs.Attribute[str], value: str) -> None:

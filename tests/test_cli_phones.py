@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import phonenumbers
 
-from tests.test_cli import cli, contacts, count, emu, read_csv, write_contacts
+from tests.test_cli import (
+    _wait_for_rows,
+    cli,
+    contacts,
+    count,
+    emu,
+    read_csv,
+    server,
+    write_contacts,
+)
 
 ROWS = """UserData;Name;PhoneNumber1;PhoneNumber2
 A1;Alpha;030 1111111;
@@ -117,3 +129,30 @@ def test_phone_usage_errors_exit_2(tmp_path: Path) -> None:
         done = cli("import", source, "--campaign-id", "538", *emu(db), *extra)
         assert done.returncode == 2, (extra, done.stderr)
     assert count(db) == 0
+
+
+def test_results_file_after_ctrl_c_has_every_row_read(tmp_path: Path) -> None:
+    write_contacts(tmp_path / "c.csv", 400, seed=5)
+    results, report = tmp_path / "results.csv", tmp_path / "report.json"
+    command = [
+        "import", tmp_path / "c.csv", "--campaign-id", "538", "--phone-region", "DE",
+        "--results", results, "--report", report, "--concurrency", "4",
+    ]  # fmt: skip
+    with server(tmp_path, "--latency", "0.05") as srv:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dialler_async", *map(str, command)],
+            env=srv.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for_rows(srv.db, proc, 40)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 130, stderr
+        account = json.loads(report.read_text())
+        lines = read_csv(results)
+        assert len(lines) == len({r["line"] for r in lines}) == account["rows_read"]
+        outcomes = [r["outcome"] for r in lines]
+        assert outcomes.count("succeeded") == account["counts"]["succeeded"] == count(srv.db)
+        assert outcomes.count("cancelled") == account["counts"]["cancelled"] > 0

@@ -223,3 +223,35 @@ async def test_resume_with_a_checkpoint_skips_the_same_rows_again(
     reasons = [i.reason for i in again.items or ()]
     assert reasons == ["already done", "suppressed", "duplicate phone"]
     assert emulator.store.contact_count() == 1
+
+
+async def test_on_result_sees_every_row_once_even_when_the_consumer_stops_early(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    seen: list[int] = []
+    rows = [row(n, f"030 {1000000 + n}") for n in range(60)]
+    async with client.stream(
+        "import", rows, phone_policy=DE, on_result=lambda r: seen.append(r.index), concurrency=4
+    ) as results:
+        async for _ in results:
+            break  # the consumer walks away: the rest is accounted, never delivered
+    account = results.result
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == account.total
+    assert_account(account, read=account.total)
+
+
+async def test_an_on_result_that_raises_stops_the_job_and_is_raised(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    calls = 0
+
+    def broken(_: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError("disk full")
+
+    rows = [row(n, f"030 {1000000 + n}") for n in range(200)]
+    with pytest.raises(OSError, match="disk full"):
+        await client.import_contacts(rows, on_result=broken, concurrency=2)
+    assert calls < 200

@@ -99,6 +99,8 @@ def test_possible_is_laxer_than_valid() -> None:
     "kwargs",
     [
         {"region": "XX"},
+        {"region": None},
+        {"region": 49},
         {"region": "Germany"},
         {"region": "DE", "format": "E164"},
         {"region": "DE", "format": "national"},

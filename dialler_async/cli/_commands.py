@@ -212,7 +212,7 @@ class Job:
                 )
             except OSError as exc:
                 raise UsageError(str(exc)) from exc
-        if getattr(self.args, "results", None):
+        if getattr(self.args, "results", None) and not self.args.dry_run:
             try:
                 self.results = ResultsFile(
                     self.args.results, policy=self.policy, suppress=self.suppress
@@ -297,6 +297,10 @@ class Job:
                 )
         if self.keyed:
             options["by_user_data"] = self.by_user_data
+        if self.results is not None:
+            # Every row as it is accounted, also those that finish while a Ctrl-C winds the
+            # job down (they never reach the stream).
+            options["on_result"] = self.results.write
         return options
 
     async def run(self, client: DiallerClient, display: Display) -> tuple[BulkResult, str | None]:
@@ -309,8 +313,6 @@ class Job:
         async with results:
             try:
                 async for result in results:
-                    if self.results is not None:
-                        self.results.write(result)
                     if not result.ok and self.rejects is not None:
                         self.rejects.write(result)
                         self.written.add(result.index)
@@ -327,6 +329,8 @@ class Job:
                 bulk = getattr(cancelled, "bulk_result", None) or results.result
             except (InputError, csv.Error, OSError, ValueError) as exc:
                 ended = f"input: reading {self.path} failed near line {self.last_line}: {exc}"
+                if self.results is not None and self.results.error is exc:
+                    ended = f"input: writing the results file failed: {exc}"
                 bulk = results.result
             else:
                 bulk = results.result

@@ -36,6 +36,8 @@ class ResultsFile:
     ) -> None:
         self.path = path
         self.count = 0
+        #: The error that stopped writing (the job is stopped with it).
+        self.error: OSError | None = None
         self._policy = policy
         self._suppress = suppress
         try:
@@ -48,6 +50,14 @@ class ResultsFile:
         self._writer.writerow(COLUMNS)
 
     def write(self, result: ItemResult) -> None:
+        """Write one row's line (the job's ``on_result``: called once per row accounted)."""
+        try:
+            self._write(result)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def _write(self, result: ItemResult) -> None:
         self.count += 1
         key = result.key if isinstance(result.key, str) else key_of(result.input)
         reason = result.reason or ("" if result.outcome is Outcome.SUCCEEDED else why(result))
