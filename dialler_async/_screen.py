@@ -38,6 +38,8 @@ def suppression_list(suppress: SuppressInput, policy: PhonePolicy) -> Suppressio
                 f"the job's phone policy is for {policy.region!r}"
             )
         return suppress
+    if isinstance(suppress, bytes | bytearray):
+        raise ConfigurationError("suppress= takes a path, numbers or a SuppressionList, not bytes")
     if isinstance(suppress, str | os.PathLike):
         try:
             return SuppressionList.from_file(suppress, policy)

@@ -194,6 +194,8 @@ def test_suppression_list_is_tied_to_its_region() -> None:
         suppression_list(dnc, PhonePolicy("AT"))
     with pytest.raises(ConfigurationError, match="cannot read"):
         suppression_list("/nonexistent/dnc.txt", DE)
+    with pytest.raises(ConfigurationError, match="bytes"):
+        suppression_list(b"+49301234567", DE)
 
 
 @settings(max_examples=1000, deadline=None)
