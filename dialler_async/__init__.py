@@ -31,7 +31,7 @@ from ._exceptions import (
 )
 from ._limits import Limits
 from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewContact, ResultCode
-from ._phones import PhonePolicy
+from ._policy import PhonePolicy
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes

@@ -23,7 +23,7 @@ from ._item import ItemRunner, Verdict
 from ._limits import Clock, Governor, Limits, Sleep
 from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
 from ._operations import Import, KeyedAction, OperationRules, Update
-from ._phones import PhonePolicy
+from ._policy import PhonePolicy
 from ._results import BulkResult, Operation, Outcome
 from ._retry import RetryPolicy
 from ._routes import Route, Routes

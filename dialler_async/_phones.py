@@ -6,7 +6,8 @@ that lost their ``+`` or their leading 0 in a spreadsheet, and the metadata that
 lengths and ranges exist. Validity changes with that metadata, so :data:`METADATA_VERSION` is
 what a report should record.
 
-The decision functions here are pure: :func:`normalise` judges one value, :func:`screen_numbers`
+Imported only when a policy is used (``phonenumbers`` takes ~0.1 s to import). The decision
+functions here are pure: :func:`normalise` judges one value, :func:`screen_numbers`
 judges the number fields of one row. :class:`PhoneScreen` (in :mod:`._screen`) adds the job's
 state (suppression list, numbers already seen).
 """
@@ -15,17 +16,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import Final
 
 import attrs
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, ValidationResult
 
+from ._policy import PhonePolicy
+
 #: The ``phonenumbers`` release, whose metadata decides what is valid.
 METADATA_VERSION: Final[str] = phonenumbers.__version__
-
-PhoneFormat = Literal["e164", "e164-no-plus", "as-is"]
-PhoneCheck = Literal["possible", "valid"]
 
 #: The fields the dialler dials, in order; at least one must survive for a row to be sent.
 DIAL_FIELDS: Final = tuple(f"PhoneNumber{n}" for n in range(1, 7))
@@ -103,36 +103,6 @@ def quick_parse(text: str) -> PhoneNumber | None:
 def parse(text: str, region: str) -> PhoneNumber:
     """The number in ``text`` (raises ``NumberParseException``, as ``phonenumbers.parse``)."""
     return quick_parse(text) or phonenumbers.parse(text, region)
-
-
-def _region(value: object) -> object:
-    return value.strip().upper() if isinstance(value, str) else value
-
-
-def _check_region(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in phonenumbers.SUPPORTED_REGIONS:
-        raise ValueError(f"PhonePolicy.region: {value!r} is not a region code such as 'DE'")
-
-
-@attrs.frozen(slots=True)
-class PhonePolicy:
-    """How phone numbers are read, checked and sent.
-
-    ``region``: the ISO 3166 code numbers without a country code belong to (``"DE"``: ``030
-    1234567`` is Berlin). ``format``: ``"e164"`` (``+49301234567``, what the jtel field list asks
-    for), ``"e164-no-plus"`` (``49301234567``, for installations that store it so) or ``"as-is"``
-    (checked, but sent as given). ``check``: ``"possible"`` (a plausible length for its country)
-    or ``"valid"`` (also in a range the metadata knows to be assigned; stricter, and changes with
-    the ``phonenumbers`` release).
-    """
-
-    region: str = attrs.field(converter=_region, validator=_check_region)
-    format: PhoneFormat = attrs.field(
-        default="e164", validator=attrs.validators.in_(("e164", "e164-no-plus", "as-is"))
-    )
-    check: PhoneCheck = attrs.field(
-        default="possible", validator=attrs.validators.in_(("possible", "valid"))
-    )
 
 
 @attrs.frozen(slots=True)
@@ -233,3 +203,19 @@ def _shown(value: str) -> str:
     """The value as a problem message quotes it: short, so a hostile cell cannot flood a log."""
     text = value.strip()
     return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def number_key(text: str, region: str) -> int | None:
+    """The E.164 digits of ``text`` as an integer (None: not a phone number). Only parsed, not
+    checked: a suppression-list entry that is impossible simply never matches a row's number."""
+    text = text.strip()
+    if quick_parse(text) is not None:
+        return int(text[1:])
+    try:
+        number = phonenumbers.parse(text, region)
+    except NumberParseException:
+        return None
+    if not number.country_code or not number.national_number:
+        return None
+    digits = phonenumbers.format_number(number, PhoneNumberFormat.E164)[1:]
+    return int(digits) if digits.isdigit() and len(digits) <= 15 else None

@@ -17,7 +17,8 @@ import attrs
 from ._converter import in_zone, to_new_contact, unstructure
 from ._exceptions import ConfigurationError, ContactValidationError
 from ._models import NewContact
-from ._phones import PhonePolicy, screen_numbers
+from ._phones import screen_numbers
+from ._policy import PhonePolicy
 from ._suppress import SuppressionList
 from ._validation import new_contact_problems
 

@@ -5,7 +5,7 @@ N numbers costs 8·N bytes (16 MB for two million), is searched by bisection in 
 is shared read-only by every worker. A Python ``set`` of the same strings would cost ~10 times
 as much.
 
-Numbers are normalised the way rows are (:func:`number_key`), so ``+49 30 1234567``,
+Numbers are normalised the way rows are (:func:`._phones.number_key`), so ``+49 30 1234567``,
 ``030 1234567`` (region DE) and ``0049301234567`` are one entry.
 """
 
@@ -18,30 +18,9 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat
-
-from ._phones import PhonePolicy, quick_parse
+from ._policy import PhonePolicy
 
 _CHUNK: Final = 1 << 18
-
-
-def number_key(text: str, region: str) -> int | None:
-    """The E.164 digits of ``text`` as an integer (None: not a phone number). Only parsed, not
-    checked: a list entry that is impossible simply never matches a row's number."""
-    text = text.strip()
-    quick = quick_parse(text)
-    if quick is not None:
-        return int(text[1:])
-    try:
-        number = phonenumbers.parse(text, region)
-    except NumberParseException:
-        return None
-    if not number.country_code or not number.national_number:
-        return None
-    e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-    digits = e164[1:]
-    return int(digits) if digits.isdigit() and len(digits) <= 15 else None
 
 
 class SuppressionList:
@@ -69,6 +48,8 @@ class SuppressionList:
             return cls(lines, policy)
 
     def _each_key(self, numbers: Iterable[str | int]) -> Iterator[int]:
+        from ._phones import number_key  # brings phonenumbers: only once a list is built
+
         region = self.region
         for value in numbers:
             if isinstance(value, int) and not isinstance(value, bool):

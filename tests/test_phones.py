@@ -19,9 +19,8 @@ from dialler_async import (
     PhonePolicy,
     SuppressionList,
 )
-from dialler_async._phones import PhoneError, normalise, quick_parse, screen_numbers
+from dialler_async._phones import PhoneError, normalise, number_key, quick_parse, screen_numbers
 from dialler_async._screen import DUPLICATE_PHONE, SUPPRESSED, PhoneScreen, suppression_list
-from dialler_async._suppress import number_key
 
 # (region, as typed, E.164). Every country in the formats a CRM export holds them: national with
 # trunk prefix and punctuation, +CC (0) ..., 00CC (or the US's 011), a spreadsheet float that lost

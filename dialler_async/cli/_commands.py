@@ -23,7 +23,8 @@ from .._exceptions import (
     NotFoundError,
 )
 from .._models import Campaign
-from .._phones import METADATA_VERSION, PhonePolicy
+from .._phones import METADATA_VERSION
+from .._policy import PhonePolicy
 from .._results import BulkResult, Operation
 from .._screen import PhoneScreen
 from .._suppress import SuppressionList

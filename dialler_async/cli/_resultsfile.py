@@ -13,7 +13,8 @@ import csv
 from typing import Any, Final, TextIO
 
 from .._converter import to_new_contact, unstructure
-from .._phones import NUMBER_FIELDS, PhonePolicy, screen_numbers
+from .._phones import NUMBER_FIELDS, screen_numbers
+from .._policy import PhonePolicy
 from .._results import ItemResult, Outcome
 from .._suppress import SuppressionList
 from ._input import neutralise
