@@ -23,11 +23,7 @@ from .._exceptions import (
     NotFoundError,
 )
 from .._models import Campaign
-from .._phones import METADATA_VERSION
-from .._policy import PhonePolicy
 from .._results import BulkResult, Operation
-from .._screen import PhoneScreen
-from .._suppress import SuppressionList
 from ._args import parse_map
 from ._connect import UsageError, connect
 from ._dryrun import dry_run
@@ -40,6 +36,7 @@ from ._input import (
     key_items,
 )
 from ._output import Account, Rejects, line_of, write_report
+from ._phones import PhoneRules
 from ._probe import MISSING, PROBE_ID, PROBE_USER_DATA, probe_one
 from ._progress import Display, failure_sample, note, summary
 from ._resultsfile import ResultsFile
@@ -58,8 +55,7 @@ class Job:
         self.last_line: int | None = None
         self.rejects: Rejects | None = None
         self.results: ResultsFile | None = None
-        self.policy: PhonePolicy | None = None
-        self.suppress: SuppressionList | None = None
+        self.phones: PhoneRules | None = None
         self.written: set[int] = set()
         if self.keyed:
             self.by_user_data = args.user_data is not None
@@ -74,7 +70,7 @@ class Job:
         try:
             self.check_outputs()
             self._plan()
-            self._phone_setup()
+            self.phones = PhoneRules.from_args(args, console)
             if self.keyed:
                 header = key_file_has_header(self.reader, args.column, self.key_name)
                 header = header and self.reader.format == "csv"
@@ -104,60 +100,6 @@ class Job:
             sent = {self.columns.target(h) for h in self.reader.header}
             if not sent & {"ID", "UserData"}:
                 raise UsageError(f"{self.path}: an update needs an ID or a UserData column")
-
-    def _phone_setup(self) -> None:
-        """The phone policy and suppression list of an import, from the command line."""
-        args = self.args
-        region = getattr(args, "phone_region", None)
-        if region is None:
-            if getattr(args, "suppress", None) or getattr(args, "dedupe_phone", False):
-                raise UsageError("--suppress and --dedupe-phone need --phone-region")
-            return
-        try:
-            self.policy = PhonePolicy(region, format=args.phone_format, check=args.phone_check)
-        except ValueError as exc:
-            raise UsageError(f"--phone-region: {exc}") from exc
-        if args.suppress:
-            try:
-                self.suppress = SuppressionList.from_file(args.suppress, self.policy)
-            except (OSError, UnicodeDecodeError) as exc:
-                raise UsageError(
-                    f"cannot read the suppression list {args.suppress}: {exc}"
-                ) from exc
-            if not args.quiet:
-                rejected = self.suppress.rejected
-                extra = f" ({rejected:,} lines that are not numbers left out)" if rejected else ""
-                note(
-                    self.console,
-                    f"suppression list: {len(self.suppress):,} numbers{extra}",
-                    "dim",
-                )
-
-    def phone_screen(self) -> PhoneScreen | None:
-        """A fresh screen with this job's phone rules (dry runs apply it themselves)."""
-        if self.policy is None:
-            return None
-        return PhoneScreen(
-            self.policy,
-            suppress=self.suppress,
-            dedupe=self.args.dedupe_phone,
-            clear_suppressed=self.args.overwrite_duplicates,
-        )
-
-    def phone_report(self) -> dict[str, Any] | None:
-        """What the report records about the phone rules (validity depends on the release)."""
-        if self.policy is None:
-            return None
-        return {
-            "region": self.policy.region,
-            "format": self.policy.format,
-            "check": self.policy.check,
-            "phonenumbers_version": METADATA_VERSION,
-            "suppression_list": None
-            if self.suppress is None
-            else {"numbers": len(self.suppress), "rejected_lines": self.suppress.rejected},
-            "dedupe_phone": bool(self.args.dedupe_phone),
-        }
 
     def _warn_columns(self, unknown_seen: int, ignored_seen: int) -> tuple[int, int]:
         assert self.columns is not None
@@ -215,8 +157,11 @@ class Job:
                 raise UsageError(str(exc)) from exc
         if getattr(self.args, "results", None) and not self.args.dry_run:
             try:
+                phones = self.phones
                 self.results = ResultsFile(
-                    self.args.results, policy=self.policy, suppress=self.suppress
+                    self.args.results,
+                    policy=phones.policy if phones else None,
+                    suppress=phones.suppress if phones else None,
                 )
             except OSError as exc:
                 raise UsageError(str(exc)) from exc
@@ -290,12 +235,8 @@ class Job:
                 campaign_id=args.campaign_id,
                 campaign_name=args.campaign_name,
             )
-            if self.policy is not None:
-                options.update(
-                    phone_policy=self.policy,
-                    suppress=self.suppress,
-                    dedupe_phone=args.dedupe_phone,
-                )
+            if self.phones is not None:
+                options.update(self.phones.options())
         if self.keyed:
             options["by_user_data"] = self.by_user_data
         if self.results is not None:
@@ -380,7 +321,7 @@ async def bulk_command(args: argparse.Namespace, console: Console) -> int:
             rejects=args.rejects,
             rejects_written=job.rejects.count if job.rejects else 0,
             results=getattr(args, "results", None),
-            phones=job.phone_report(),
+            phones=job.phones.report() if job.phones else None,
         )
     _closing(job, account, ended, console)
     return status

@@ -70,7 +70,8 @@ async def dry_run(job: Job, display: Display, campaigns: list[Campaign] | None) 
     valid = invalid = 0
     skipped: dict[str, int] = {}
     failures: list[dict[str, Any]] = []
-    screen = job.phone_screen() if job.operation is Operation.IMPORT else None
+    phones = job.phones if job.operation is Operation.IMPORT else None
+    screen = phones.screen() if phones is not None else None
     for index, item in enumerate(job.items()):
         try:
             problem = problems(job, item, campaigns, screen)
