@@ -81,7 +81,7 @@ QUICK = Sizes(
     fault_reps=1,
     conversion_n=300,
     profile_n=300,
-    phone_cpu_n=300,
-    suppress_n=20_000,
-    suppress_national_n=1_000,
+    phone_cpu_n=200,
+    suppress_n=10_000,
+    suppress_national_n=300,
 )
