@@ -45,7 +45,35 @@ def _handle(emu: Emulator, line: bytes) -> dict[str, Any]:
         return {"ok": True, "rate_limit": config.rate_limit}
     if cmd == "stats":
         return _stats(emu)
+    if cmd == "seed":  # replace every contact with N of one campaign (sync benchmark)
+        return {"contacts": seed_campaign(emu, int(request["n"]))}
     return {"error": f"unknown command {cmd!r}"}
+
+
+def seed_campaign(emu: Emulator, n: int, campaign: int = 538) -> int:
+    """Exactly ``n`` contacts S0000000.. in ``campaign`` (stored directly, no requests)."""
+    store = emu.store
+    with store.transaction():
+        store._db.execute("DELETE FROM contacts")
+        for i in range(n):
+            store.insert(emu.client_id, bench_contact(i, campaign))
+    return store.contact_count()
+
+
+def bench_contact(i: int, campaign: int = 538) -> dict[str, Any]:
+    from dialler_async.emulator._records import new_contact
+
+    return new_contact(
+        {
+            "UserData": f"S{i:07d}",
+            "Name": f"Name{i}",
+            "FirstName": "Max",
+            "City": "Berlin",
+            "PhoneNumber1": f"+4930{i:08d}",
+            "DiallerCampaignsID": campaign,
+            "DiallerCampaignsName": "Spring Campaign",
+        }
+    )
 
 
 async def serve(seed: int) -> None:

@@ -27,6 +27,8 @@ from ._exceptions import (
     RequestTimeoutError,
     ResponseFormatError,
     ServerError,
+    SyncConflictError,
+    SyncGuardError,
     TransportError,
 )
 from ._limits import Limits
@@ -36,6 +38,7 @@ from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
 from ._suppress import SuppressionList
+from ._sync_types import SyncPlan, SyncResult
 from ._validation import validate_contact, validate_key, validate_update
 
 __all__ = [
@@ -77,6 +80,10 @@ __all__ = [
     "Routes",
     "ServerError",
     "SuppressionList",
+    "SyncConflictError",
+    "SyncGuardError",
+    "SyncPlan",
+    "SyncResult",
     "TransportError",
     "__version__",
     "from_api",

@@ -61,12 +61,15 @@ CREATE INDEX IF NOT EXISTS unsettled ON items (key) WHERE state IN ('pending', '
 # Nothing replaces SUCCEEDED (an item with this identity is then skipped, never sent), and
 # CANCELLED replaces nothing (it says only "not done in this run"): so only a confirmed outcome
 # (SUCCEEDED, FAILED) or another "check first" state replaces a PENDING or AMBIGUOUS entry.
+# An AMBIGUOUS outcome keeps the send time of its own run's PENDING entry; one left by an earlier
+# run says nothing about this run's resend (it may be on the server right now), so it does not.
 _UPSERT = """
 INSERT INTO items (digest, occurrence, key, state, row, run, at, error)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (digest, occurrence) DO UPDATE SET
     key = excluded.key, state = excluded.state, row = excluded.row, run = excluded.run,
     at = CASE WHEN excluded.state = 'ambiguous' AND items.state = 'pending'
+                   AND items.run = excluded.run
               THEN items.at ELSE excluded.at END,
     error = excluded.error
 WHERE excluded.state != 'cancelled' AND items.state != 'succeeded'

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
 import os
 import ssl
 import time
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from datetime import tzinfo
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +26,13 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from . import _bulk
 from ._converter import structure
 from ._envelope import first_record, structure_records
-from ._exceptions import ClientStateError, ConfigurationError, DiallerError, NotFoundError
+from ._exceptions import (
+    ClientStateError,
+    ConfigurationError,
+    DiallerError,
+    NotFoundError,
+    ResponseFormatError,
+)
 from ._item import ItemRunner, Verdict
 from ._limits import Clock, Governor, Limits, Sleep
 from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
@@ -27,6 +41,7 @@ from ._policy import PhonePolicy
 from ._results import BulkResult, Operation, Outcome
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._sync_types import MissingPolicy, SyncPlan, SyncResult
 from ._transport import (
     DEFAULT_MAX_ANSWER_BYTES,
     DEFAULT_MAX_LIST_ANSWER_BYTES,
@@ -69,11 +84,12 @@ class _State(enum.Enum):
 class _Single:
     """The per-item state :class:`ItemRunner` keeps, for a single call."""
 
-    __slots__ = ("index", "sent_unsafe")
+    __slots__ = ("index", "sending", "sent_unsafe")
 
     def __init__(self) -> None:
         self.index = 0
         self.sent_unsafe = False
+        self.sending = False
 
 
 class DiallerClient:
@@ -269,6 +285,45 @@ class DiallerClient:
         reply = await self._call(route, query={"diallerCampaignsID": campaign_id}, list_answer=True)
         return structure_records(reply, Contact)
 
+    async def iter_contacts(self, campaign_id: int | None = None) -> AsyncIterator[Contact]:
+        """Every contact of the account, or of one campaign, one at a time as the answer arrives.
+
+        The same request as :meth:`list_contacts` (one list read, retried like any read until
+        its answer starts), but the answer is parsed as a stream (ijson), so memory stays flat
+        however large the campaign is. ``max_list_answer_bytes`` still bounds the answer. A
+        failure part-way through (connection lost, broken JSON) is raised after the contacts
+        before it were yielded; nothing is retried then, as they were already handed over.
+        To stop early, close it (``async with contextlib.aclosing(client.iter_contacts(...))``
+        or ``await it.aclose()``): the connection is dropped, not drained, at once (a plain
+        ``break`` leaves that to the garbage collector's finalizer, a few loop turns later).
+        """
+        # aclosing: stopping this iterator closes the whole chain at once, down to the socket.
+        async with contextlib.aclosing(self._iter_records(campaign_id)) as records:
+            async for record in records:
+                try:
+                    contact = structure(record, Contact)
+                except (ValueError, TypeError) as exc:
+                    raise ResponseFormatError(
+                        f"unexpected record ({exc})",
+                        method=self.routes.list_contacts.method,
+                        path=self.routes.list_contacts.path,
+                        body=repr(record)[:512],
+                    ) from exc
+                yield contact
+
+    async def _iter_records(self, campaign_id: int | None) -> AsyncGenerator[dict[str, Any], None]:
+        """The raw records (API spelling) of the list route, streamed (:meth:`iter_contacts`)."""
+        transport = self.transport
+        route = self.routes.list_contacts
+        path = transport.url_path(route, query={"diallerCampaignsID": campaign_id})
+        body = await transport.open_stream(route.method, path)
+        from ._listing import records_of  # ijson is loaded by the first streamed read only
+
+        records = records_of(body, small_limit=transport.max_answer_bytes)
+        async with body, contextlib.aclosing(records):
+            async for record in records:
+                yield record
+
     async def get_contact(self, id: int) -> Contact:
         """One contact by ID; :class:`NotFoundError` if there is none."""
         route = self.routes.get_contact
@@ -447,6 +502,49 @@ class DiallerClient:
     ) -> BulkResult:
         """Apply many partial updates concurrently."""
         return await _bulk.run(self, Operation.UPDATE, updates, **options)
+
+    async def sync_contacts(
+        self,
+        contacts: Iterable[ContactInput] | AsyncIterable[ContactInput],
+        *,
+        campaign_id: int | None = None,
+        campaign_name: str | None = None,
+        missing: MissingPolicy = "keep",
+        max_missing: float = 0.10,
+        force: bool = False,
+        dry_run: bool = False,
+        on_plan: Callable[[SyncPlan], object] | None = None,
+        **options: Any,
+    ) -> SyncResult:
+        """Make one campaign hold ``contacts``, sending only what differs from what it holds.
+
+        The campaign (exactly one of ``campaign_id``/``campaign_name``) is read once, streamed
+        into an on-disk index; each row (validated as an import) is then *new* (imported),
+        *changed* (only the differing fields are updated, by the server's ID), *unchanged*
+        (SKIPPED with reason ``"unchanged"``, no request), a *conflict* (several contacts of
+        the campaign have its UserData: FAILED with :class:`SyncConflictError`, none touched)
+        or INVALID (also when it has no UserData). Contacts of the campaign no row names are
+        *missing*: ``missing="keep"`` reports them, ``"lock"``/``"delete"`` act on them by ID,
+        unless they are more than ``max_missing`` of the campaign and ``force`` is not set:
+        then :class:`SyncGuardError` is raised before anything is written. ``dry_run``: plan
+        only. ``on_plan`` is called with the :class:`SyncPlan` before anything is written.
+        ``options``: those of :meth:`import_contacts` (``checkpoint``: the scratch index is
+        kept next to it instead of in the temporary directory). See the README's "Sync".
+        """
+        from . import _sync  # loaded by the first sync only: import jobs start no slower
+
+        return await _sync.sync(
+            self,
+            contacts,
+            campaign_id=campaign_id,
+            campaign_name=campaign_name,
+            missing=missing,
+            max_missing=max_missing,
+            force=force,
+            dry_run=dry_run,
+            on_plan=on_plan,
+            **options,
+        )
 
     async def _keyed_bulk(
         self,

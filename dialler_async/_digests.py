@@ -30,7 +30,10 @@ _GROWTH: Final = 1.25  # a small step keeps slack (and the copy while growing) s
 
 def key_digest(key: object) -> int:
     """A process-local digest of a UserData or ID, for :class:`DigestSet`."""
-    return ((hash(key) & _MASK) * _SPREAD) & _MASK
+    # hash() of an int is reduced modulo 2**61 - 1 (and hash(-1) == hash(-2)): an ID in 64
+    # bits is its own (spread) digest instead, so distinct IDs never share one.
+    value = key if type(key) is int and 0 <= key < 1 << 64 else hash(key)
+    return ((value & _MASK) * _SPREAD) & _MASK
 
 
 def stable_digest(*parts: object) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import math
 import time
@@ -60,6 +61,7 @@ class _Job:
         "input",
         "invalid",
         "prepared",
+        "sending",
         "sent_unsafe",
     )
 
@@ -71,6 +73,7 @@ class _Job:
         self.identity: Identity | None = None
         self.duplicate = False
         self.sent_unsafe = False
+        self.sending = False
         self.done = False
 
 
@@ -156,9 +159,14 @@ class Engine:
         self.on_progress: Callable[[Progress], object] | None = options.pop("on_progress", None)
         if self.on_progress is not None and not callable(self.on_progress):
             raise TypeError(f"on_progress must be callable, not {self.on_progress!r}")
+        if inspect.iscoroutinefunction(self.on_progress):
+            # It would be called and its coroutine dropped: never one report.
+            raise TypeError("on_progress must be a plain function, not an async one")
         self.on_result: Callable[[ItemResult], object] | None = options.pop("on_result", None)
         if self.on_result is not None and not callable(self.on_result):
             raise TypeError(f"on_result must be callable, not {self.on_result!r}")
+        if inspect.iscoroutinefunction(self.on_result):
+            raise TypeError("on_result must be a plain function, not an async one")
         self.progress_interval = _non_negative(
             "progress_interval", options.pop("progress_interval", 0.5)
         )
@@ -205,6 +213,7 @@ class Engine:
         self.window = self.workers_count * 4  # ordered: how far reading may run ahead
         self.window_moved = asyncio.Event()
         self.reorder: dict[int, ItemResult] = {}
+        self.stranded: list[ItemResult] = []  # accounted, hand-over cut off by a cancel
         self.next_index = 0
         self.last_progress = self.started
         self.stopping = False
@@ -257,9 +266,11 @@ class Engine:
             self.stop()
 
     def closing_client(self) -> None:
-        """The client this job runs on is closing: the job ends with ClientStateError."""
+        """The client this job runs on is closing: the job ends with ClientStateError, and
+        nothing more is handed over (a consumer that is not iterating must not hold it up)."""
         if self.driver is not None and not self.driver.done():
             self._fail(ClientStateError("the client was closed while this bulk job ran"))
+            self.handover.close()
 
     async def shutdown(self) -> bool:
         """Stop the job and wait until it has ended and its checkpoint is closed. A further
@@ -288,6 +299,12 @@ class Engine:
         """What the job must raise now that it has ended (None: it ended normally), with the
         final account attached as ``bulk_result``."""
         account = self.result()
+        if isinstance(self.error, StopIteration | StopAsyncIteration):
+            # Raised from __anext__ it would read as "finished"; from a coroutine, PEP 479
+            # turns it into RuntimeError anyway (without the account).
+            error = RuntimeError(f"a callback raised {self.error!r}")
+            error.__cause__ = self.error
+            self.error = error
         if self.error is not None:
             try:
                 self.error.bulk_result = account  # type: ignore[attr-defined]
@@ -334,15 +351,19 @@ class Engine:
         except Exception as exc:  # resolving the campaign, opening the checkpoint
             self._fail(exc)
         finally:
-            self._finish()
+            await self._finish()
 
-    def _finish(self) -> None:
-        """Account for every item not yet accounted for, check the account, close up."""
+    async def _finish(self) -> None:
+        """Account for every item not yet accounted for, check the account, close up, and
+        hand the consumer what it has not been given yet."""
         leftovers = sorted(self.unfinished.values(), key=lambda job: job.index)
         if leftovers and not self.stopping:
             self._fail(DiallerError(f"internal error: {len(leftovers)} items were left over"))
+        swept = []
         for job in leftovers:
-            self._account(job, self._interrupted(job))
+            result = self._interrupted(job)
+            if self._account(job, result):
+                swept.append(result)
         if self.tally.done != self.read:
             self._fail(
                 DiallerError(
@@ -358,8 +379,30 @@ class Engine:
         self._report(finished=True)
         if self.grace_timer is not None:
             self.grace_timer.cancel()
-        self.handover.end()
-        self.client._jobs.discard(self)
+        try:
+            if self.deliver:
+                await self._hand_over_the_rest(swept)
+        finally:
+            self.handover.end()
+            self.client._jobs.discard(self)
+
+    async def _hand_over_the_rest(self, swept: list[ItemResult]) -> None:
+        """Give a consumer still iterating every result it has not had: those swept into the
+        account just now and those whose hand-over was cut off by a cancelled worker."""
+        stranded, self.stranded = self.stranded, []
+        try:
+            if self.ordered:
+                for result in stranded:
+                    self.reorder[result.index] = result
+                    self.next_index = min(self.next_index, result.index)
+                stranded = []
+            for result in [*stranded, *swept]:
+                await self._hand_over(result)
+            if self.ordered:
+                await self._hand_over(None)
+        except asyncio.CancelledError:
+            self.handover.close()  # the consumer's wait ends; the account is complete
+            raise
 
     # -- account ----------------------------------------------------------------------------
 
@@ -404,7 +447,11 @@ class Engine:
         )
         try:
             self.on_progress(progress)
-        except Exception as exc:  # the caller's callback: stop the job, raise it at the end
+        except asyncio.CancelledError:
+            raise
+        # The caller's callback: stop the job, raise it at the end. Any BaseException too (a
+        # framework's abort signal): escaping here it would kill a worker mid-account.
+        except BaseException as exc:
             self.on_progress = None
             self._fail(exc)
 
@@ -422,28 +469,43 @@ class Engine:
                 self.checkpoint.record(job.identity, result.key, result.outcome, job.index, error)
             except CheckpointError as exc:
                 self._fail(exc)
-        if self.on_result is not None:
-            try:
-                self.on_result(result)
-            except Exception as exc:  # the caller's callback: stop the job, raise it at the end
-                self.on_result = None
-                self._fail(exc)
         if not result.ok and result.outcome is not Outcome.CANCELLED:
             self.failures += 1
             if self.raise_on_error or (self.max_failures and self.failures >= self.max_failures):
                 self.stop()
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # the caller's callback: as for on_progress
+                self.on_result = None
+                self._fail(exc)
         self._report()
         return True
 
-    async def _hand_over(self, result: ItemResult) -> None:
+    async def _hand_over(self, result: ItemResult | None) -> None:
+        """Give ``result`` to the consumer (in input order with ``ordered``: then it may give
+        several, or none yet; None only flushes). A result whose hand-over is cancelled is kept
+        for :meth:`_hand_over_the_rest`."""
         if not self.ordered:
-            await self.handover.put(result)
+            if result is not None:
+                try:
+                    await self.handover.put(result)
+                except asyncio.CancelledError:
+                    self.stranded.append(result)
+                    raise
             return
-        self.reorder[result.index] = result
+        if result is not None:
+            self.reorder[result.index] = result
         while (ready := self.reorder.pop(self.next_index, None)) is not None:
             self.next_index += 1
             self.window_moved.set()
-            await self.handover.put(ready)
+            try:
+                await self.handover.put(ready)
+            except asyncio.CancelledError:
+                self.stranded.append(ready)
+                raise
 
     def _result(
         self,
@@ -483,6 +545,15 @@ class Engine:
         )
 
     def _interrupted(self, job: _Job) -> ItemResult:
+        if not job.sent_unsafe and job.sending:
+            return self._result(
+                job,
+                Outcome.AMBIGUOUS,
+                error=DiallerError(
+                    "the job stopped while this write was on its way; it may have landed "
+                    "(it is safe to send again: a resume does)"
+                ),
+            )
         if not job.sent_unsafe:
             return self._result(job, Outcome.CANCELLED)
         return self._result(
@@ -604,39 +675,49 @@ class Engine:
                 except StopAsyncIteration:
                     self.read_all = True
                     break
-                except Exception as exc:  # the caller's iterator: stop, raise it at the end
+                except asyncio.CancelledError:
+                    raise
+                # The caller's iterator: stop, raise it at the end (any BaseException too:
+                # escaping, it would end the reader without an account of the error).
+                except BaseException as exc:
                     log.debug("reading the input failed after %d items: %r", self.read, exc)
                     self._fail(exc)
                     break
                 job = _Job(self.read, item)
                 self.read += 1
                 self.unfinished[job.index] = job
+                # Now, not when a worker takes it: a feed may refill the same object for its
+                # next row, and the row is what it was when it was handed over.
+                self._prepare(job)
                 self.inbox.put_nowait(job)
         finally:
             for _ in self.workers:
                 self.inbox.put_nowait(None)
             try:
                 await items.aclose()
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
                 self._fail(exc)
 
     async def _work(self) -> None:
         JOB_LIMITER.set(self.runner.job_limiter)  # every attempt of this task passes it
         while (job := await self.inbox.get()) is not None:
-            self.slots.release()
             await self._handle(job)
 
     async def _handle(self, job: _Job) -> None:
-        self._prepare(job)
         key = job.prepared.serial_key if job.prepared is not None else None
         chain: collections.deque[_Job] | None = None
         if key is not None:
             chain = self.chains.get(key)
             if chain is not None:
                 job.duplicate = True
+                # It keeps its read slot until it runs: rows of one key behind a slow one
+                # must not pull the rest of the input into memory.
                 chain.append(job)
                 return
             chain = self.chains[key] = collections.deque()
+        self.slots.release()
         try:
             while True:
                 result = await self._outcome(job)
@@ -645,6 +726,7 @@ class Engine:
                 if not chain:
                     break
                 job = chain.popleft()
+                self.slots.release()
         finally:
             if key is not None:
                 del self.chains[key]  # what is still chained is swept into the account

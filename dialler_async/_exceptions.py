@@ -17,6 +17,8 @@
     │   ├── RequestTimeoutError
     │   └── ConnectionLostError        the connection broke after the request was sent
     ├── ContactValidationError         rejected before any request, naming every problem
+    ├── SyncConflictError              a sync row matches several contacts (``ids``)
+    ├── SyncGuardError                 a sync would lock/delete too much (``plan``)
     ├── ConfigurationError             settings missing or wrong
     ├── CheckpointError                a job's checkpoint could not be read or written
     └── ClientStateError               the client is not open (never entered, or closed)
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._results import BulkResult
+    from ._sync_types import SyncPlan
 
 _SNIPPET = 200
 
@@ -219,4 +222,28 @@ class BulkError(DiallerError):
 
     def __init__(self, message: str, result: BulkResult) -> None:
         self.result = result
+        super().__init__(message)
+
+
+class SyncConflictError(DiallerError):
+    """A sync row whose UserData several contacts of the campaign hold: which one it means
+    cannot be told, so none is touched. ``ids``: those contacts (ID order)."""
+
+    def __init__(self, user_data: str, ids: Sequence[int]) -> None:
+        self.user_data = user_data
+        self.ids = tuple(ids)
+        shown = ", ".join(str(i) for i in self.ids[:10]) + (", …" if len(self.ids) > 10 else "")
+        super().__init__(
+            f"{len(self.ids)} contacts of the campaign have UserData {user_data!r} "
+            f"(IDs {shown}); none was touched"
+        )
+
+
+class SyncGuardError(DiallerError):
+    """A sync refused to lock or delete the contacts missing from its input because they are
+    more than ``max_missing`` of the campaign (a truncated export must never wipe a campaign).
+    Nothing was written; ``plan`` is what it would have done. Pass ``force=True`` to proceed."""
+
+    def __init__(self, message: str, plan: SyncPlan) -> None:
+        self.plan = plan
         super().__init__(message)

@@ -63,6 +63,10 @@ class Handover(Generic[T]):
         while not self._items:
             if self._ended or self._closed:
                 return None
+            if self._getter is not None and not self._getter.done():
+                # A second waiting consumer would overwrite the first one's wake-up, leaving
+                # it waiting for ever.
+                raise RuntimeError("a bulk stream can be iterated by one task at a time")
             self._getter = asyncio.get_running_loop().create_future()
             await self._getter
         item = self._items.popleft()

@@ -49,6 +49,7 @@ class Tracked(Protocol):
 
     index: int
     sent_unsafe: bool
+    sending: bool  # a request (safe to repeat or not) is on its way
 
 
 @attrs.frozen(slots=True)
@@ -149,28 +150,45 @@ class ItemRunner:
             if resumed in (PENDING, Outcome.AMBIGUOUS.value) and not prepared.idempotent:
                 item.sent_unsafe = True
                 return await self._check(
-                    item, prepared, 0, None, settled=resumed_settled, resent=False
+                    item,
+                    prepared,
+                    0,
+                    None,
+                    settled=resumed_settled,
+                    resent=False,
+                    journal=before_unsafe_send,
                 )
             if before_unsafe_send is not None and not prepared.idempotent:
                 before_unsafe_send()
-            return await self._send(item, prepared, 0, resent=False)
+            return await self._send(item, prepared, 0, resent=False, journal=before_unsafe_send)
         finally:
             if gate is not None:
                 gate.leave()
 
     async def _send(
-        self, item: Tracked, prepared: Prepared, attempts: int, *, resent: bool
+        self,
+        item: Tracked,
+        prepared: Prepared,
+        attempts: int,
+        *,
+        resent: bool,
+        journal: Callable[[], None] | None = None,
     ) -> Verdict:
         item.sent_unsafe = not prepared.idempotent
+        # Left set if the send is cancelled: an idempotent write cut off on its way may still
+        # land, so the engine must not report it as CANCELLED ("not done").
+        item.sending = True
         try:
             reply = await self.rules.send(self.client, prepared)
+            item.sending = False
             attempts += reply.attempts
             record = self.rules.record(reply, prepared)
         except DiallerError as err:
+            item.sending = False
             attempts += err.attempts
             if after_failure(prepared.kind, err) is Step.CHECK:
                 return await self._check(
-                    item, prepared, attempts, err, settled=False, resent=resent
+                    item, prepared, attempts, err, settled=False, resent=resent, journal=journal
                 )
             item.sent_unsafe = False
             return Verdict(Outcome.FAILED, error=err, attempts=attempts)
@@ -186,6 +204,7 @@ class ItemRunner:
         *,
         settled: bool,
         resent: bool,
+        journal: Callable[[], None] | None = None,
     ) -> Verdict:
         """A write that is not safe to repeat may have landed: prove it either way by lookup,
         giving the attempt time to settle before anything is sent again."""
@@ -202,7 +221,11 @@ class ItemRunner:
                     item.index,
                     prepared.user_data,
                 )
-                return await self._send(item, prepared, attempts, resent=True)
+                if journal is not None:
+                    # A fresh PENDING entry: its time is what a later run's settle check
+                    # must count from, not the first attempt's.
+                    journal()
+                return await self._send(item, prepared, attempts, resent=True, journal=journal)
             if step is Step.SUCCEED:
                 item.sent_unsafe = False
                 return Verdict(

@@ -384,4 +384,6 @@ def rules_for(operation: Operation, options: dict[str, Any]) -> OperationRules:
         )
     if operation is Operation.UPDATE:
         return Update()
+    if operation is Operation.SYNC:
+        raise ValueError("a sync is not a per-item job: use DiallerClient.sync_contacts")
     return KeyedAction(operation, by_user_data=options.pop("by_user_data", False))

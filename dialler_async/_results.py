@@ -22,6 +22,9 @@ class Operation(enum.StrEnum):
     LOCK = "lock"
     UNLOCK = "unlock"
     RESET = "reset"
+    #: The account of a sync's input rows (:meth:`DiallerClient.sync_contacts`): each item's
+    #: own ``operation`` says what was done with it (import, update, or nothing).
+    SYNC = "sync"
 
 
 class Outcome(enum.StrEnum):
@@ -33,7 +36,8 @@ class Outcome(enum.StrEnum):
     * ``AMBIGUOUS``: a write that may or may not have happened, and could not be checked
       (no UserData to look it up); NOT resent, so it cannot have been duplicated.
     * ``CANCELLED``: never (completely) sent because the job stopped first. Safe to retry.
-    * ``SKIPPED``: already SUCCEEDED in an earlier run of the same job (checkpoint).
+    * ``SKIPPED``: nothing to do; ``reason`` says why (``"already done"`` in an earlier run of
+      the same job with a checkpoint, ``"unchanged"`` in a sync).
     """
 
     SUCCEEDED = "succeeded"

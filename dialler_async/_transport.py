@@ -11,8 +11,8 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import Callable, Mapping
-from typing import Any, Final, NamedTuple
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Final, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -22,6 +22,7 @@ from yarl import URL
 from . import __about__
 from ._exceptions import (
     APIStatusError,
+    ClientStateError,
     ConfigurationError,
     ConnectError,
     ConnectionLostError,
@@ -45,6 +46,7 @@ from ._retry import (
 from ._routes import Route
 
 log = logging.getLogger("dialler_async")
+T = TypeVar("T")
 
 _CHUNK: Final = 64 * 1024
 #: Default answer limits: one contact's record is a few KiB; a campaign list can be large.
@@ -196,22 +198,19 @@ class Transport:
             self._paths[memo] = path
         return path
 
-    async def send(
-        self, method: str, path: str, body: Any = None, *, max_bytes: int | None = None
-    ) -> Any:
-        """One attempt: the decoded JSON object of a 2xx answer, or an error from our tree.
-
-        Every attempt passes the job's rate limiter (inside a bulk job with ``rate=``) and the
-        client's governor. An answer larger than ``max_bytes`` decoded (default: the client's
-        per-contact limit) is refused while it is read, compressed or not.
-        """
-        data = orjson.dumps(body) if body is not None else None
+    def _url(self, path: str) -> URL:
         url = self._urls.get(path)
         if url is None:
             url = URL(self._prefix + path, encoded=True)
             # Most requests of a job share a path (every import does): build each URL once.
             if len(self._urls) < 1024:
                 self._urls[path] = url
+        return url
+
+    async def _admit(self, method: str, path: str) -> None:
+        """The one admission path of every attempt: the 429-storm check, the job's rate
+        limiter (inside a bulk job with ``rate=``) and the client's governor. On return the
+        caller holds a governor slot and must :meth:`Governor.release` it."""
         governor = self.governor
         lasted = governor.throttle_storm(self.retry.deadline, self.retry.max_backoff or 1.0)
         if lasted is not None:
@@ -227,8 +226,21 @@ class Transport:
         job_limiter = JOB_LIMITER.get()
         if job_limiter is not None:
             await job_limiter.acquire()
-        limit = self.max_answer_bytes if max_bytes is None else max_bytes
         await governor.acquire()
+
+    async def send(
+        self, method: str, path: str, body: Any = None, *, max_bytes: int | None = None
+    ) -> Any:
+        """One attempt: the decoded JSON object of a 2xx answer, or an error from our tree.
+
+        Every attempt passes :meth:`_admit`. An answer larger than ``max_bytes`` decoded
+        (default: the client's per-contact limit) is refused while it is read, compressed or not.
+        """
+        data = orjson.dumps(body) if body is not None else None
+        url = self._url(path)
+        limit = self.max_answer_bytes if max_bytes is None else max_bytes
+        await self._admit(method, path)
+        governor = self.governor
         try:
             self.requests += 1
             async with self.session.request(method, url, data=data, allow_redirects=False) as resp:
@@ -238,13 +250,7 @@ class Transport:
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError) as exc:
             raise _translate(exc, method, path) from exc
         except _TooLarge as exc:
-            raise ResponseFormatError(
-                f"answer larger than the {limit:,}-byte limit ({exc}); raise "
-                "max_answer_bytes/max_list_answer_bytes if this is expected",
-                method=method,
-                path=path,
-                body=None,
-            ) from None
+            raise _too_large(limit, str(exc), method, path) from None
         finally:
             governor.release()
         if log.isEnabledFor(logging.DEBUG):
@@ -269,6 +275,56 @@ class Transport:
             )
         return decoded
 
+    async def _open(self, method: str, path: str, limit: int) -> Body:
+        """One streaming attempt: admitted like :meth:`send`; a 2xx answer is handed back
+        unread (holding its governor slot until :meth:`Body.aclose`), anything else is read
+        (bounded) and raised as in :meth:`send`."""
+        url = self._url(path)
+        await self._admit(method, path)
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            self.requests += 1
+            resp = await self.session.request(method, url, allow_redirects=False)
+            if resp.status < 300:
+                declared = resp.content_length
+                if (
+                    declared is not None
+                    and declared > limit
+                    and not resp.headers.get("Content-Encoding")
+                ):
+                    raise _TooLarge(f"Content-Length {declared:,}")
+                body = Body(self, resp, method, path, limit)
+                resp = None  # the Body owns it (and the governor slot) now
+                return body
+            status, headers = resp.status, resp.headers
+            raw = await _read_bounded(resp, self.max_answer_bytes)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError) as exc:
+            self.governor.release()
+            raise _translate(exc, method, path) from exc
+        except _TooLarge as exc:
+            self.governor.release()
+            raise _too_large(limit, str(exc), method, path) from None
+        except BaseException:
+            self.governor.release()
+            raise
+        finally:
+            if resp is not None:
+                resp.release()
+        self.governor.release()
+        raise _status_error(status, raw, headers, method, path)
+
+    async def open_stream(self, method: str, path: str, *, max_bytes: int | None = None) -> Body:
+        """A 2xx answer to read as a stream of chunks (:class:`Body`), obtained through the same
+        admission and retry policy as :meth:`call` (a GET: idempotent). Retries cover getting
+        the answer; a failure while its body is read is raised (translated) to the reader,
+        who may already have used part of it. Close the body (``async with``) when done."""
+        limit = self.max_list_answer_bytes if max_bytes is None else max_bytes
+        body, _ = await self._retrying(
+            method, path, lambda: self._open(method, path, limit), idempotent=True
+        )
+        assert body is not None
+        return body
+
     async def call(
         self,
         method: str,
@@ -282,16 +338,37 @@ class Transport:
         """:meth:`send` with the retry policy. ``missing_ok_on_retry``: a 404 after an attempt
         that may have reached the server means that attempt did the work (delete).
         ``max_bytes``: the answer size limit (see :meth:`send`)."""
+        data, attempts = await self._retrying(
+            method,
+            path,
+            lambda: self.send(method, path, body, max_bytes=max_bytes),
+            idempotent=idempotent,
+            missing_ok_on_retry=missing_ok_on_retry,
+        )
+        return Reply(data, attempts, method, path)
+
+    async def _retrying(
+        self,
+        method: str,
+        path: str,
+        attempt_once: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool,
+        missing_ok_on_retry: bool = False,
+    ) -> tuple[T | None, int]:
+        """The retry policy around any kind of attempt (a whole answer, or an answer to
+        stream): its value and the attempts it took (None: a retried delete found the work
+        done)."""
         attempt = 0
         started = self._clock()
         maybe_done = False
         while True:
             attempt += 1
             try:
-                data = await self.send(method, path, body, max_bytes=max_bytes)
+                data = await attempt_once()
             except DiallerError as err:
                 if missing_ok_on_retry and maybe_done and isinstance(err, NotFoundError):
-                    return Reply(None, attempt, method, path)
+                    return None, attempt
                 maybe_done = maybe_done or may_have_landed(err)
                 decision = decide(
                     self.retry,
@@ -322,7 +399,70 @@ class Transport:
                 if self.budget is not None:
                     self.budget.refund()
                 self.governor.on_success()
-                return Reply(data, attempt, method, path)
+                return data, attempt
+
+
+class Body:
+    """The body of a 2xx answer being streamed (from :meth:`Transport.open_stream`).
+
+    ``async for chunk in body`` yields decoded chunks; more than ``limit`` bytes in all is a
+    :class:`ResponseFormatError`, an aiohttp failure is translated as for any request. The
+    governor slot of the request is held until :meth:`aclose` (``async with``), which is
+    idempotent.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        resp: aiohttp.ClientResponse,
+        method: str,
+        path: str,
+        limit: int,
+    ) -> None:
+        self._transport = transport
+        self._resp: aiohttp.ClientResponse | None = resp
+        self.method = method
+        self.path = path
+        self.limit = limit
+        self.size = 0
+
+    async def __aenter__(self) -> Body:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            # An unfinished body is dropped with its connection (close), never drained.
+            resp.close()
+            self._transport.governor.release()
+
+    async def chunks(self, size: int = _CHUNK) -> AsyncIterator[bytes]:
+        resp = self._resp
+        if resp is None:
+            raise ClientStateError(f"{self.method} {self.path}: the answer was closed")
+        try:
+            async for chunk in resp.content.iter_chunked(size):
+                self.size += len(chunk)
+                if self.size > self.limit:
+                    raise _TooLarge(f"more than {self.size:,} bytes decoded")
+                yield chunk
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            raise _translate(exc, self.method, self.path) from exc
+        except _TooLarge as exc:
+            raise _too_large(self.limit, str(exc), self.method, self.path) from None
+
+
+def _too_large(limit: int, why: str, method: str, path: str) -> ResponseFormatError:
+    return ResponseFormatError(
+        f"answer larger than the {limit:,}-byte limit ({why}); raise "
+        "max_answer_bytes/max_list_answer_bytes if this is expected",
+        method=method,
+        path=path,
+        body=None,
+    )
 
 
 class _TooLarge(Exception):

@@ -115,6 +115,18 @@ def assert_account(
         assert not removed, "an import removed contacts"
         if items is not None:
             _check_imports(items, after, created, campaign_id, upsert)
+    elif result.operation is Operation.SYNC:
+        # A sync's rows import or update (its missing policy has an account of its own).
+        assert not removed, "a sync's rows removed contacts"
+        if items is not None:
+            imports = [i for i in items if i.operation is Operation.IMPORT]
+            written = sum(1 for i in imports if i.outcome in _MAY_HAVE_WRITTEN)
+            assert len(created) <= written, (
+                f"{len(created)} contacts created, only {written} imports reported as written"
+            )
+            _check_imports(imports, after, created, campaign_id, upsert)
+        else:
+            assert len(created) <= may_have_written
     elif result.operation is Operation.DELETE:
         assert not created, "a delete created contacts"
         assert len(removed) <= may_have_written, (

@@ -41,6 +41,7 @@ COMMANDS = [
     "lock",
     "unlock",
     "reset",
+    "sync",
     "export",
     "get",
     "find",

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from .._exceptions import AuthenticationError, ConnectError, DiallerError, NotFoundError
 from ..emulator.__main__ import main as emulator_main
-from . import _probe, _read
+from . import _probe, _read, _sync
 from ._args import build_parser
 from ._commands import bulk_command
 from ._connect import UsageError, setup_logging
@@ -35,6 +35,7 @@ _COMMANDS: dict[str, Command] = {
     "lock": bulk_command,
     "unlock": bulk_command,
     "reset": bulk_command,
+    "sync": _sync.sync_command,
     "export": _read.export,
     "get": _read.get,
     "find": _read.find,

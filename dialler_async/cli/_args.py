@@ -49,6 +49,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32, width=100)
@@ -256,6 +263,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _input(p)
     p.add_argument("--null-marker", metavar="TEXT", help="a cell holding exactly TEXT clears")
+
+    p = command(
+        "sync",
+        "make a campaign hold exactly a file's contacts, sending only what changed",
+        "Read the campaign once (streamed), compare it with the file by UserData, and send "
+        "only what differs: new rows are imported, changed rows update just their changed "
+        "fields, unchanged rows cost no request. Rows without UserData are invalid; a UserData "
+        "that several contacts of the campaign hold is a conflict (reported, not touched). "
+        "Contacts of the campaign missing from the file are kept, locked or deleted "
+        "(--missing); locking or deleting more than --max-missing of the campaign is refused "
+        "(exit 2) unless --force. --dry-run prints the plan and writes nothing.",
+        [common, job],
+    )
+    _input(p)
+    group = p.add_argument_group("campaign and missing contacts")
+    campaign = group.add_mutually_exclusive_group(required=True)
+    campaign.add_argument("--campaign-id", type=int, metavar="N", help="the campaign to sync")
+    campaign.add_argument("--campaign-name", metavar="NAME", help="the campaign to sync")
+    group.add_argument(
+        "--missing",
+        choices=["keep", "lock", "delete"],
+        default="keep",
+        help="what to do with contacts of the campaign that the file does not have (keep)",
+    )
+    group.add_argument(
+        "--max-missing",
+        type=_share,
+        default=0.10,
+        metavar="SHARE",
+        help="refuse to lock/delete when more than this share of the campaign is missing "
+        "(0.10: a truncated export must never wipe a campaign)",
+    )
+    group.add_argument("--force", action="store_true", help="lock/delete even beyond --max-missing")
 
     for name, what in (
         ("delete", "delete contacts (and their history)"),

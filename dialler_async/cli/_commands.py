@@ -49,7 +49,7 @@ class Job:
         self.args = args
         self.console = console
         self.operation = Operation(args.command)
-        self.keyed = self.operation not in (Operation.IMPORT, Operation.UPDATE)
+        self.keyed = self.operation not in (Operation.IMPORT, Operation.UPDATE, Operation.SYNC)
         self.columns: Columns | None = None
         self.rows_read = 0
         self.last_line: int | None = None

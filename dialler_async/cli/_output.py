@@ -243,21 +243,33 @@ def contact_record(contact: Contact, columns: Iterable[str]) -> dict[str, Any]:
     return {c: record.get(c) for c in columns}
 
 
+class ExportWriter:
+    """Contacts as CSV (comma, header of API names) or JSON Lines (nulls left out), one at a
+    time, so an export streams from the answer to the file."""
+
+    def __init__(self, out: IO[str], *, fmt: Format, columns: Sequence[str]) -> None:
+        self.out = out
+        self.columns = columns
+        self.count = 0
+        self._csv = csv.writer(out) if fmt == "csv" else None
+        if self._csv is not None:
+            self._csv.writerow(columns)
+
+    def write(self, contact: Contact) -> None:
+        record = contact_record(contact, self.columns)
+        if self._csv is not None:
+            self._csv.writerow([_text(record[c]) for c in self.columns])
+        else:
+            compact = {k: v for k, v in record.items() if v is not None}
+            self.out.write(orjson.dumps(compact).decode() + "\n")
+        self.count += 1
+
+
 def write_export(
     contacts: Iterable[Contact], out: IO[str], *, fmt: Format, columns: Sequence[str]
 ) -> int:
-    """Contacts as CSV (comma, header of API names) or JSON Lines (nulls left out)."""
-    count = 0
-    if fmt == "csv":
-        writer = csv.writer(out)
-        writer.writerow(columns)
-        for contact in contacts:
-            record = contact_record(contact, columns)
-            writer.writerow([_text(record[c]) for c in columns])
-            count += 1
-        return count
+    """Contacts as CSV or JSON Lines (see :class:`ExportWriter`); returns how many."""
+    writer = ExportWriter(out, fmt=fmt, columns=columns)
     for contact in contacts:
-        record = {k: v for k, v in contact_record(contact, columns).items() if v is not None}
-        out.write(orjson.dumps(record).decode() + "\n")
-        count += 1
-    return count
+        writer.write(contact)
+    return writer.count

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
 
 import orjson
 from rich.console import Console
@@ -15,7 +16,7 @@ from .. import to_api
 from .._exceptions import NotFoundError
 from .._models import Contact
 from ._connect import UsageError, connect
-from ._output import ALL_COLUMNS, EXPORT_COLUMNS, write_export
+from ._output import ALL_COLUMNS, EXPORT_COLUMNS, ExportWriter
 from ._progress import note, out_console, table_out
 
 _CONTACT_COLUMNS = (
@@ -43,29 +44,35 @@ def _records(objs: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 async def export(args: argparse.Namespace, console: Console) -> int:
+    """Stream the campaign's list answer into the output: memory stays flat at any size."""
     columns = ALL_COLUMNS if args.all_fields else EXPORT_COLUMNS
     async with connect(args, console, announce=False) as client:
-        contacts = await client.list_contacts(args.campaign_id)
-    count = _write(contacts, args.output, args.format, columns)
+        with _output(args.output) as out:
+            writer = ExportWriter(out, fmt=args.format, columns=columns)
+            async for contact in client.iter_contacts(args.campaign_id):
+                writer.write(contact)
     if not args.quiet:
         where = f" to {args.output}" if args.output else ""
-        note(console, f"exported {count:,} contacts{where}", "dim")
+        note(console, f"exported {writer.count:,} contacts{where}", "dim")
     return 0
 
 
-def _write(contacts: Sequence[Contact], path: str | None, fmt: Any, columns: Sequence[str]) -> int:
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[IO[str]]:
     if path is None:
         out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
         try:
-            return write_export(contacts, out, fmt=fmt, columns=columns)
+            yield out
         finally:
             out.flush()
             out.detach()
+        return
     try:
-        with open(path, "w", encoding="utf-8", newline="") as fh:
-            return write_export(contacts, fh, fmt=fmt, columns=columns)
+        fh = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from exc
+    with fh:
+        yield fh
 
 
 def _contact_rows(contacts: Sequence[Contact]) -> list[dict[str, Any]]:
