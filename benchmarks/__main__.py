@@ -30,6 +30,7 @@ from benchmarks import (
     _conversion,
     _faults,
     _latency,
+    _limiter,
     _memory,
     _overhead,
     _phone,
@@ -49,6 +50,7 @@ SECTIONS = (
     "rate",
     "faults",
     "profile",
+    "limiter",
     "phones",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,6 +66,9 @@ _PACKAGES = (
     "phonenumbers",
     "psutil",
     "matplotlib",
+    "aiolimiter",
+    "uvloop",
+    "pyinstrument",
 )
 
 
@@ -134,6 +139,7 @@ def _section(name: str, sizes: Sizes, res: dict[str, Any], out: Path) -> Any:
         "rate": lambda: asyncio.run(_rate.run(sizes, log)),
         "faults": lambda: asyncio.run(_faults.run(sizes, log)),
         "profile": lambda: asyncio.run(_profile.run(sizes, log, out)),
+        "limiter": lambda: asyncio.run(_limiter.run(sizes, log)),
         "phones": lambda: asyncio.run(_phone.run(sizes, log)),
     }
     return runners[name]()

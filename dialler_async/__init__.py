@@ -37,6 +37,7 @@ from ._policy import PhonePolicy
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._runner import run
 from ._suppress import SuppressionList
 from ._sync_types import SyncPlan, SyncResult
 from ._validation import validate_contact, validate_key, validate_update
@@ -87,6 +88,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "from_api",
+    "run",
     "to_api",
     "validate_contact",
     "validate_key",

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 Clock = Callable[[], float]
+_NEVER = -math.inf
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -158,10 +159,21 @@ class RateLimiter:
         """The earliest time the next start may happen, from the rate and pause in force now."""
         return max(self._last + self._interval, self._paused_until)
 
+    def try_acquire(self) -> bool:
+        """Take a start now if one is free (nobody queued, rate and pause allow it)."""
+        if self._waiters:
+            return False
+        if not self._interval:  # no rate limit: only a pause can hold a start back
+            paused = self._paused_until
+            return paused == _NEVER or paused <= self._clock()
+        now = self._clock()
+        if self._slot() <= now:
+            self._last = now
+            return True
+        return False
+
     async def acquire(self) -> None:
-        if not self._waiters and self._slot() <= self._clock():
-            if self._interval:
-                self._last = self._clock()
+        if self.try_acquire():
             return
         me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(me)
@@ -223,12 +235,15 @@ class Governor:
 
     async def acquire(self) -> None:
         """Wait for a concurrency slot and a rate slot; pair with :meth:`release`."""
-        await self._semaphore.acquire()
-        try:
-            await self.limiter.acquire()
-        except BaseException:
-            self._semaphore.release()
-            raise
+        semaphore = self._semaphore
+        await semaphore.acquire()
+        # A free start is taken without creating a coroutine (the common case).
+        if not self.limiter.try_acquire():
+            try:
+                await self.limiter.acquire()
+            except BaseException:
+                semaphore.release()
+                raise
         self._recent.add()
 
     def release(self) -> None:

@@ -36,7 +36,7 @@ from ._policy import PhonePolicy
 from ._results import Operation
 from ._retry import may_have_landed
 from ._transport import Reply
-from ._validation import checked_contact, checked_update, validate_key
+from ._validation import checked_contact, checked_update, plain_import_body, validate_key
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
@@ -273,25 +273,34 @@ class Import:
         return self._campaigns.get(name)
 
     def prepare(self, item: Any) -> Prepared:
+        campaign_given = bool(self.default_campaign)
         skip: str | None = None
         warnings: tuple[str, ...] = ()
-        if self.phones is None:
-            contact, body = checked_contact(
-                item, campaign_given=bool(self.default_campaign), server_timezone=self.zone
-            )
-        else:
+        body: dict[str, Any] | None
+        if self.phones is not None:
+            # A phone policy rewrites the number fields: always the full, screened path.
             screened = self.phones.check(
-                item, campaign_given=bool(self.default_campaign), server_timezone=self.zone
+                item, campaign_given=campaign_given, server_timezone=self.zone
             )
-            contact, body = screened.contact, screened.body
+            body, user_data = screened.body, screened.contact.user_data
             skip, warnings = screened.skip, screened.warnings
+        # Most rows are plain text dicts that need no conversion: take the short path for
+        # them (same body); the full one converts everything else and names every problem.
+        elif (body := plain_import_body(item, campaign_given=campaign_given)) is None:
+            contact, body = checked_contact(
+                item, campaign_given=campaign_given, server_timezone=self.zone
+            )
+            user_data = contact.user_data
+        else:
+            user_data = body.get("UserData")
         if (
-            self.default_campaign
+            campaign_given
             and "DiallerCampaignsID" not in body
             and "DiallerCampaignsName" not in body
         ):
             body.update(self.default_campaign)
-        user_data = contact.user_data if contact.user_data and contact.user_data.strip() else None
+        if not (user_data and user_data.strip()):
+            user_data = None
         kind = write_kind(Operation.IMPORT, overwrite=self.overwrite, user_data=user_data)
         prepared = _prepared(user_data, body, kind, user_data)
         if skip is not None or warnings:

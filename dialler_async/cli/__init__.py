@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from rich.console import Console
 
 from .._exceptions import AuthenticationError, ConnectError, DiallerError, NotFoundError
+from .._runner import run as run_loop
 from ..emulator.__main__ import main as emulator_main
 from . import _probe, _read, _sync
 from ._args import build_parser
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = err_console()
     setup_logging(args.log_level, console)
     try:
-        return asyncio.run(_run(args, console))
+        return run_loop(_run(args, console))  # uvloop where installed (the speed extra)
     except KeyboardInterrupt:
         note(
             console,
