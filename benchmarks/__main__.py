@@ -33,6 +33,7 @@ from benchmarks import (
     _limiter,
     _memory,
     _overhead,
+    _phone,
     _profile,
     _rate,
     _report,
@@ -50,6 +51,7 @@ SECTIONS = (
     "faults",
     "profile",
     "limiter",
+    "phones",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 _PACKAGES = (
@@ -61,6 +63,7 @@ _PACKAGES = (
     "cattrs",
     "attrs",
     "orjson",
+    "phonenumbers",
     "psutil",
     "matplotlib",
     "aiolimiter",
@@ -137,6 +140,7 @@ def _section(name: str, sizes: Sizes, res: dict[str, Any], out: Path) -> Any:
         "faults": lambda: asyncio.run(_faults.run(sizes, log)),
         "profile": lambda: asyncio.run(_profile.run(sizes, log, out)),
         "limiter": lambda: asyncio.run(_limiter.run(sizes, log)),
+        "phones": lambda: asyncio.run(_phone.run(sizes, log)),
     }
     return runners[name]()
 

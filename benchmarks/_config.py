@@ -34,6 +34,9 @@ class Sizes(NamedTuple):
     limiter_uncontended_n: int
     limiter_reps: int
     limiter_cut_callers: int
+    phone_cpu_n: int
+    suppress_n: int
+    suppress_national_n: int
 
 
 FULL = Sizes(
@@ -62,6 +65,9 @@ FULL = Sizes(
     limiter_uncontended_n=100_000,
     limiter_reps=3,
     limiter_cut_callers=8,
+    phone_cpu_n=5_000,
+    suppress_n=2_000_000,
+    suppress_national_n=50_000,
 )
 
 QUICK = Sizes(
@@ -90,4 +96,7 @@ QUICK = Sizes(
     limiter_uncontended_n=1_000,
     limiter_reps=1,
     limiter_cut_callers=3,
+    phone_cpu_n=200,
+    suppress_n=10_000,
+    suppress_national_n=300,
 )

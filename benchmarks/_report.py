@@ -81,6 +81,14 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     if faults := res.get("faults"):
         ok = all(v["all_accounted"] and v["no_duplicates"] for v in faults["levels"].values())
         out.append(_target("faults: every item accounted for, none twice", None, "all", ok))
+    if ph := res.get("phones"):
+        for key, what in (("latency", "server latency"), ("fast", "fast server")):
+            run = ph[key]
+            thr = run["ratios"]["sdk+policy/aiohttp"]["throughput"]["of_medians"]
+            name = f"throughput SDK with a phone policy / aiohttp loop, {what}"
+            if key == "latency":
+                name += f" {run['latency'] * 1000:g} ms"
+            out.append(_target(name, thr, ">= 0.90", thr >= 0.9))
     return out
 
 
@@ -336,6 +344,8 @@ def markdown(res: dict[str, Any]) -> str:
                 rows,
             )
         )
+    if ph := res.get("phones"):
+        parts.append(_phones_md(ph))
     if tg := res.get("targets"):
         parts.append("\n### Targets\n")
         parts.append(
@@ -350,6 +360,72 @@ def markdown(res: dict[str, Any]) -> str:
 def can_plot() -> bool:
     """Whether matplotlib is installed (the bench extra; the test extra leaves it out)."""
     return importlib.util.find_spec("matplotlib") is not None
+
+
+def _phones_md(ph: dict[str, Any]) -> str:
+    cpu, sup, nat = ph["cpu"], ph["suppression"], ph["suppression_national"]
+    parts = [
+        f"\n### 9. Phone numbers (concurrency {ph['concurrency']}, numbers typed nationally)\n"
+    ]
+    for key in ("fast", "latency"):
+        run = ph[key]
+        rows = [
+            [name, f"{s['n']:,}", s["reps"], _spread(s["rate"]), _spread_f(s["cpu_us"])]
+            for name, s in run["contenders"].items()
+        ]
+        rows += [
+            [
+                pair,
+                "",
+                "",
+                f"{r['throughput']['of_medians']:.3f} ({_range(r['throughput'])})",
+                f"{r['cpu_per_contact']['of_medians']:.3f} ({_range(r['cpu_per_contact'])})",
+            ]
+            for pair, r in run["ratios"].items()
+        ]
+        latency = f"{run['latency'] * 1000:g} ms latency" if run["latency"] else "fast server"
+        parts += [
+            f"\n{latency}:\n",
+            _table(["contender / ratio", "contacts", "reps", "contacts/s", "CPU µs/contact"], rows),
+        ]
+    parts += [
+        "",
+        _table(
+            ["preparing one contact (2 numbers)", "µs CPU median (min-max)"],
+            [
+                ["without a policy", _spread_f(cpu["without_policy_us"])],
+                ["PhonePolicy('DE'), numbers typed nationally", _spread_f(cpu["national_us"])],
+                ["PhonePolicy('DE'), numbers in E.164", _spread_f(cpu["e164_us"])],
+                ["added by the policy, national", _spread_f(cpu["added_national_us"])],
+                ["added by the policy, E.164", _spread_f(cpu["added_e164_us"])],
+            ],
+        ),
+        "",
+        _table(
+            [
+                "suppression list",
+                "numbers",
+                "index MB",
+                "peak RSS growth MB",
+                "build s",
+                "µs/number",
+                "lookup µs",
+            ],
+            [
+                [
+                    f"{d['form']} lines",
+                    f"{d['numbers']:,}",
+                    d["index_mb"],
+                    d["peak_growth_mb"],
+                    d["build_s"],
+                    d["build_us_per_number"],
+                    d["lookup_us"],
+                ]
+                for d in (sup, nat)
+            ],
+        ),
+    ]
+    return "\n".join(parts)
 
 
 def plot(res: dict[str, Any], path: Path) -> None:

@@ -34,10 +34,12 @@ from ._exceptions import (
 from ._limits import Limits
 from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewContact, ResultCode
 from ._options import BulkOptions, StreamOptions
+from ._policy import PhonePolicy
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
 from ._runner import run
+from ._suppress import SuppressionList
 from ._sync_types import SyncPlan, SyncResult
 from ._validation import validate_contact, validate_key, validate_update
 
@@ -69,6 +71,7 @@ __all__ = [
     "NotFoundError",
     "Operation",
     "Outcome",
+    "PhonePolicy",
     "Progress",
     "RateLimitError",
     "RedirectError",
@@ -80,6 +83,7 @@ __all__ = [
     "Routes",
     "ServerError",
     "StreamOptions",
+    "SuppressionList",
     "SyncConflictError",
     "SyncGuardError",
     "SyncPlan",

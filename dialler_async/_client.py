@@ -36,7 +36,8 @@ from ._item import ItemRunner, Verdict
 from ._limits import Clock, Governor, Limits, Sleep
 from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
 from ._operations import Import, KeyedAction, OperationRules, Update
-from ._options import BulkOptions, StreamOptions
+from ._options import BulkOptions, ImportOptions, StreamOptions
+from ._policy import PhonePolicy
 from ._results import BulkResult, Operation, Outcome
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
@@ -100,6 +101,8 @@ class DiallerClient:
     (logged as a warning); pass an ``ssl.SSLContext`` for a private CA instead.
     ``server_timezone``: the server's zone; an aware date-time is converted to it before it is
     sent as wall-clock time (default None: the machine's local zone).
+    ``phone_policy``: a :class:`PhonePolicy` every import (single or bulk, unless the job gives
+    its own) applies to its phone numbers (default None: numbers are sent as given).
     ``timeout`` also sets how long an unconfirmed write that is not safe to repeat is given to
     settle before the final lookup (docs/reliability.md).
     ``clock``/``sleep`` exist so tests can drive time; leave them alone otherwise.
@@ -121,6 +124,7 @@ class DiallerClient:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         server_timezone: tzinfo | None = None,
+        phone_policy: PhonePolicy | None = None,
     ) -> None:
         token = _clean_token(token)
         if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
@@ -142,6 +146,9 @@ class DiallerClient:
         self.timeout = timeout
         self.routes = routes or Routes()
         self.server_timezone = server_timezone
+        if phone_policy is not None and not isinstance(phone_policy, PhonePolicy):
+            raise ConfigurationError(f"phone_policy must be a PhonePolicy: {phone_policy!r}")
+        self.phone_policy = phone_policy
         self._token = token
         self._verify = verify
         self._clock = clock
@@ -475,7 +482,7 @@ class DiallerClient:
         overwrite_duplicates: bool = True,
         campaign_id: int | None = None,
         campaign_name: str | None = None,
-        **options: Unpack[BulkOptions],
+        **options: Unpack[ImportOptions],
     ) -> BulkResult:
         """Import many contacts concurrently; returns the exact account of every input.
 

@@ -162,6 +162,11 @@ class Engine:
         if inspect.iscoroutinefunction(self.on_progress):
             # It would be called and its coroutine dropped: never one report.
             raise TypeError("on_progress must be a plain function, not an async one")
+        self.on_result: Callable[[ItemResult], object] | None = options.pop("on_result", None)
+        if self.on_result is not None and not callable(self.on_result):
+            raise TypeError(f"on_result must be callable, not {self.on_result!r}")
+        if inspect.iscoroutinefunction(self.on_result):
+            raise TypeError("on_result must be a plain function, not an async one")
         self.progress_interval = _non_negative(
             "progress_interval", options.pop("progress_interval", 0.5)
         )
@@ -472,6 +477,14 @@ class Engine:
             self.failures += 1
             if self.raise_on_error or (self.max_failures and self.failures >= self.max_failures):
                 self.stop()
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # the caller's callback: as for on_progress
+                self.on_result = None
+                self._fail(exc)
         self._report()
         return True
 
@@ -532,6 +545,7 @@ class Engine:
             duplicate_in_input=job.duplicate,
             reconciled=reconciled,
             reason=reason,
+            warnings=job.prepared.warnings if job.prepared is not None else (),
         )
 
     def _interrupted(self, job: _Job) -> ItemResult:
@@ -584,6 +598,8 @@ class Engine:
             return self._result(
                 job, Outcome.INVALID, key=getattr(job.invalid, "key", None), error=job.invalid
             )
+        if job.prepared.skip is not None:  # issue 14: suppressed / duplicate phone: never sent
+            return self._result(job, Outcome.SKIPPED, reason=job.prepared.skip)
         try:
             if self.stopping:
                 return self._not_started(job)

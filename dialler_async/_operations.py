@@ -20,6 +20,7 @@ The write-safety policy is four pure functions, used by bulk jobs and single cal
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Final
@@ -31,6 +32,7 @@ from ._converter import unstructure
 from ._envelope import checked_action, first_raw_record
 from ._exceptions import ConfigurationError, DiallerError
 from ._models import Contact
+from ._policy import PhonePolicy
 from ._results import Operation
 from ._retry import may_have_landed
 from ._transport import Reply
@@ -38,6 +40,7 @@ from ._validation import checked_contact, checked_update, plain_import_body, val
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
+    from ._screen import PhoneScreen, SuppressInput
 
 
 class WriteKind(enum.Enum):
@@ -156,7 +159,9 @@ class Prepared:
     ``key`` is reported in results; ``serial_key`` orders rows that touch the same contact;
     ``payload`` is what the checkpoint fingerprints; ``idempotent`` says a resend is harmless;
     ``user_data`` allows checking an unconfirmed write by lookup; ``kind`` is its
-    :class:`WriteKind`.
+    :class:`WriteKind`. ``skip``: a reason not to send it at all (the item is SKIPPED with that
+    reason, e.g. ``"suppressed"``); ``warnings``: what preparing it changed or dropped (they
+    go to ``ItemResult.warnings``).
     """
 
     key: str | int | None
@@ -165,6 +170,8 @@ class Prepared:
     idempotent: bool
     user_data: str | None = None
     kind: WriteKind = WriteKind.IDEMPOTENT
+    skip: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def _prepared(
@@ -186,9 +193,22 @@ class Import:
     operation = Operation.IMPORT
 
     def __init__(
-        self, *, overwrite_duplicates: bool, campaign_id: int | None, campaign_name: str | None
+        self,
+        *,
+        overwrite_duplicates: bool,
+        campaign_id: int | None,
+        campaign_name: str | None,
+        phone_policy: PhonePolicy | None = None,
+        suppress: SuppressInput | None = None,
+        dedupe_phone: bool = False,
     ) -> None:
+        if phone_policy is not None and not isinstance(phone_policy, PhonePolicy):
+            raise TypeError(f"phone_policy must be a PhonePolicy, got {phone_policy!r}")
         self.overwrite = overwrite_duplicates
+        self.phone_policy = phone_policy
+        self.suppress = suppress
+        self.dedupe_phone = dedupe_phone
+        self.phones: PhoneScreen | None = None
         self.campaign_name = campaign_name
         self.default_campaign: dict[str, Any] = {}
         self._campaigns: dict[str, int] | None = None
@@ -200,8 +220,10 @@ class Import:
 
     async def resolve(self, client: DiallerClient) -> None:
         """Turn the job's ``campaign_name`` into its ID once, before row one, so every row is
-        sent, and every unconfirmed one checked, by campaign ID; take the client's time zone."""
+        sent, and every unconfirmed one checked, by campaign ID; take the client's time zone
+        and phone policy; load the suppression list."""
         self.zone = client.server_timezone
+        await self._resolve_phones(client.phone_policy)
         name = self.default_campaign.get("DiallerCampaignsName")
         if name is None:
             return
@@ -209,6 +231,29 @@ class Import:
         if campaign_id is None:
             raise ConfigurationError(f"the account has no campaign named {name!r}")
         self.default_campaign = {"DiallerCampaignsID": campaign_id}
+
+    async def _resolve_phones(self, client_policy: PhonePolicy | None) -> None:
+        policy = self.phone_policy or client_policy
+        if policy is None:
+            if self.suppress is not None or self.dedupe_phone:
+                raise ConfigurationError(
+                    "suppress= and dedupe_phone= compare numbers in E.164 and need a "
+                    "phone_policy (on the client or the job) to read them"
+                )
+            return
+        # Imported here: it brings phonenumbers (~0.1 s), which a job without a policy never needs.
+        from ._screen import PhoneScreen, suppression_list
+
+        suppress = None
+        if self.suppress is not None:
+            # Millions of numbers take seconds to normalise: not on the event loop.
+            suppress = await asyncio.to_thread(suppression_list, self.suppress, policy)
+        self.phones = PhoneScreen(
+            policy,
+            suppress=suppress,
+            dedupe=self.dedupe_phone,
+            clear_suppressed=self.overwrite,
+        )
 
     async def campaign_of(self, client: DiallerClient, body: dict[str, Any]) -> int | None:
         """The ID of the campaign a request body names (None: no such campaign)."""
@@ -229,10 +274,19 @@ class Import:
 
     def prepare(self, item: Any) -> Prepared:
         campaign_given = bool(self.default_campaign)
+        skip: str | None = None
+        warnings: tuple[str, ...] = ()
+        body: dict[str, Any] | None
+        if self.phones is not None:
+            # A phone policy rewrites the number fields: always the full, screened path.
+            screened = self.phones.check(
+                item, campaign_given=campaign_given, server_timezone=self.zone
+            )
+            body, user_data = screened.body, screened.contact.user_data
+            skip, warnings = screened.skip, screened.warnings
         # Most rows are plain text dicts that need no conversion: take the short path for
         # them (same body); the full one converts everything else and names every problem.
-        body = plain_import_body(item, campaign_given=campaign_given)
-        if body is None:
+        elif (body := plain_import_body(item, campaign_given=campaign_given)) is None:
             contact, body = checked_contact(
                 item, campaign_given=campaign_given, server_timezone=self.zone
             )
@@ -248,7 +302,12 @@ class Import:
         if not (user_data and user_data.strip()):
             user_data = None
         kind = write_kind(Operation.IMPORT, overwrite=self.overwrite, user_data=user_data)
-        return _prepared(user_data, body, kind, user_data)
+        prepared = _prepared(user_data, body, kind, user_data)
+        if skip is not None or warnings:
+            # A skipped row is never sent, so it need not wait in its UserData's chain.
+            serial_key = None if skip is not None else prepared.serial_key
+            prepared = attrs.evolve(prepared, serial_key=serial_key, skip=skip, warnings=warnings)
+        return prepared
 
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
         return await client._import(
@@ -328,6 +387,9 @@ def rules_for(operation: Operation, options: dict[str, Any]) -> OperationRules:
             overwrite_duplicates=options.pop("overwrite_duplicates", True),
             campaign_id=options.pop("campaign_id", None),
             campaign_name=options.pop("campaign_name", None),
+            phone_policy=options.pop("phone_policy", None),
+            suppress=options.pop("suppress", None),
+            dedupe_phone=options.pop("dedupe_phone", False),
         )
     if operation is Operation.UPDATE:
         return Update()

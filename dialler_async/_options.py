@@ -9,10 +9,12 @@ The engine takes them as a plain dict (and refuses unknown keys at run time); th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Literal, TypedDict
 
-from ._results import Progress
+from ._policy import PhonePolicy
+from ._results import ItemResult, Progress
+from ._suppress import SuppressionList
 
 
 class BulkOptions(TypedDict, total=False):
@@ -41,9 +43,19 @@ class BulkOptions(TypedDict, total=False):
     detect_duplicates: bool
     total: int | None
     """Input length for progress when the input has no ``len()``."""
+    on_result: Callable[[ItemResult], object] | None
+    """Called once with every :class:`ItemResult` as it is accounted (a results file)."""
 
 
-class StreamOptions(BulkOptions, total=False):
+class ImportOptions(BulkOptions, total=False):
+    """An import's options beyond every job's: phone hygiene (README, "Phone numbers")."""
+
+    phone_policy: PhonePolicy | None
+    suppress: SuppressionList | str | os.PathLike[str] | Iterable[str] | None
+    dedupe_phone: bool
+
+
+class StreamOptions(ImportOptions, total=False):
     """What :meth:`DiallerClient.stream` takes: any job's options, plus an import's
     (``overwrite_duplicates``, ``campaign_id``, ``campaign_name``) and ``by_user_data`` for the
     key-based jobs (delete, lock, unlock, reset: the items are UserData values, not IDs)."""

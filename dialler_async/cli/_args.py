@@ -183,6 +183,47 @@ def _input(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _phones(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("phone numbers")
+    add = group.add_argument
+    add(
+        "--phone-region",
+        metavar="CC",
+        help="parse every PhoneNumber1..6 and FaxNumber, numbers without a country code being "
+        "in region CC (e.g. DE); a row whose numbers all fail is invalid with the reason",
+    )
+    add(
+        "--phone-format",
+        choices=["e164", "e164-no-plus", "as-is"],
+        default="e164",
+        help="how numbers are sent: +49301234567 (e164, the default), 49301234567, or as given",
+    )
+    add(
+        "--phone-check",
+        choices=["possible", "valid"],
+        default="possible",
+        help="possible: a plausible length for its country (default); valid: also an assigned "
+        "range (stricter; depends on the phonenumbers release, recorded in --report)",
+    )
+    add(
+        "--suppress",
+        metavar="FILE",
+        help="do-not-call list, one number a line: those numbers are removed from rows; a row "
+        "left without a number is skipped ('suppressed'); needs --phone-region",
+    )
+    add(
+        "--dedupe-phone",
+        action="store_true",
+        help="skip a row whose every number is already in an earlier row ('duplicate phone')",
+    )
+    add(
+        "--results",
+        metavar="FILE",
+        help="write one CSV line per row: line, UserData, outcome, reason, warnings, the "
+        "server's contact ID, the numbers as sent",
+    )
+
+
 def _keys(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("keys")
     which = group.add_mutually_exclusive_group(required=True)
@@ -242,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help=OVERWRITE_HELP,
     )
+    _phones(p)
 
     p = command(
         "update",

@@ -31,8 +31,10 @@ from ._input import (
     key_items,
 )
 from ._output import Account, Rejects, line_of, write_report
+from ._phones import PhoneRules
 from ._probe import MISSING, PROBE_ID, PROBE_USER_DATA, probe_one
 from ._progress import Display, failure_sample, note, summary
+from ._resultsfile import ResultsFile
 
 
 class Job:
@@ -47,6 +49,8 @@ class Job:
         self.rows_read = 0
         self.last_line: int | None = None
         self.rejects: Rejects | None = None
+        self.results: ResultsFile | None = None
+        self.phones: PhoneRules | None = None
         self.written: set[int] = set()
         if self.keyed:
             self.by_user_data = args.user_data is not None
@@ -61,6 +65,7 @@ class Job:
         try:
             self.check_outputs()
             self._plan()
+            self.phones = PhoneRules.from_args(args, console)
             if self.keyed:
                 header = key_file_has_header(self.reader, args.column, self.key_name)
                 header = header and self.reader.format == "csv"
@@ -128,8 +133,8 @@ class Job:
         if self.path == "-":
             return
         source = Path(self.path).resolve()
-        for option in ("rejects", "report", "checkpoint"):
-            target = getattr(self.args, option)
+        for option in ("rejects", "report", "checkpoint", "results"):
+            target = getattr(self.args, option, None)
             if target and Path(target).resolve() == source:
                 raise UsageError(f"--{option} {target} is the input file; choose another name")
 
@@ -145,11 +150,23 @@ class Job:
                 )
             except OSError as exc:
                 raise UsageError(str(exc)) from exc
+        if getattr(self.args, "results", None) and not self.args.dry_run:
+            try:
+                phones = self.phones
+                self.results = ResultsFile(
+                    self.args.results,
+                    policy=phones.policy if phones else None,
+                    suppress=phones.suppress if phones else None,
+                )
+            except OSError as exc:
+                raise UsageError(str(exc)) from exc
 
     def close(self) -> None:
         self.reader.close()
         if self.rejects is not None:
             self.rejects.close()
+        if self.results is not None:
+            self.results.close()
 
     # -- checks -------------------------------------------------------------------------
 
@@ -202,8 +219,16 @@ class Job:
             options["overwrite_duplicates"] = args.overwrite_duplicates
             options["campaign_id"] = args.campaign_id
             options["campaign_name"] = args.campaign_name
+            if self.phones is not None:
+                options["phone_policy"] = self.phones.policy
+                options["suppress"] = self.phones.suppress
+                options["dedupe_phone"] = self.phones.dedupe
         if self.keyed:
             options["by_user_data"] = self.by_user_data
+        if self.results is not None:
+            # Every row as it is accounted, also those that finish while a Ctrl-C winds the
+            # job down (they never reach the stream).
+            options["on_result"] = self.results.write
         return options
 
     async def run(self, client: DiallerClient, display: Display) -> tuple[BulkResult, str | None]:
@@ -235,6 +260,8 @@ class Job:
                 bulk = results.result
             except (csv.Error, OSError, ValueError) as exc:
                 ended = f"input: reading {self.path} failed near line {self.last_line}: {exc}"
+                if self.results is not None and self.results.error is exc:
+                    ended = f"input: writing the results file failed: {exc}"
                 bulk = results.result
             else:
                 bulk = results.result
@@ -315,6 +342,8 @@ def _write_report(
         rejects=args.rejects,
         rejects_written=job.rejects.count if job.rejects else 0,
         rejects_error=job.rejects.error if job.rejects else None,
+        results=getattr(args, "results", None),
+        phones=job.phones.report() if job.phones else None,
     )
 
 

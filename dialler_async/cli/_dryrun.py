@@ -6,10 +6,13 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from .._exceptions import ContactValidationError
 from .._models import Campaign
 from .._results import Operation, Outcome
 from .._results import Progress as Snapshot
+from .._screen import PhoneScreen
 from .._validation import validate_contact, validate_key, validate_update
 from ._input import UnparsableLine
 from ._output import Account, key_of, line_of, raw_of
@@ -19,8 +22,11 @@ if TYPE_CHECKING:
     from ._commands import Job
 
 
-def problems(job: Job, item: Any, campaigns: list[Campaign] | None) -> str | None:
-    """Why ``item`` would be rejected (dry run), or None."""
+def problems(
+    job: Job, item: Any, campaigns: list[Campaign] | None, screen: PhoneScreen | None = None
+) -> str | None:
+    """Why ``item`` would be rejected (dry run), or None. With ``screen`` (an import's phone
+    rules), a row the job would skip raises :class:`Skip`."""
     if isinstance(item, UnparsableLine):
         return item.problem
     try:
@@ -28,7 +34,13 @@ def problems(job: Job, item: Any, campaigns: list[Campaign] | None) -> str | Non
             return _key_problem(item, job.by_user_data)
         if job.operation is Operation.IMPORT:
             given = job.args.campaign_id is not None or bool(job.args.campaign_name)
-            checked: Any = validate_contact(item, campaign_given=given)
+            if screen is not None:
+                verdict = screen.check(item, campaign_given=given)
+                if verdict.skip is not None:
+                    raise Skip(verdict.skip)
+                checked: Any = verdict.contact
+            else:
+                checked = validate_contact(item, campaign_given=given)
         else:
             checked = validate_update(item)
     except ContactValidationError as exc:
@@ -48,13 +60,24 @@ def problems(job: Job, item: Any, campaigns: list[Campaign] | None) -> str | Non
     return None
 
 
+class Skip(Exception):
+    """A row the job would skip (``args[0]``: the reason)."""
+
+
 async def dry_run(job: Job, display: Display, campaigns: list[Campaign] | None) -> Account:
     """Validate every row (and its campaign, against ``campaigns``) without sending a write."""
     started = time.monotonic()
     valid = invalid = 0
+    skipped: dict[str, int] = {}
     failures: list[dict[str, Any]] = []
+    phones = job.phones if job.operation is Operation.IMPORT else None
+    screen = phones.screen() if phones is not None else None
     for index, item in enumerate(job.items()):
-        problem = problems(job, item, campaigns)
+        try:
+            problem = problems(job, item, campaigns, screen)
+        except Skip as skip:
+            skipped[skip.args[0]] = skipped.get(skip.args[0], 0) + 1
+            continue
         if problem is None:
             valid += 1
         else:
@@ -73,15 +96,21 @@ async def dry_run(job: Job, display: Display, campaigns: list[Campaign] | None) 
                 }
             )
         if index % 1000 == 999:
-            display.update(_snapshot(valid, invalid, job.total, started))
+            display.update(_snapshot(valid, invalid, job.total, started, sum(skipped.values())))
             await asyncio.sleep(0)  # let Ctrl-C (task cancellation) through
-    display.update(_snapshot(valid, invalid, job.total, started, finished=True))
+    display.update(
+        _snapshot(valid, invalid, job.total, started, sum(skipped.values()), finished=True)
+    )
+    counts = {"valid": valid, "invalid": invalid}
+    if screen is not None:
+        counts["skipped"] = sum(skipped.values())
     return Account(
         operation=job.operation.value,
-        counts={"valid": valid, "invalid": invalid},
+        counts=counts,
         elapsed=time.monotonic() - started,
         failures=failures,
         dry_run=True,
+        phones=None if screen is None else {**attrs.asdict(screen.counts), "skipped": skipped},
     )
 
 
@@ -94,14 +123,19 @@ def _key_problem(item: Any, by_user_data: bool) -> str | None:
 
 
 def _snapshot(
-    valid: int, invalid: int, total: int | None, started: float, finished: bool = False
+    valid: int,
+    invalid: int,
+    total: int | None,
+    started: float,
+    skipped: int = 0,
+    finished: bool = False,
 ) -> Snapshot:
     elapsed = time.monotonic() - started
-    done = valid + invalid
+    done = valid + invalid + skipped
     return Snapshot(
         done=done,
         total=total,
-        counts={Outcome.SUCCEEDED: valid, Outcome.INVALID: invalid},
+        counts={Outcome.SUCCEEDED: valid, Outcome.INVALID: invalid, Outcome.SKIPPED: skipped},
         elapsed=elapsed,
         rate=done / elapsed if elapsed > 0 else 0.0,
         requests=0,

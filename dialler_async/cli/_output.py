@@ -200,6 +200,8 @@ class Account:
     duplicates: int = 0
     failures: list[dict[str, Any]] = attrs.field(factory=list)
     dry_run: bool = False
+    #: A dry run's phone counts (numbers normalised, dropped, suppressed; rows skipped by why).
+    phones: dict[str, Any] | None = None
 
     @property
     def total(self) -> int:
@@ -254,6 +256,7 @@ def write_report(path: str, account: Account, *, started_at: str, **details: Any
         "retries": account.retries,
         "throttled": account.throttled,
         "duplicates_in_input": account.duplicates,
+        "phone_counts": account.phones,
         "failures": account.failures,
     }
     Path(path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")

@@ -170,6 +170,17 @@ def summary(console: Console, account: Account, *, title: str) -> None:
         ]
     if account.duplicates:
         stats.append(("repeated keys in input", f"{account.duplicates:,}"))
+    phones = account.phones
+    if phones is not None:
+        stats.append(
+            (
+                "phone numbers",
+                f"{phones['normalised']:,} normalised, {phones['dropped']:,} dropped, "
+                f"{phones['invalid']:,} invalid, {phones['suppressed']:,} suppressed",
+            )
+        )
+        for reason, n in sorted(phones["skipped"].items()):
+            stats.append((f"skipped: {reason}", f"{n:,}"))
     if not console.is_terminal:
         counts = ", ".join(f"{k} {n}" for k, n in account.counts.items() if n) or "nothing"
         console.print(f"{title}: {counts}", markup=False)

@@ -1,0 +1,149 @@
+"""A job's phone rules applied to each row: normalise, suppress (do-not-call), de-duplicate.
+
+:class:`PhoneScreen` holds what one job needs across rows (the policy, the suppression list,
+the numbers earlier rows will dial) and turns one contact into its request body, or into a
+reason to skip it. :mod:`._operations` calls it from ``Import.prepare``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from datetime import tzinfo
+from typing import Any, Final
+
+import attrs
+
+from ._converter import in_zone, to_new_contact, unstructure
+from ._exceptions import ConfigurationError, ContactValidationError
+from ._models import NewContact
+from ._phones import screen_numbers
+from ._policy import PhonePolicy
+from ._suppress import SuppressionList
+from ._validation import new_contact_problems
+
+SUPPRESSED: Final = "suppressed"
+DUPLICATE_PHONE: Final = "duplicate phone"
+
+#: What ``suppress=`` accepts: a built list, a file of numbers, or the numbers themselves.
+SuppressInput = SuppressionList | str | os.PathLike[str] | Iterable[str | int]
+
+
+def suppression_list(suppress: SuppressInput, policy: PhonePolicy) -> SuppressionList:
+    """``suppress=`` as a :class:`SuppressionList` for ``policy`` (slow for millions of
+    numbers: run it off the event loop)."""
+    if isinstance(suppress, SuppressionList):
+        if suppress.region != policy.region:
+            raise ConfigurationError(
+                f"the suppression list was normalised for region {suppress.region!r}, "
+                f"the job's phone policy is for {policy.region!r}"
+            )
+        return suppress
+    if isinstance(suppress, bytes | bytearray):
+        raise ConfigurationError("suppress= takes a path, numbers or a SuppressionList, not bytes")
+    if isinstance(suppress, str | os.PathLike):
+        try:
+            return SuppressionList.from_file(suppress, policy)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the suppression list: {exc}") from exc
+    return SuppressionList(suppress, policy)
+
+
+@attrs.define(slots=True)
+class PhoneCounts:
+    """Numbers a screen has seen, by what became of them."""
+
+    #: Parsed, checked and sent in the policy's format.
+    normalised: int = 0
+    #: Failed the check; left out of a row that had another good number (a warning).
+    dropped: int = 0
+    #: Failed the check in a row that had no good number (the row is INVALID).
+    invalid: int = 0
+    #: On the suppression list: left out of (or cleared in) the row.
+    suppressed: int = 0
+    #: Rows SKIPPED because every number was suppressed / already in an earlier row.
+    rows_suppressed: int = 0
+    rows_duplicate: int = 0
+
+
+@attrs.frozen(slots=True)
+class Verdict:
+    """One row after the screen: its contact and request body, what was changed (warnings),
+    and ``skip``, a reason not to send it at all (None: send it)."""
+
+    contact: NewContact
+    body: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+    skip: str | None = None
+
+
+class PhoneScreen:
+    """One job's phone rules. ``clear_suppressed``: a suppressed number is sent as null (an
+    overwriting import must not leave it on an existing contact) rather than left out.
+
+    Rows must be screened in input order for ``dedupe``'s "an earlier row" to mean the input's
+    order (the engine prepares rows in the order it reads them).
+    """
+
+    def __init__(
+        self,
+        policy: PhonePolicy,
+        *,
+        suppress: SuppressionList | None = None,
+        dedupe: bool = False,
+        clear_suppressed: bool = True,
+    ) -> None:
+        self.policy = policy
+        self.suppress = suppress
+        self.clear_suppressed = clear_suppressed
+        self.seen: set[int] | None = set() if dedupe else None
+        self.counts = PhoneCounts()
+
+    def check(
+        self,
+        data: NewContact | Mapping[str, Any],
+        *,
+        campaign_given: bool = False,
+        server_timezone: tzinfo | None = None,
+    ) -> Verdict:
+        """Convert, normalise and validate one row; raises :class:`ContactValidationError`
+        naming every problem (each failing number with its reason among them)."""
+        contact = in_zone(to_new_contact(data), server_timezone)
+        body = unstructure(contact)
+        screened = screen_numbers(body, self.policy)
+        counts = self.counts
+        if screened.problems:
+            counts.invalid += len(screened.problems)
+        body.update(screened.sent)
+        warnings = []
+        for field, why in screened.dropped.items():
+            del body[field]
+            warnings.append(f"{field}: dropped, {why}")
+        problems = [
+            *screened.problems,
+            *new_contact_problems(contact, campaign_given=campaign_given, body=body),
+        ]
+        if problems:
+            raise ContactValidationError(problems, key=contact.user_data)
+        counts.normalised += len(screened.sent)
+        counts.dropped += len(screened.dropped)
+        keys = screened.keys
+        if self.suppress is not None:
+            for field, key in list(keys.items()):
+                if key in self.suppress:
+                    del keys[field]
+                    counts.suppressed += 1
+                    if self.clear_suppressed:
+                        body[field] = None
+                    else:
+                        del body[field]
+                    warnings.append(f"{field}: suppressed (do not call)")
+            if not keys:
+                counts.rows_suppressed += 1
+                return Verdict(contact, body, tuple(warnings), SUPPRESSED)
+        if self.seen is not None:
+            if all(key in self.seen for key in keys.values()):
+                counts.rows_duplicate += 1
+                return Verdict(contact, body, tuple(warnings), DUPLICATE_PHONE)
+            self.seen.update(keys.values())
+        return Verdict(contact, body, tuple(warnings))

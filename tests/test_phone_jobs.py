@@ -1,0 +1,268 @@
+"""Phone policy, suppression and de-duplication by phone in real bulk jobs on the emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from dialler_async import (
+    ConfigurationError,
+    DiallerClient,
+    Limits,
+    Outcome,
+    PhonePolicy,
+    SuppressionList,
+)
+from dialler_async._options import ImportOptions
+from dialler_async.emulator import Emulator
+from tests.conftest import FAST_RETRY, FakeClock
+from tests.invariants import Snapshot, assert_account
+
+DE = PhonePolicy("DE")
+
+
+def row(n: int, *phones: object, **extra: object) -> dict[str, object]:
+    body: dict[str, object] = {"UserData": f"CRM-{n}", "Name": f"N{n}", "DiallerCampaignsID": 538}
+    body.update({f"PhoneNumber{i}": p for i, p in enumerate(phones, 1) if p is not None})
+    body.update(extra)
+    return body
+
+
+def on_server(emulator: Emulator) -> dict[str, dict[str, object]]:
+    return {str(c["UserData"]): c for c in emulator.store.all_contacts()}
+
+
+async def test_without_a_policy_numbers_are_sent_unchanged(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    typed = ["030 1234567", "+49 (0)30 1234567", "0049301234567", "abc", 4930123456.0]
+    before = Snapshot.take(emulator)
+    result = await client.import_contacts([row(n, t) for n, t in enumerate(typed)])
+    assert_account(result, read=5, emulator=emulator, before=before, campaign_id=538, upsert=True)
+    assert result.succeeded == 5
+    stored = on_server(emulator)
+    sent = ["030 1234567", "+49 (0)30 1234567", "0049301234567", "abc", "4930123456"]
+    assert [stored[f"CRM-{n}"]["PhoneNumber1"] for n in range(5)] == sent
+    assert all(not item.warnings for item in result.items or ())
+
+
+@pytest.mark.parametrize(
+    ("fmt", "sent"), [("e164", "+49301234567"), ("e164-no-plus", "49301234567")]
+)
+async def test_a_policy_sends_every_number_in_its_format(
+    client: DiallerClient, emulator: Emulator, fmt: str, sent: str
+) -> None:
+    policy = PhonePolicy("DE", format=fmt)  # type: ignore[arg-type]
+    typed = ["030 1234567", "(030) 123-4567", "+49 (0)30 1234567", "0049301234567", 49301234567.0]
+    before = Snapshot.take(emulator)
+    result = await client.import_contacts(
+        [row(n, t, FaxNumber="030 7654321") for n, t in enumerate(typed)], phone_policy=policy
+    )
+    assert_account(result, read=5, emulator=emulator, before=before, campaign_id=538, upsert=True)
+    stored = on_server(emulator)
+    assert {stored[f"CRM-{n}"]["PhoneNumber1"] for n in range(5)} == {sent}
+    assert {stored[f"CRM-{n}"]["FaxNumber"] for n in range(5)} == {
+        sent.replace("1234567", "7654321")
+    }
+
+
+async def test_bad_numbers_make_the_row_invalid_unless_another_survives(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    rows = [
+        row(0, "abc"),
+        row(1, "12", "+999 1234567"),
+        row(2, "030 1234567", "12"),  # PhoneNumber2 dropped with a warning
+        row(3, None, "030 7654321", FaxNumber="fax me"),
+    ]
+    before = Snapshot.take(emulator)
+    result = await client.import_contacts(rows, phone_policy=DE)
+    assert_account(result, read=4, emulator=emulator, before=before, campaign_id=538, upsert=True)
+    items = list(result.items or ())
+    assert [i.outcome for i in items] == [Outcome.INVALID] * 2 + [Outcome.SUCCEEDED] * 2
+    assert items[0].error is not None and "PhoneNumber1: not a number" in str(items[0].error)
+    problems = getattr(items[1].error, "problems", ())
+    assert list(problems) == [
+        "PhoneNumber1: too short ('12')",
+        "PhoneNumber2: invalid country code ('+999 1234567')",
+    ]
+    assert items[2].warnings == ("PhoneNumber2: dropped, too short ('12')",)
+    assert items[3].warnings == ("FaxNumber: dropped, not a number ('fax me')",)
+    stored = on_server(emulator)
+    assert stored["CRM-2"]["PhoneNumber2"] is None and stored["CRM-3"]["FaxNumber"] is None
+    assert emulator.stats.requests["import_contact"] == 2
+
+
+async def test_suppression_skips_exactly_the_rows_left_without_a_number(
+    client: DiallerClient, emulator: Emulator, tmp_path: object
+) -> None:
+    dnc = tmp_path / "dnc.txt"  # type: ignore[operator]
+    dnc.write_text("# national and international forms are one entry\n+49301111111\n0302222222\n")
+    rows = [
+        row(0, "030 1111111"),  # suppressed: skipped
+        row(1, "030 3333333"),
+        row(2, "0049 30 2222222", "030 4444444"),  # one suppressed, one left: sent
+        row(3, "+49 (0)30 2222222", "+49 30 1111111"),  # both suppressed: skipped
+        row(4, "abc"),  # invalid stays invalid
+    ]
+    before = Snapshot.take(emulator)
+    result = await client.import_contacts(rows, phone_policy=DE, suppress=str(dnc))
+    assert_account(result, read=5, emulator=emulator, before=before, campaign_id=538, upsert=True)
+    items = list(result.items or ())
+    assert [(i.outcome, i.reason) for i in items] == [
+        (Outcome.SKIPPED, "suppressed"),
+        (Outcome.SUCCEEDED, None),
+        (Outcome.SUCCEEDED, None),
+        (Outcome.SKIPPED, "suppressed"),
+        (Outcome.INVALID, None),
+    ]
+    assert items[0].attempts == 0 and items[0].key == "CRM-0"
+    assert items[2].warnings == ("PhoneNumber1: suppressed (do not call)",)
+    stored = on_server(emulator)
+    assert set(stored) == {"CRM-1", "CRM-2"}
+    assert stored["CRM-2"]["PhoneNumber1"] is None
+    assert stored["CRM-2"]["PhoneNumber2"] == "+49304444444"
+    assert emulator.stats.requests["import_contact"] == 2
+
+
+async def test_a_suppressed_number_is_cleared_from_an_existing_contact(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    await client.import_contacts([row(0, "030 1111111", "030 2222222")], phone_policy=DE)
+    dnc = SuppressionList(["030 1111111"], DE)
+    before = Snapshot.take(emulator)
+    result = await client.import_contacts(
+        [row(0, "030 1111111", "030 2222222")], phone_policy=DE, suppress=dnc
+    )
+    assert_account(result, read=1, emulator=emulator, before=before, campaign_id=538, upsert=True)
+    stored = on_server(emulator)["CRM-0"]
+    assert (stored["PhoneNumber1"], stored["PhoneNumber2"]) == (None, "+49302222222")
+
+
+async def test_dedupe_phone_skips_later_rows_whose_numbers_all_came_earlier(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    rows = [
+        row(0, "030 1111111"),
+        row(1, "030 2222222"),
+        row(2, "+49 30 1111111"),  # same number, another spelling: skipped
+        row(3, "0049 30 2222222", "030 1111111"),  # every number seen: skipped
+        row(4, "030 1111111", "030 3333333"),  # a new number: sent
+        row(5, "abc"),  # invalid: not a duplicate
+        row(6, "030 3333333"),  # skipped
+    ]
+    before = Snapshot.take(emulator)
+    result = await client.import_contacts(rows, phone_policy=DE, dedupe_phone=True, concurrency=4)
+    assert_account(result, read=7, emulator=emulator, before=before, campaign_id=538, upsert=True)
+    skipped = {i.index: i.reason for i in result.items or () if i.outcome is Outcome.SKIPPED}
+    assert skipped == {2: "duplicate phone", 3: "duplicate phone", 6: "duplicate phone"}
+    assert set(on_server(emulator)) == {"CRM-0", "CRM-1", "CRM-4"}
+    assert result.ok is False and result.invalid == 1  # skipped rows are not failures
+
+
+async def test_the_client_policy_applies_to_every_import_and_a_job_may_override_it(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    async with DiallerClient(
+        emulator.base_url,
+        emulator.client_id,
+        emulator.token,
+        limits=Limits(max_concurrency=4),
+        retry=FAST_RETRY,
+        clock=clock,
+        sleep=clock.sleep,
+        phone_policy=PhonePolicy("AT"),
+    ) as client:
+        single = await client.import_contact(row(0, "01 5121234"), overwrite_duplicates=True)
+        assert single.phone_number1 == "+4315121234"
+        result = await client.import_contacts([row(1, "01 5121234")])
+        override = await client.import_contacts(
+            [row(2, "01 5121234")], phone_policy=PhonePolicy("DE", format="e164-no-plus")
+        )
+    assert result.succeeded == override.succeeded == 1
+    stored = on_server(emulator)
+    assert stored["CRM-1"]["PhoneNumber1"] == "+4315121234"
+    assert stored["CRM-2"]["PhoneNumber1"] == "4915121234"  # Germany: a mobile prefix
+
+
+async def test_suppression_and_dedupe_need_a_policy(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    for options in ({"suppress": ["+49301111111"]}, {"dedupe_phone": True}):
+        with pytest.raises(ConfigurationError, match="phone_policy"):
+            await client.import_contacts([row(0, "030 1111111")], **options)
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        await client.import_contacts([row(0, "030 1")], phone_policy=DE, suppress="/no/such")
+    with pytest.raises(TypeError, match="unknown bulk options"):
+        await client.update_contacts(
+            [{"UserData": "x", "City": "B"}],
+            phone_policy=DE,  # type: ignore[call-arg]  # refused at run time too
+        )
+    with pytest.raises(ConfigurationError):
+        DiallerClient(emulator.base_url, 1, "t", phone_policy="DE")  # type: ignore[arg-type]
+    assert emulator.stats.requests.get("import_contact", 0) == 0
+
+
+async def test_a_suppression_iterator_that_raises_stops_the_job_before_row_one(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    def broken() -> Iterator[str]:
+        yield "+49301111111"
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        await client.import_contacts([row(0, "030 2")], phone_policy=DE, suppress=broken())
+    assert emulator.stats.requests.get("import_contact", 0) == 0
+
+
+async def test_resume_with_a_checkpoint_skips_the_same_rows_again(
+    client: DiallerClient, emulator: Emulator, tmp_path: object
+) -> None:
+    journal = str(tmp_path / "job.db")  # type: ignore[operator]
+    rows = [row(0, "030 1111111"), row(1, "030 2222222"), row(2, "030 1111111")]
+    options: ImportOptions = {
+        "phone_policy": DE,
+        "dedupe_phone": True,
+        "suppress": ["030 2222222"],
+        "checkpoint": journal,
+    }
+    first = await client.import_contacts(rows, **options)
+    again = await client.import_contacts(rows, **options)
+    for result in (first, again):
+        assert_account(result, read=3)
+    reasons = [i.reason for i in again.items or ()]
+    assert reasons == ["already done", "suppressed", "duplicate phone"]
+    assert emulator.store.contact_count() == 1
+
+
+async def test_on_result_sees_every_row_once_even_when_the_consumer_stops_early(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    seen: list[int] = []
+    rows = [row(n, f"030 {1000000 + n}") for n in range(60)]
+    async with client.stream(
+        "import", rows, phone_policy=DE, on_result=lambda r: seen.append(r.index), concurrency=4
+    ) as results:
+        async for _ in results:
+            break  # the consumer walks away: the rest is accounted, never delivered
+    account = results.result
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == account.total
+    assert_account(account, read=account.total)
+
+
+async def test_an_on_result_that_raises_stops_the_job_and_is_raised(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    calls = 0
+
+    def broken(_: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError("disk full")
+
+    rows = [row(n, f"030 {1000000 + n}") for n in range(200)]
+    with pytest.raises(OSError, match="disk full"):
+        await client.import_contacts(rows, on_result=broken, concurrency=2)
+    assert calls < 200
