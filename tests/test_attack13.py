@@ -23,6 +23,7 @@ from dialler_async import (
     DiallerError,
     Limits,
     Outcome,
+    RequestTimeoutError,
     ResponseFormatError,
     RetryPolicy,
     _snapshot,
@@ -459,3 +460,40 @@ def test_cli_export_broken_mid_stream_leaves_no_truncated_file(
     assert status != 0
     assert "Traceback" not in capsys.readouterr().err
     assert export.read_text(encoding="utf-8") == "yesterday's complete export\n"
+
+
+# HELD (guards the fix of break 1): a server that sends nothing for longer than `timeout` is
+# still given up on while a stream is opened.
+async def test_a_silent_server_still_times_out_the_streamed_read(
+    canned: tuple[list[Handler], str],
+) -> None:
+    handlers, base_url = canned
+
+    async def silent(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(2)  # >> timeout; short, as the server's cleanup waits for it
+        return web.json_response({"records": []})
+
+    handlers.append(silent)
+    async with DiallerClient(base_url, 7, "tok", retry=RetryPolicy.never(), timeout=0.3) as c:
+        with pytest.raises(RequestTimeoutError):
+            async for _ in c.iter_contacts(CAMPAIGN):
+                pass
+
+
+# BREAK 14 (false "changed", wasted writes): an input that repeats a UserData with different
+# contents (the CRM export lists a contact twice) never converges: every run compares the
+# first row with what the last one left and sends both rows again, so "a second run of the
+# same file sends no write at all" fails and the contact flips to the first row's value and
+# back on every run.
+async def test_rerunning_an_input_with_differing_duplicates_sends_nothing(
+    emulator: Emulator, client: DiallerClient
+) -> None:
+    seed(emulator, 5)
+    rows = [row(i) for i in range(5)] + [row(3, City="Köln"), row(3, City="Bonn")]
+    first = await client.sync_contacts(rows, campaign_id=CAMPAIGN)
+    assert_account(first.rows, read=len(rows))
+    assert campaign_by_user_data(emulator)["U00003"][0]["City"] == "Bonn"
+    emulator.stats.reset()
+    again = await client.sync_contacts(rows, campaign_id=CAMPAIGN)
+    assert_account(again.rows, read=len(rows))
+    assert writes(emulator) == 0, again.plan
