@@ -497,3 +497,56 @@ async def test_rerunning_an_input_with_differing_duplicates_sends_nothing(
     again = await client.sync_contacts(rows, campaign_id=CAMPAIGN)
     assert_account(again.rows, read=len(rows))
     assert writes(emulator) == 0, again.plan
+
+
+# -- another writer between snapshot and apply ---------------------------------------------
+
+
+# BREAK 15: a missing contact that another writer deleted after the snapshot is FAILED (404)
+# by `--missing delete`, so the sync is not ok (CLI exit 1) although the campaign ends exactly
+# as asked. The delete's goal is reached: SKIPPED ("already deleted") would be the truth.
+async def test_a_missing_contact_already_deleted_by_another_writer_is_not_a_failure(
+    emulator: Emulator, client: DiallerClient
+) -> None:
+    seed(emulator, 100)
+
+    def another_writer(plan: Any) -> None:
+        emulator.store.delete(100)  # the last seeded contact, one of the 10 missing
+
+    rows = [row(i) for i in range(90)]
+    result = await client.sync_contacts(
+        rows, campaign_id=CAMPAIGN, missing="delete", on_plan=another_writer
+    )
+    assert result.missing is not None
+    assert_account(result.missing, read=10)
+    assert emulator.store.contact_count() == 90
+    assert result.ok, [str(f.error) for f in result.missing.failures]
+
+
+# BREAK 16 (silent duplicate): another writer creates a contact with a new row's UserData after
+# the snapshot; the sync's plain import then creates a second one. The account says nothing
+# (one SUCCEEDED import), the campaign now holds two contacts with that UserData, and every
+# later sync reports it as a conflict and never touches it again.
+async def test_a_contact_created_by_another_writer_after_the_snapshot_is_not_duplicated(
+    emulator: Emulator, client: DiallerClient
+) -> None:
+    seed(emulator, 10)
+
+    def another_writer(plan: Any) -> None:
+        emulator.store.insert(
+            emulator.client_id,
+            new_contact(
+                {
+                    "UserData": "U09000",
+                    "Name": "Name9000",
+                    "PhoneNumber1": "+49300009000",
+                    "DiallerCampaignsID": CAMPAIGN,
+                    "DiallerCampaignsName": "Spring Campaign",
+                }
+            ),
+        )
+
+    rows = [row(i) for i in range(10)] + [row(9000)]
+    result = await client.sync_contacts(rows, campaign_id=CAMPAIGN, on_plan=another_writer)
+    assert_account(result.rows, read=len(rows))
+    assert len(campaign_by_user_data(emulator)["U09000"]) == 1
