@@ -34,6 +34,7 @@ from ._exceptions import (
     ConfigurationError,
     ContactValidationError,
     DiallerError,
+    NotFoundError,
     ResponseFormatError,
     SyncConflictError,
     SyncGuardError,
@@ -393,6 +394,21 @@ class Sync:
                 yield position, contact_id
 
         def restore(result: ItemResult, position: int) -> ItemResult:
+            error = result.error
+            if (
+                operation is Operation.DELETE
+                and result.outcome is Outcome.FAILED
+                and isinstance(error, NotFoundError)
+                and not error.route_missing
+            ):
+                # Deleted since the snapshot (another writer): the policy's goal is reached.
+                return attrs.evolve(
+                    result,
+                    index=position,
+                    outcome=Outcome.SKIPPED,
+                    error=None,
+                    reason="already deleted",
+                )
             return attrs.evolve(result, index=position)
 
         await self._phase(operation, source(), restore, self.missing)
