@@ -23,8 +23,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def types(session: nox.Session) -> None:
-    session.install("-e", ".[test]", "mypy>=1.11")
-    session.run("mypy", "-p", "dialler_async")
+    session.install("-e", ".[test]")
+    # The package AND the tests, under --strict (pyproject's [tool.mypy] files).
+    session.run("mypy", "--strict", "dialler_async", "tests")
 
 
 @nox.session(python="3.11")

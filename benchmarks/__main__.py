@@ -30,6 +30,7 @@ from benchmarks import (
     _conversion,
     _faults,
     _latency,
+    _limiter,
     _memory,
     _overhead,
     _profile,
@@ -39,7 +40,17 @@ from benchmarks import (
 from benchmarks._config import FULL, QUICK, Sizes
 from benchmarks._procs import pin_client
 
-SECTIONS = ("overhead", "breakdown", "conversion", "latency", "memory", "rate", "faults", "profile")
+SECTIONS = (
+    "overhead",
+    "breakdown",
+    "conversion",
+    "latency",
+    "memory",
+    "rate",
+    "faults",
+    "profile",
+    "limiter",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 _PACKAGES = (
     "aiohttp",
@@ -52,6 +63,9 @@ _PACKAGES = (
     "orjson",
     "psutil",
     "matplotlib",
+    "aiolimiter",
+    "uvloop",
+    "pyinstrument",
 )
 
 
@@ -122,6 +136,7 @@ def _section(name: str, sizes: Sizes, res: dict[str, Any], out: Path) -> Any:
         "rate": lambda: asyncio.run(_rate.run(sizes, log)),
         "faults": lambda: asyncio.run(_faults.run(sizes, log)),
         "profile": lambda: asyncio.run(_profile.run(sizes, log, out)),
+        "limiter": lambda: asyncio.run(_limiter.run(sizes, log)),
     }
     return runners[name]()
 
@@ -178,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stem}.json").write_bytes(_dump(res))
     text = _report.markdown(res)
     (out / f"{stem}.md").write_text(text, encoding="utf-8")
-    if "latency" in res:
+    if "latency" in res and _report.can_plot():
         _report.plot(res, out / "throughput_vs_concurrency.png")
+    elif "latency" in res:
+        log("no plot: matplotlib is not installed (pip install -e '.[bench]')")
     log("\n" + text)
     log(f"wrote {out / (stem + '.json')} in {res['total_seconds']:.0f} s")
     return 1 if res["errors"] else 0

@@ -87,7 +87,7 @@ async def run(sizes: Sizes, log: Log) -> dict[str, Any]:
         base = server.url + "/rest/v1.0"
 
         def full() -> Awaitable[Run]:
-            return sdk(base, TOKEN, data, c)
+            return sdk(base, TOKEN, data, c, keep_results=False)
 
         runs = await interleave(
             {

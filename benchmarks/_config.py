@@ -29,6 +29,11 @@ class Sizes(NamedTuple):
     fault_reps: int
     conversion_n: int
     profile_n: int
+    limiter_rates: tuple[float, ...]
+    limiter_seconds: float
+    limiter_uncontended_n: int
+    limiter_reps: int
+    limiter_cut_callers: int
 
 
 FULL = Sizes(
@@ -52,6 +57,11 @@ FULL = Sizes(
     fault_reps=7,
     conversion_n=5_000,
     profile_n=5_000,
+    limiter_rates=(50.0, 200.0),
+    limiter_seconds=3.0,
+    limiter_uncontended_n=100_000,
+    limiter_reps=3,
+    limiter_cut_callers=8,
 )
 
 QUICK = Sizes(
@@ -75,4 +85,9 @@ QUICK = Sizes(
     fault_reps=1,
     conversion_n=300,
     profile_n=300,
+    limiter_rates=(50.0,),
+    limiter_seconds=0.3,
+    limiter_uncontended_n=1_000,
+    limiter_reps=1,
+    limiter_cut_callers=3,
 )

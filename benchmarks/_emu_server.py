@@ -4,7 +4,8 @@
 ``dialler emulator listening on URL client_id=N token=T`` and then answers one JSON line per
 command line: ``{"cmd": "reset"}`` (forget the stats), ``{"cmd": "configure", "changes":
 {...}}`` (``Emulator.configure``), ``{"cmd": "stats"}`` (what the server saw, with the most
-arrivals in any one-second window). It stops when stdin closes.
+arrivals in any one-second window), ``{"cmd": "latencies"}`` (``[arrival, seconds, status]``
+per answer, as the server measured it). It stops when stdin closes.
 
 The emulator's own ``python -m dialler_async.emulator`` keeps its stats in its process; this
 wrapper is how a benchmark reads the arrival times the server recorded.
@@ -45,6 +46,8 @@ def _handle(emu: Emulator, line: bytes) -> dict[str, Any]:
         return {"ok": True, "rate_limit": config.rate_limit}
     if cmd == "stats":
         return _stats(emu)
+    if cmd == "latencies":
+        return {"latencies": list(emu.stats.latencies)}
     if cmd == "seed":  # replace every contact with N of one campaign (sync benchmark)
         return {"contacts": seed_campaign(emu, int(request["n"]))}
     return {"error": f"unknown command {cmd!r}"}

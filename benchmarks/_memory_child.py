@@ -31,7 +31,7 @@ from dialler_async import DiallerClient, Limits
 
 async def measure(mode: str, n: int, base: str, concurrency: int) -> Run:
     if mode == "sdk":
-        return await sdk(base, TOKEN, contacts(n, "memory"), concurrency)
+        return await sdk(base, TOKEN, contacts(n, "memory"), concurrency, keep_results=False)
     if mode == "naive":
         return await aiohttp_loop(base, TOKEN, list(contacts(n, "memory")), concurrency)
     raise SystemExit(f"unknown mode {mode!r}")

@@ -1,7 +1,9 @@
-"""cProfile of the SDK's bulk import and of the aiohttp loop against the fast server.
+"""Profiles of the SDK's bulk import (default options) and of the best hand loop, fast server.
 
-Profiling inflates every function call, so the absolute µs are higher than unprofiled; use
-them to rank. Full listings go to ``results/profile_sdk.txt`` and ``profile_aiohttp.txt``.
+cProfile inflates every function call, so its absolute µs are higher than unprofiled; use them
+to rank. pyinstrument (a sampling profiler, where installed) distorts less and shows the call
+tree. Listings go to ``results/profile_sdk.txt``, ``profile_pool_orjson.txt`` (cProfile) and
+``profile_sdk_pyinstrument.txt`` (pyinstrument).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._config import TOKEN, Sizes
-from benchmarks._contenders import Run, aiohttp_loop, sdk
+from benchmarks._contenders import Run, pool_orjson, sdk
 from benchmarks._payloads import contacts
 from benchmarks._procs import fast_server
 from benchmarks._stats import Log
@@ -57,6 +59,20 @@ async def _profile(
     return stats, run.cpu_us
 
 
+async def _sample(fn: Callable[[], Awaitable[Run]], out: Path) -> bool:
+    """A pyinstrument profile of one run, as text; False when pyinstrument is missing."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return False
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    await fn()
+    profiler.stop()
+    out.write_text(profiler.output_text(unicode=True, show_all=False), encoding="utf-8")
+    return True
+
+
 async def run(sizes: Sizes, log: Log, out_dir: Path) -> dict[str, Any]:
     n, c = sizes.profile_n, sizes.concurrency
     data = list(contacts(n, "profile"))
@@ -66,17 +82,21 @@ async def run(sizes: Sizes, log: Log, out_dir: Path) -> dict[str, Any]:
             lambda: sdk(base, TOKEN, data, c), n, out_dir / "profile_sdk.txt"
         )
         aio_stats, aio_us = await _profile(
-            lambda: aiohttp_loop(base, TOKEN, data, c), n, out_dir / "profile_aiohttp.txt"
+            lambda: pool_orjson(base, TOKEN, data, c), n, out_dir / "profile_pool_orjson.txt"
+        )
+        sampled = await _sample(
+            lambda: sdk(base, TOKEN, data, c), out_dir / "profile_sdk_pyinstrument.txt"
         )
     result: dict[str, Any] = {
         "n": n,
-        "profiled_cpu_us": {"sdk": sdk_us, "aiohttp": aio_us},
+        "profiled_cpu_us": {"sdk": sdk_us, "pool_orjson": aio_us},
+        "pyinstrument": sampled,
         "sdk_own_by_cumtime": _rows(sdk_stats, n, "dialler_async", 3, 25),
         "sdk_own_by_tottime": _rows(sdk_stats, n, "dialler_async", 2, 15),
         "sdk_all_by_tottime": _rows(sdk_stats, n, "", 2, 25),
-        "aiohttp_all_by_tottime": _rows(aio_stats, n, "", 2, 15),
+        "pool_orjson_all_by_tottime": _rows(aio_stats, n, "", 2, 15),
     }
-    log(f"    profiled CPU per contact: SDK {sdk_us:.0f} µs, aiohttp loop {aio_us:.0f} µs")
+    log(f"    profiled CPU per contact: SDK {sdk_us:.0f} µs, pool_orjson loop {aio_us:.0f} µs")
     for row in result["sdk_own_by_cumtime"][:12]:
         log(f"    {row['cumtime_us']:8.1f} µs cum {row['tottime_us']:7.1f} own  {row['function']}")
     return result

@@ -33,9 +33,11 @@ from ._exceptions import (
 )
 from ._limits import Limits
 from ._models import UNSET, Campaign, Contact, ContactUpdate, HistoryEntry, NewContact, ResultCode
+from ._options import BulkOptions, StreamOptions
 from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
+from ._runner import run
 from ._sync_types import SyncPlan, SyncResult
 from ._validation import validate_contact, validate_key, validate_update
 
@@ -45,6 +47,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BulkError",
+    "BulkOptions",
     "BulkResult",
     "BulkStream",
     "Campaign",
@@ -76,6 +79,7 @@ __all__ = [
     "Route",
     "Routes",
     "ServerError",
+    "StreamOptions",
     "SyncConflictError",
     "SyncGuardError",
     "SyncPlan",
@@ -83,6 +87,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "from_api",
+    "run",
     "to_api",
     "validate_contact",
     "validate_key",

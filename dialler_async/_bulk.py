@@ -14,9 +14,10 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ._engine import Engine
+from ._options import StreamOptions
 from ._results import BulkResult, ItemResult, Operation
 
 if TYPE_CHECKING:
@@ -83,28 +84,33 @@ class BulkStream:
         return self._engine.result()
 
 
+def _as_dict(options: StreamOptions) -> dict[str, Any]:
+    """The typed options as the engine takes them (a plain dict it may consume)."""
+    return dict(options.items())
+
+
 def stream(
     client: DiallerClient,
     operation: Operation,
     items: Iterable[Any] | AsyncIterable[Any],
-    **options: Any,
+    **options: Unpack[StreamOptions],
 ) -> BulkStream:
     """See :meth:`DiallerClient.stream`."""
-    return BulkStream(Engine(client, operation, items, options))
+    return BulkStream(Engine(client, operation, items, _as_dict(options)))
 
 
 async def run(
     client: DiallerClient,
     operation: Operation,
     items: Iterable[Any] | AsyncIterable[Any],
-    **options: Any,
+    **options: Unpack[StreamOptions],
 ) -> BulkResult:
     """Run the same engine as :func:`stream` to the end and return the account.
 
     Nobody reads the items one by one here, so they are not handed over at all: the account
     (and ``keep_results``) already holds them.
     """
-    engine = Engine(client, operation, items, options, deliver=False)
+    engine = Engine(client, operation, items, _as_dict(options), deliver=False)
     engine.start()
     try:
         await engine.wait()

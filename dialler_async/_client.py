@@ -13,7 +13,6 @@ import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Callable,
     Iterable,
     Mapping,
@@ -21,7 +20,7 @@ from collections.abc import (
 from datetime import tzinfo
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 from . import _bulk
 from ._converter import structure
@@ -37,6 +36,7 @@ from ._item import ItemRunner, Verdict
 from ._limits import Clock, Governor, Limits, Sleep
 from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
 from ._operations import Import, KeyedAction, OperationRules, Update
+from ._options import BulkOptions, StreamOptions
 from ._results import BulkResult, Operation, Outcome
 from ._retry import RetryPolicy
 from ._routes import Route, Routes
@@ -278,7 +278,7 @@ class DiallerClient:
         reply = await self._call(route, query={"diallerCampaignsID": campaign_id}, list_answer=True)
         return structure_records(reply, Contact)
 
-    async def iter_contacts(self, campaign_id: int | None = None) -> AsyncIterator[Contact]:
+    async def iter_contacts(self, campaign_id: int | None = None) -> AsyncGenerator[Contact, None]:
         """Every contact of the account, or of one campaign, one at a time as the answer arrives.
 
         The same request as :meth:`list_contacts` (one list read, retried like any read until
@@ -459,7 +459,10 @@ class DiallerClient:
     # -- bulk -------------------------------------------------------------------------------
 
     def stream(
-        self, operation: Operation | str, items: Iterable[Any] | AsyncIterable[Any], **options: Any
+        self,
+        operation: Operation | str,
+        items: Iterable[Any] | AsyncIterable[Any],
+        **options: Unpack[StreamOptions],
     ) -> _bulk.BulkStream:
         """Run ``operation`` over ``items`` and yield one :class:`ItemResult` per input as it
         finishes. The options are those of :func:`import_contacts` and friends."""
@@ -472,7 +475,7 @@ class DiallerClient:
         overwrite_duplicates: bool = True,
         campaign_id: int | None = None,
         campaign_name: str | None = None,
-        **options: Any,
+        **options: Unpack[BulkOptions],
     ) -> BulkResult:
         """Import many contacts concurrently; returns the exact account of every input.
 
@@ -491,7 +494,9 @@ class DiallerClient:
         )
 
     async def update_contacts(
-        self, updates: Iterable[UpdateInput] | AsyncIterable[UpdateInput], **options: Any
+        self,
+        updates: Iterable[UpdateInput] | AsyncIterable[UpdateInput],
+        **options: Unpack[BulkOptions],
     ) -> BulkResult:
         """Apply many partial updates concurrently."""
         return await _bulk.run(self, Operation.UPDATE, updates, **options)
@@ -544,7 +549,7 @@ class DiallerClient:
         operation: Operation,
         ids: Keys | None,
         user_data: Keys | None,
-        options: dict[str, Any],
+        options: BulkOptions,
     ) -> BulkResult:
         if (ids is None) == (user_data is None):
             raise TypeError("give exactly one of ids or user_data")
@@ -553,25 +558,37 @@ class DiallerClient:
         return await _bulk.run(self, operation, keys, by_user_data=user_data is not None, **options)
 
     async def delete_contacts(
-        self, ids: Keys | None = None, user_data: Keys | None = None, **options: Any
+        self,
+        ids: Keys | None = None,
+        user_data: Keys | None = None,
+        **options: Unpack[BulkOptions],
     ) -> BulkResult:
         """Delete many contacts by ID or by UserData (exactly one of the two)."""
         return await self._keyed_bulk(Operation.DELETE, ids, user_data, options)
 
     async def lock_contacts(
-        self, ids: Keys | None = None, user_data: Keys | None = None, **options: Any
+        self,
+        ids: Keys | None = None,
+        user_data: Keys | None = None,
+        **options: Unpack[BulkOptions],
     ) -> BulkResult:
         """Lock many contacts by ID or by UserData."""
         return await self._keyed_bulk(Operation.LOCK, ids, user_data, options)
 
     async def unlock_contacts(
-        self, ids: Keys | None = None, user_data: Keys | None = None, **options: Any
+        self,
+        ids: Keys | None = None,
+        user_data: Keys | None = None,
+        **options: Unpack[BulkOptions],
     ) -> BulkResult:
         """Unlock many contacts by ID or by UserData."""
         return await self._keyed_bulk(Operation.UNLOCK, ids, user_data, options)
 
     async def reset_contacts(
-        self, ids: Keys | None = None, user_data: Keys | None = None, **options: Any
+        self,
+        ids: Keys | None = None,
+        user_data: Keys | None = None,
+        **options: Unpack[BulkOptions],
     ) -> BulkResult:
         """Reset many contacts by ID or by UserData."""
         return await self._keyed_bulk(Operation.RESET, ids, user_data, options)

@@ -437,6 +437,10 @@ class Engine:
             elapsed=elapsed,
             rate=done / elapsed if elapsed > 0 else 0.0,
             current_rate_limit=transport.governor.rate if transport is not None else None,
+            concurrency_limit=(
+                transport.governor.concurrency_limit if transport is not None else None
+            ),
+            baseline_rtt=transport.governor.baseline_rtt if transport is not None else None,
             finished=finished,
             **self._counters(),
         )

@@ -19,7 +19,10 @@ from typing import Any
 
 import attrs
 
+from ._adaptive import AdaptiveLimit, LoopLag, Signal
+
 Clock = Callable[[], float]
+_NEVER = -math.inf
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -65,6 +68,13 @@ class Limits:
       when that is lower (a configured 0.5/s is never raised by a 429).
     * ``jitter_margin``: starts are spaced this fraction further apart than ``1/rate`` (1%), so
       the server sees at most ``max_per_second`` arrivals in any second despite network jitter.
+    * ``adaptive_concurrency``: the number of requests in flight moves between
+      ``min_concurrency`` and ``max_concurrency`` (still the hard ceiling) with the server's
+      latency: it grows while answers come as fast as without load and is cut when a queue
+      builds up inside the server or it answers with a timeout, 5xx or 429 (``_adaptive.py``).
+    * ``min_concurrency``: the floor of the adaptive limit (default 1).
+    * ``probe_interval``: seconds between re-measurements of the server's no-load latency
+      (the adaptive limit drops to the floor for a few requests).
 
     Every value is checked here, at construction, with a message naming it.
     """
@@ -75,9 +85,18 @@ class Limits:
     min_per_second: float | None = attrs.field(default=None, validator=_validate_rate)
     recovery: float = attrs.field(default=0.1, validator=_validate_positive)
     jitter_margin: float = attrs.field(default=0.01)
+    adaptive_concurrency: bool = False
+    min_concurrency: int = attrs.field(default=1)
+    probe_interval: float = attrs.field(default=30.0, validator=_validate_positive)
 
     def __attrs_post_init__(self) -> None:
         check_concurrency("max_concurrency", self.max_concurrency)
+        check_concurrency("min_concurrency", self.min_concurrency)
+        if self.min_concurrency > self.max_concurrency:
+            raise ValueError(
+                f"min_concurrency ({self.min_concurrency}) must not exceed "
+                f"max_concurrency ({self.max_concurrency})"
+            )
         margin = self.jitter_margin
         if not (isinstance(margin, int | float) and math.isfinite(margin) and 0 <= margin < 1):
             raise ValueError(f"jitter_margin must be within [0, 1), not {margin!r}")
@@ -98,6 +117,10 @@ class Limits:
             return self.min_per_second
         return min(1.0, self.max_per_second) if self.max_per_second is not None else 1.0
 
+
+#: Where an adaptive concurrency limit starts once the baseline has been measured at the floor
+#: (within the floor and ceiling); slow start doubles it per window until a queue shows.
+INITIAL_ADAPTIVE_LIMIT = 4
 
 #: The rate limiter of the bulk job the current task works for (``rate=``), if any. Every HTTP
 #: attempt made in that task (first tries, retries, reconciliation lookups) passes it.
@@ -158,10 +181,21 @@ class RateLimiter:
         """The earliest time the next start may happen, from the rate and pause in force now."""
         return max(self._last + self._interval, self._paused_until)
 
+    def try_acquire(self) -> bool:
+        """Take a start now if one is free (nobody queued, rate and pause allow it)."""
+        if self._waiters:
+            return False
+        if not self._interval:  # no rate limit: only a pause can hold a start back
+            paused = self._paused_until
+            return paused == _NEVER or paused <= self._clock()
+        now = self._clock()
+        if self._slot() <= now:
+            self._last = now
+            return True
+        return False
+
     async def acquire(self) -> None:
-        if not self._waiters and self._slot() <= self._clock():
-            if self._interval:
-                self._last = self._clock()
+        if self.try_acquire():
             return
         me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(me)
@@ -179,23 +213,86 @@ class RateLimiter:
                 self._waiters[0].set_result(None)
 
 
+class ConcurrencyGate:
+    """At most ``limit`` holders at once, where ``limit`` may change while callers wait.
+
+    Waiters form one FIFO queue. A slot is handed to the head waiter only while fewer than the
+    limit *now in force* are held: a cut applies from that moment (nobody else is admitted until
+    enough holders have left) and a raise admits waiters at once. A cancelled waiter takes
+    nothing; a slot handed to it just as it was cancelled goes to the next one.
+    """
+
+    __slots__ = ("_limit", "_waiters", "held")
+
+    def __init__(self, limit: int) -> None:
+        check_concurrency("limit", limit)
+        self._limit = limit
+        self.held = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        check_concurrency("limit", value)
+        self._limit = value
+        self._wake()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self) -> None:
+        if not self._waiters and self.held < self._limit:
+            self.held += 1
+            return
+        me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(me)
+        try:
+            await me
+        except BaseException:
+            if me.done() and not me.cancelled():
+                self.release()  # handed a slot as we were cancelled: pass it on
+            elif me in self._waiters:
+                self._waiters.remove(me)
+            raise
+
+    def release(self) -> None:
+        self.held -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.held < self._limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.held += 1
+                waiter.set_result(None)
+
+
 class Governor:
     """One per client (and one more per bulk job with its own overrides): concurrency + rate.
 
-    Counts starts, 429s and the current adaptive rate for progress reports.
+    Counts starts, 429s and the current adaptive rate for progress reports. With
+    ``Limits(adaptive_concurrency=True)`` the concurrency gate's limit follows an
+    :class:`~dialler_async._adaptive.AdaptiveLimit` fed by every finished request.
     """
 
     __slots__ = (
         "_ceiling",
+        "_gate",
+        "_lag",
         "_last_probe",
         "_last_raise",
         "_next_cut",
         "_recent",
-        "_semaphore",
         "_throttled_since",
+        "adaptive",
         "clock",
         "limiter",
         "limits",
+        "sending",
         "throttled",
     )
 
@@ -204,7 +301,27 @@ class Governor:
     ) -> None:
         self.limits = limits
         self.clock = clock
-        self._semaphore = asyncio.Semaphore(limits.max_concurrency)
+        self.adaptive: AdaptiveLimit | None = None
+        if limits.adaptive_concurrency:
+            self.adaptive = AdaptiveLimit(
+                floor=limits.min_concurrency,
+                ceiling=limits.max_concurrency,
+                initial=INITIAL_ADAPTIVE_LIMIT,
+                probe_interval=limits.probe_interval,
+                clock=clock,
+            )
+        self._gate = ConcurrencyGate(
+            self.adaptive.limit if self.adaptive is not None else limits.max_concurrency
+        )
+        #: Requests past both gates and not yet answered (at the server, as far as we know).
+        self.sending = 0
+        # Our own stalls are taken out of round trips only on the loop's clock: a test's fake
+        # clock does not stall.
+        self._lag = (
+            LoopLag(lambda: self.sending > 0 or self._gate.held > 0)
+            if self.adaptive is not None and clock is time.monotonic
+            else None
+        )
         self.limiter = RateLimiter(
             limits.max_per_second, margin=limits.jitter_margin, clock=clock, sleep=sleep
         )
@@ -217,22 +334,52 @@ class Governor:
         self.throttled = 0
 
     @property
+    def concurrency_limit(self) -> int:
+        """Requests allowed in flight now (``max_concurrency`` unless adaptive)."""
+        return self._gate.limit
+
+    @property
+    def baseline_rtt(self) -> float | None:
+        """The adaptive limit's no-load round trip in seconds (None: not adaptive or unknown)."""
+        return self.adaptive.baseline if self.adaptive is not None else None
+
+    @property
     def rate(self) -> float | None:
         """The rate in force now (lower than configured while recovering from 429s)."""
         return self.limiter.rate
 
-    async def acquire(self) -> None:
-        """Wait for a concurrency slot and a rate slot; pair with :meth:`release`."""
-        await self._semaphore.acquire()
-        try:
-            await self.limiter.acquire()
-        except BaseException:
-            self._semaphore.release()
-            raise
+    async def acquire(self) -> float:
+        """Wait for a concurrency slot and a rate slot; returns the clock time the request
+        starts. Pair with :meth:`release`."""
+        await self._gate.acquire()
+        # A free start is taken without creating a coroutine (the common case).
+        if not self.limiter.try_acquire():
+            try:
+                await self.limiter.acquire()
+            except BaseException:
+                self._gate.release()
+                raise
         self._recent.add()
+        self.sending += 1
+        if self._lag is not None:
+            self._lag.start()
+        return self.clock()
 
-    def release(self) -> None:
-        self._semaphore.release()
+    def release(self, started: float | None = None, signal: Signal = Signal.NEUTRAL) -> None:
+        """The request admitted at ``started`` is over; ``signal`` is what its end tells the
+        adaptive limit (a streamed answer tells nothing: its length, not the server's queue,
+        sets its duration). The new limit is in force before the freed slot is handed on."""
+        self.sending -= 1
+        adaptive = self.adaptive
+        if adaptive is not None and started is not None and signal is not Signal.NEUTRAL:
+            rtt: float | None = None
+            if signal is Signal.OK:
+                rtt = self.clock() - started
+                if self._lag is not None:  # never more than half: the lag is an estimate
+                    rtt = max(rtt / 2.0, rtt - self._lag.value)
+            adaptive.on_sample(started, rtt, rtt is None, self.sending)
+            self._gate.limit = adaptive.limit
+        self._gate.release()
 
     def throttle_storm(self, deadline: float | None, probe_every: float) -> float | None:
         """How long the server has answered nothing but 429, when that exceeds ``deadline``

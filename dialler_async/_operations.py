@@ -34,7 +34,7 @@ from ._models import Contact
 from ._results import Operation
 from ._retry import may_have_landed
 from ._transport import Reply
-from ._validation import checked_contact, checked_update, validate_key
+from ._validation import checked_contact, checked_update, plain_import_body, validate_key
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
@@ -228,16 +228,25 @@ class Import:
         return self._campaigns.get(name)
 
     def prepare(self, item: Any) -> Prepared:
-        contact, body = checked_contact(
-            item, campaign_given=bool(self.default_campaign), server_timezone=self.zone
-        )
+        campaign_given = bool(self.default_campaign)
+        # Most rows are plain text dicts that need no conversion: take the short path for
+        # them (same body); the full one converts everything else and names every problem.
+        body = plain_import_body(item, campaign_given=campaign_given)
+        if body is None:
+            contact, body = checked_contact(
+                item, campaign_given=campaign_given, server_timezone=self.zone
+            )
+            user_data = contact.user_data
+        else:
+            user_data = body.get("UserData")
         if (
-            self.default_campaign
+            campaign_given
             and "DiallerCampaignsID" not in body
             and "DiallerCampaignsName" not in body
         ):
             body.update(self.default_campaign)
-        user_data = contact.user_data if contact.user_data and contact.user_data.strip() else None
+        if not (user_data and user_data.strip()):
+            user_data = None
         kind = write_kind(Operation.IMPORT, overwrite=self.overwrite, user_data=user_data)
         return _prepared(user_data, body, kind, user_data)
 

@@ -109,7 +109,10 @@ class ItemResult:
 @attrs.frozen(kw_only=True)
 class Progress:
     """A snapshot passed to ``on_progress`` (at most every ``progress_interval`` seconds and once
-    at the end). ``total`` is None while the input length is unknown."""
+    at the end). ``total`` is None while the input length is unknown. ``concurrency_limit`` is
+    the number of requests the client allows in flight now (it moves with
+    ``Limits(adaptive_concurrency=True)``), ``baseline_rtt`` the adaptive limit's no-load round
+    trip in seconds (None without adaptive concurrency, or before the first answer)."""
 
     done: int
     total: int | None
@@ -121,6 +124,8 @@ class Progress:
     throttled: int
     current_rate_limit: float | None
     finished: bool = False
+    concurrency_limit: int | None = None
+    baseline_rtt: float | None = None
 
     @property
     def failed(self) -> int:
@@ -189,7 +194,7 @@ class BulkResult:
         parts = [f"{n} {o.value}" for o, n in self.counts.items() if n]
         stopped = "" if self.read_all else " (stopped before the end of the input)"
         return (
-            f"{self.total} items: "
+            f"{self.total} item{'' if self.total == 1 else 's'}: "
             + (", ".join(parts) or "none")
             + f" in {self.elapsed:.1f}s"
             + stopped

@@ -155,6 +155,8 @@ class Sync:
                 elapsed=elapsed,
                 rate=done / elapsed if elapsed > 0 else 0.0,
                 current_rate_limit=self.client.transport.governor.rate,
+                concurrency_limit=self.client.transport.governor.concurrency_limit,
+                baseline_rtt=self.client.transport.governor.baseline_rtt,
                 finished=finished,
                 **self._counters(),
             )

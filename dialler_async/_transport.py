@@ -20,6 +20,7 @@ import orjson
 from yarl import URL
 
 from . import __about__
+from ._adaptive import Signal, signal_for
 from ._exceptions import (
     APIStatusError,
     ClientStateError,
@@ -207,10 +208,11 @@ class Transport:
                 self._urls[path] = url
         return url
 
-    async def _admit(self, method: str, path: str) -> None:
+    async def _admit(self, method: str, path: str) -> float:
         """The one admission path of every attempt: the 429-storm check, the job's rate
         limiter (inside a bulk job with ``rate=``) and the client's governor. On return the
-        caller holds a governor slot and must :meth:`Governor.release` it."""
+        caller holds a governor slot and must :meth:`Governor.release` it; the value returned
+        is the clock time the attempt starts (for the adaptive limit's round trips)."""
         governor = self.governor
         lasted = governor.throttle_storm(self.retry.deadline, self.retry.max_backoff or 1.0)
         if lasted is not None:
@@ -226,7 +228,7 @@ class Transport:
         job_limiter = JOB_LIMITER.get()
         if job_limiter is not None:
             await job_limiter.acquire()
-        await governor.acquire()
+        return await governor.acquire()
 
     async def send(
         self, method: str, path: str, body: Any = None, *, max_bytes: int | None = None
@@ -239,20 +241,26 @@ class Transport:
         data = orjson.dumps(body) if body is not None else None
         url = self._url(path)
         limit = self.max_answer_bytes if max_bytes is None else max_bytes
-        await self._admit(method, path)
+        started = await self._admit(method, path)
         governor = self.governor
+        # What this attempt tells an adaptive concurrency limit: nothing unless it ends below.
+        signal = Signal.NEUTRAL
         try:
             self.requests += 1
             async with self.session.request(method, url, data=data, allow_redirects=False) as resp:
                 status = resp.status
                 headers = resp.headers
                 raw = await _read_bounded(resp, limit)
+            signal = signal_for(status)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError) as exc:
-            raise _translate(exc, method, path) from exc
+            error = _translate(exc, method, path)
+            if isinstance(error, TransportError):
+                signal = Signal.CONGESTED  # a timeout or a lost connection: maybe overload
+            raise error from exc
         except _TooLarge as exc:
             raise _too_large(limit, str(exc), method, path) from None
         finally:
-            governor.release()
+            governor.release(started, signal)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %s (%d bytes)", method, path, status, len(raw))
         if status >= 300:
@@ -487,8 +495,13 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     what comes out of ``resp.content`` bounds memory for compressed answers too.
     """
     declared = resp.content_length
-    if declared is not None and declared > limit and not resp.headers.get("Content-Encoding"):
-        raise _TooLarge(f"Content-Length {declared:,}")
+    if declared is not None and not resp.headers.get("Content-Encoding"):
+        if declared > limit:
+            raise _TooLarge(f"Content-Length {declared:,}")
+        # Uncompressed with a declared length within the limit (every per-contact answer):
+        # aiohttp reads exactly that many bytes, so one read is bounded, and cheaper than
+        # iterating chunks.
+        return await resp.read()
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(_CHUNK):

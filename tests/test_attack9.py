@@ -200,7 +200,7 @@ async def test_a_swept_upsert_in_flight_is_not_reported_cancelled(
     emulator.faults.script("slow", times=1)
     emulator.configure(slow_seconds=1.0)
     before = Snapshot.take(emulator)
-    data = Counted([contact(0), {"Name": ""}, *rows(5, 1)])
+    data: Counted[Any] = Counted([contact(0), {"Name": ""}, *rows(5, 1)])
     result = await asyncio.wait_for(
         client.import_contacts(data, concurrency=2, max_failures=1, grace=0.1), LIMIT
     )
@@ -527,7 +527,8 @@ async def test_an_async_on_progress_is_rejected_or_awaited(client: DiallerClient
 async def test_max_failures_with_chained_duplicate_keys(
     client: DiallerClient, emulator: Emulator
 ) -> None:
-    data = Counted([{"UserData": "NOPE", "Name": f"x{i}"} for i in range(30)] + rows(30))
+    nope: list[Any] = [{"UserData": "NOPE", "Name": f"x{i}"} for i in range(30)]
+    data = Counted(nope + rows(30))
     before = Snapshot.take(emulator)
     result = await asyncio.wait_for(
         client.update_contacts(data, max_failures=3, concurrency=1), LIMIT

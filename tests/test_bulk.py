@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from dialler_async import (
     Outcome,
     Progress,
     RetryPolicy,
+    StreamOptions,
 )
 from dialler_async.emulator import Emulator, EmulatorConfig, FaultKind
 
@@ -49,7 +51,7 @@ async def test_import_account_adds_up(client: DiallerClient, emulator: Emulator)
 
 
 async def test_campaign_fill_and_invalid_rows(client: DiallerClient, emulator: Emulator) -> None:
-    data: list[object] = [
+    data: list[Any] = [
         {"Name": "A", "PhoneNumber1": "+491"},
         {"Name": "", "PhoneNumber1": "+492"},
         {"Name": "C"},
@@ -209,7 +211,7 @@ async def test_ordered_results(client: DiallerClient, emulator: Emulator) -> Non
 
 
 async def test_max_failures_cancels_the_rest(client: DiallerClient, emulator: Emulator) -> None:
-    data = [*rows(5), *[{"Name": "bad"}] * 5, *rows(200, start=5)]
+    data: list[Any] = [*rows(5), *[{"Name": "bad"}] * 5, *rows(200, start=5)]
     result = await client.import_contacts(data, max_failures=3, concurrency=2)
     assert_exact_account(result, result.total)
     assert result.invalid >= 3
@@ -224,7 +226,7 @@ async def test_max_failures_cancels_the_rest(client: DiallerClient, emulator: Em
 
 
 async def test_on_error_raise_carries_the_partial_result(client: DiallerClient) -> None:
-    data = [*rows(3), {"Name": "bad"}, *rows(100, start=3)]
+    data: list[Any] = [*rows(3), {"Name": "bad"}, *rows(100, start=3)]
     with pytest.raises(BulkError) as info:
         await client.import_contacts(data, on_error="raise", concurrency=1)
     result = info.value.result
@@ -247,7 +249,7 @@ async def test_keep_results_false_keeps_only_failures(client: DiallerClient) -> 
 
 async def test_unknown_option_is_an_error(client: DiallerClient) -> None:
     with pytest.raises(TypeError, match="unknown bulk options"):
-        await client.import_contacts(rows(1), colour="blue")
+        await client.import_contacts(rows(1), colour="blue")  # type: ignore[call-arg]
 
 
 async def test_input_iterator_error_is_raised_after_accounting(client: DiallerClient) -> None:
@@ -418,7 +420,7 @@ async def test_every_operation_under_faults_keeps_an_exact_account_and_the_rate(
     else:
         items = list(keys)
     keyed = operation not in (Operation.IMPORT, Operation.UPDATE)
-    options = {"by_user_data": True} if keyed else {}
+    options: StreamOptions = {"by_user_data": True} if keyed else {}
     limits = Limits(max_per_second=rate)
     # timeout: an unconfirmed delete by UserData waits one timeout (real time here) to settle
     async with emulator.client(retry=retry, limits=limits, timeout=2.0) as c:

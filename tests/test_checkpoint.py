@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ async def test_rerun_skips_what_succeeded_and_retries_the_rest(
     client: DiallerClient, emulator: Emulator, tmp_path: Path
 ) -> None:
     journal = tmp_path / "job.db"
-    data = [*rows(20), {"Name": "broken"}]
+    data: list[Any] = [*rows(20), {"Name": "broken"}]
     # 503 on every attempt of three rows (4 attempts each, one row at a time): FAILED
     emulator.faults.script(FaultKind.UNAVAILABLE, times=12, operation="import_contact")
     first = await client.import_contacts(
@@ -58,6 +59,18 @@ async def test_a_checkpoint_belongs_to_one_job(client: DiallerClient, tmp_path: 
     await client.import_contacts(rows(1), checkpoint=journal)
     with pytest.raises(ConfigurationError, match="belongs to another job"):
         await client.lock_contacts(user_data=["CRM-000000"], checkpoint=journal)
+
+
+@pytest.mark.parametrize("content", [b"UserData,Name\nCRM-1,Muster\n" * 50, b"\x00" * 4096])
+async def test_a_file_that_is_not_a_checkpoint_is_a_configuration_error(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path, content: bytes
+) -> None:
+    journal = tmp_path / "contacts.csv"  # e.g. the input file given as --checkpoint by mistake
+    journal.write_bytes(content)
+    with pytest.raises(ConfigurationError, match="not a checkpoint"):
+        await client.import_contacts(rows(3), checkpoint=journal)
+    assert journal.read_bytes() == content  # left as it was
+    assert emulator.store.contact_count() == 0
 
 
 async def test_pending_writes_are_reconciled_on_resume(

@@ -28,6 +28,14 @@ from dialler_async.emulator._faults import Faults, RateLimiter
 from dialler_async.emulator._ops import Operations
 from dialler_async.emulator._store import Store
 
+
+def stored(emu: Emulator, contact_id: int) -> dict[str, Any]:
+    """The stored record of a contact the test knows exists."""
+    record = emu.store.get(contact_id)
+    assert record is not None
+    return record
+
+
 pytest_plugins = ["dialler_async.emulator.pytest_plugin"]
 
 EmulatorFactory = Callable[..., Emulator]  # the dialler_emulator_factory fixture
@@ -92,7 +100,9 @@ def api(session: aiohttp.ClientSession, dialler_emulator: Emulator) -> Api:
 # -- auth and routing ---------------------------------------------------------------------
 
 
-async def test_auth(dialler_emulator_factory: EmulatorFactory, session: aiohttp.ClientSession):
+async def test_auth(
+    dialler_emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
+) -> None:
     config = EmulatorConfig(
         extra_clients={2: "token-of-client-2"}, campaigns=((538, "Spring"), (600, "Other", 2))
     )
@@ -136,24 +146,24 @@ async def test_auth(dialler_emulator_factory: EmulatorFactory, session: aiohttp.
         ("GET", "/dialler/contacts/contact/1/explode"),
     ],
 )
-async def test_unknown_route_is_404_with_empty_body(api: Api, method: str, path: str):
+async def test_unknown_route_is_404_with_empty_body(api: Api, method: str, path: str) -> None:
     assert await api(method, path) == (404, b"")
     assert await api(method, path, auth=False) == (404, b"")
 
 
-async def test_unknown_path_outside_base(api: Api):
+async def test_unknown_path_outside_base(api: Api) -> None:
     async with api.session.get(f"{api.emu.base_url[: -len('/rest/v1.0')]}/x") as resp:
         assert resp.status == 404
         assert await resp.read() == b""
 
 
-async def test_missing_query_placeholder_is_400(api: Api):
+async def test_missing_query_placeholder_is_400(api: Api) -> None:
     status, body = await api("GET", "/dialler/contacts/contact")
     assert status == 400
     assert "userData" in body["error"]
 
 
-def test_every_route_operation_is_implemented():
+def test_every_route_operation_is_implemented() -> None:
     store = Store()
     try:
         assert set(Operations(store).table()) == set(Routes.operations())
@@ -161,7 +171,7 @@ def test_every_route_operation_is_implemented():
         store.close()
 
 
-async def test_ids_beyond_sqlite_range_are_not_found(api: Api):
+async def test_ids_beyond_sqlite_range_are_not_found(api: Api) -> None:
     assert (await api("GET", f"/dialler/contacts/{2**64}"))[0] == 404
     assert (await api("POST", "/dialler/contacts/update", {"ID": 2**63, "City": "x"}))[0] == 404
     assert (await api("POST", "/dialler/contacts", {"IDList": [2**63]}))[1]["count"] == 0
@@ -173,7 +183,7 @@ async def test_ids_beyond_sqlite_range_are_not_found(api: Api):
 # -- contacts -----------------------------------------------------------------------------
 
 
-async def test_import_get_list(api: Api):
+async def test_import_get_list(api: Api) -> None:
     status, body = await api(
         "POST",
         "/dialler/contacts/import",
@@ -218,7 +228,7 @@ async def test_import_get_list(api: Api):
     assert (await api("GET", "/dialler/contacts?diallerCampaignsID=x"))[0] == 400
 
 
-async def test_find_by_user_data(api: Api):
+async def test_find_by_user_data(api: Api) -> None:
     first = await api.add(UserData="dup key")
     await api.add(UserData="other")
     second = await api.add(UserData="dup key")
@@ -256,7 +266,7 @@ async def test_find_by_user_data(api: Api):
         (contact(dtEndDate=20240101), "'dtEndDate' must be a date-time"),
     ],
 )
-async def test_import_validation(api: Api, body: Any, needle: str):
+async def test_import_validation(api: Api, body: Any, needle: str) -> None:
     raw = body if isinstance(body, bytes) else None
     status, answer = await api(
         "POST", "/dialler/contacts/import", None if raw is not None else body, data=raw
@@ -276,7 +286,7 @@ async def test_import_validation(api: Api, body: Any, needle: str):
         "2024-01-02T03:04:05Z",
     ],
 )
-async def test_import_accepts_date_time_forms(api: Api, text: str):
+async def test_import_accepts_date_time_forms(api: Api, text: str) -> None:
     record = await api.add(dtBeginDate=text, Unknown="ignored", ID=77, bLocked=True)
     assert record["dtBeginDate"] == "2024-01-02T03:04:05"
     assert "Unknown" not in record
@@ -284,7 +294,7 @@ async def test_import_accepts_date_time_forms(api: Api, text: str):
     assert record["bLocked"] is False
 
 
-async def test_import_unknown_campaign(api: Api):
+async def test_import_unknown_campaign(api: Api) -> None:
     for body in (
         contact(DiallerCampaignsID=999),
         contact(DiallerCampaignsID=None, DiallerCampaignsName="Nope"),
@@ -300,7 +310,7 @@ async def test_import_unknown_campaign(api: Api):
     ] == 400
 
 
-async def test_import_duplicates(api: Api):
+async def test_import_duplicates(api: Api) -> None:
     path = "/dialler/contacts/import?overwriteDuplicates="
     first = await api.add(UserData="K", FirstName="Erika", City="Berlin")
     status, body = await api("POST", path + "false", contact(UserData="K"))
@@ -322,7 +332,7 @@ async def test_import_duplicates(api: Api):
     assert api.emu.store.contact_count(user_data="new") == 2
 
 
-async def test_update(api: Api):
+async def test_update(api: Api) -> None:
     one = await api.add(UserData="U", FirstName="Erika", City="Berlin")
     two = await api.add(UserData="V")
     update = "/dialler/contacts/update"
@@ -359,7 +369,7 @@ async def test_update(api: Api):
     assert api.emu.store.get(one["ID"]) == record
 
 
-async def test_delete(api: Api):
+async def test_delete(api: Api) -> None:
     one = await api.add(UserData="D")
     two = await api.add(UserData="D")
     await api.emu.dial()
@@ -372,18 +382,18 @@ async def test_delete(api: Api):
     assert api.emu.store.history_count() == 0
 
 
-async def test_lock_unlock_reset_and_dialling(api: Api):
+async def test_lock_unlock_reset_and_dialling(api: Api) -> None:
     emu = api.emu
     locked = await api.add(UserData="L", PhoneNumber2="+4940")
     free = await api.add(UserData="F", PhoneNumber1=None, PhoneNumber3="+4989")
     base = "/dialler/contacts/contact"
     for _ in range(2):  # idempotent
         assert await api("GET", f"{base}/{locked['ID']}/lock") == (200, {"status": 200})
-    assert emu.store.get(locked["ID"])["bLocked"] is True
+    assert stored(emu, locked["ID"])["bLocked"] is True
 
     assert await emu.dial(rounds=3, seed=1) == 3
     assert emu.store.history_count(locked["ID"]) == 0
-    after = emu.store.get(free["ID"])
+    after = stored(emu, free["ID"])
     assert after["nTriesPhoneNumber3"] == 3
     assert after["nPhoneNumber3LastCause"] is not None
     assert after["DiallerCampaignsResultCodesID"] is not None
@@ -401,14 +411,14 @@ async def test_lock_unlock_reset_and_dialling(api: Api):
     assert await api("GET", f"{base}/unlock?userData=L") == (200, {"status": 200})
     assert await api("GET", f"{base}/unlock?userData=L") == (200, {"status": 200})
     assert await emu.dial(rounds=2, seed=1) == 4
-    both = emu.store.get(locked["ID"])
+    both = stored(emu, locked["ID"])
     # Least-tried number first: PhoneNumber1, then PhoneNumber2.
     assert (both["nTriesPhoneNumber1"], both["nTriesPhoneNumber2"]) == (1, 1)
 
     assert await api("GET", f"{base}/{free['ID']}/reset") == (200, {"status": 200})
     assert await api("GET", f"{base}/reset?userData=L") == (200, {"status": 200})
     for cid in (locked["ID"], free["ID"]):
-        record = emu.store.get(cid)
+        record = stored(emu, cid)
         assert all(record[f"nTriesPhoneNumber{n}"] == 0 for n in range(1, 7))
         assert all(record[f"nPhoneNumber{n}LastCause"] is None for n in range(1, 7))
         assert all(record[f"bPhoneNumber{n}Invalid"] is None for n in range(1, 7))
@@ -417,7 +427,7 @@ async def test_lock_unlock_reset_and_dialling(api: Api):
     assert emu.store.history_count() == 7  # history is kept
 
     await api("GET", f"{base}/lock?userData=F")
-    assert emu.store.get(free["ID"])["bLocked"] is True
+    assert stored(emu, free["ID"])["bLocked"] is True
     for path in (
         f"{base}/999/lock",
         f"{base}/999/unlock",
@@ -432,7 +442,7 @@ async def test_lock_unlock_reset_and_dialling(api: Api):
 
 async def test_dialling_is_reproducible_by_seed(
     dialler_emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
-):
+) -> None:
     outcomes = []
     for _ in range(2):
         async with dialler_emulator_factory() as emu:
@@ -447,7 +457,7 @@ async def test_dialling_is_reproducible_by_seed(
     assert len(outcomes[0]) == 10
 
 
-async def test_batch(api: Api):
+async def test_batch(api: Api) -> None:
     one = await api.add(UserData="B1")
     two = await api.add(UserData="B2")
     three = await api.add(UserData="B1")
@@ -486,7 +496,7 @@ async def test_batch(api: Api):
     assert (await api("POST", "/dialler/contacts?languagesID=en", {"IDList": [1]}))[0] == 400
 
 
-async def test_campaigns(api: Api):
+async def test_campaigns(api: Api) -> None:
     status, body = await api("GET", "/dialler/campaigns")
     assert status == 200
     assert [c["ID"] for c in body["records"]] == [538, 539, 540]
@@ -517,7 +527,7 @@ async def test_campaigns(api: Api):
 )
 async def test_answered_faults_change_nothing(
     api: Api, kind: FaultKind, status: int, content_type: str
-):
+) -> None:
     emu = api.emu
     emu.configure(unavailable_retry_after=7, retry_after=3)
     emu.faults.script(kind, operation="import_contact")
@@ -543,7 +553,7 @@ async def test_answered_faults_change_nothing(
 @pytest.mark.parametrize(
     ("kind", "committed"), [(FaultKind.DROP_BEFORE, 0), (FaultKind.DROP_AFTER, 1)]
 )
-async def test_dropped_connections(api: Api, kind: FaultKind, committed: int):
+async def test_dropped_connections(api: Api, kind: FaultKind, committed: int) -> None:
     api.emu.faults.script(kind)
     with pytest.raises(DROPPED):
         await api("POST", "/dialler/contacts/import", contact())
@@ -553,7 +563,7 @@ async def test_dropped_connections(api: Api, kind: FaultKind, committed: int):
     assert (await api("GET", "/dialler/contacts"))[1]["count"] == committed
 
 
-async def test_slow_fault_commits_after_the_client_gave_up(api: Api):
+async def test_slow_fault_commits_after_the_client_gave_up(api: Api) -> None:
     emu = api.emu
     emu.configure(slow_seconds=0.3)
     emu.faults.script(FaultKind.SLOW)
@@ -572,7 +582,7 @@ async def test_slow_fault_commits_after_the_client_gave_up(api: Api):
     assert emu.store.contact_count() == 1
 
 
-async def test_invalid_json_fault_commits(api: Api):
+async def test_invalid_json_fault_commits(api: Api) -> None:
     emu = api.emu
     emu.faults.script(FaultKind.INVALID_JSON, operation="import_contact")
     headers = {"Authorization": f"Bearer {emu.token}"}
@@ -588,7 +598,7 @@ async def test_invalid_json_fault_commits(api: Api):
     assert emu.stats.faults == {FaultKind.INVALID_JSON: 1}
 
 
-async def test_fault_script_is_fifo_and_filtered(api: Api):
+async def test_fault_script_is_fifo_and_filtered(api: Api) -> None:
     faults = api.emu.faults
     faults.script(FaultKind.SERVER_ERROR, times=2, operation="import_contact")
     faults.script(FaultKind.BAD_GATEWAY, operation=None)
@@ -610,7 +620,7 @@ async def test_fault_script_is_fifo_and_filtered(api: Api):
 
 async def test_random_faults_are_seeded_and_scoped(
     dialler_emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
-):
+) -> None:
     config = EmulatorConfig(
         faults={FaultKind.SERVER_ERROR: 0.5}, seed=11, fault_operations=["list_campaigns"]
     )
@@ -629,7 +639,7 @@ async def test_random_faults_are_seeded_and_scoped(
 
 async def test_rate_limit(
     dialler_emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
-):
+) -> None:
     config = EmulatorConfig(rate_limit=2, retry_after=4, extra_clients={2: "t2"})
     async with dialler_emulator_factory(config) as emu:
         api = Api(session, emu)
@@ -653,13 +663,13 @@ async def test_rate_limit(
         assert (stats.throttled, len(stats.arrivals), sum(stats.requests.values())) == (0, 0, 0)
 
 
-async def test_rate_limit_switched_on_mid_run(api: Api):
+async def test_rate_limit_switched_on_mid_run(api: Api) -> None:
     assert [(await api("GET", "/dialler/campaigns"))[0] for _ in range(3)] == [200] * 3
     api.emu.configure(rate_limit=1)
     assert [(await api("GET", "/dialler/campaigns"))[0] for _ in range(2)] == [200, 429]
 
 
-def test_rate_limiter_window_slides():
+def test_rate_limiter_window_slides() -> None:
     limiter = RateLimiter()
     assert [limiter.admit("1", t, 2) for t in (0.0, 0.1, 0.2, 0.99)] == [True, True, False, False]
     assert limiter.admit("1", 1.0, 2)  # the arrival at 0.0 has left the window
@@ -668,7 +678,7 @@ def test_rate_limiter_window_slides():
     assert [limiter.admit("2", t, 0.5) for t in (0.0, 1.0, 2.0)] == [True, False, True]
 
 
-def test_stats_window_count():
+def test_stats_window_count() -> None:
     stats = Stats(arrivals_maxlen=3)
     for t in (0.0, 0.5, 0.9, 1.0, 1.2):
         stats.arrivals.append((t, "op"))
@@ -678,7 +688,7 @@ def test_stats_window_count():
     assert stats.max_starts_in_window(operation="other") == 0
 
 
-def test_faults_pick_is_seeded():
+def test_faults_pick_is_seeded() -> None:
     picks = []
     for _ in range(2):
         faults = Faults(Stats(), Routes.operations(), seed=5)
@@ -688,7 +698,9 @@ def test_faults_pick_is_seeded():
     assert {FaultKind.SLOW, FaultKind.DROP_AFTER, None} == set(picks[0])
 
 
-async def test_latency(dialler_emulator_factory: EmulatorFactory, session: aiohttp.ClientSession):
+async def test_latency(
+    dialler_emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
+) -> None:
     async with dialler_emulator_factory(EmulatorConfig(latency=0.05, latency_jitter=0.01)) as emu:
         started = time.monotonic()
         assert (await Api(session, emu)("GET", "/dialler/campaigns"))[0] == 200
@@ -697,7 +709,7 @@ async def test_latency(dialler_emulator_factory: EmulatorFactory, session: aioht
 
 async def test_keepalive_timeout_closes_idle_connections(
     dialler_emulator_factory: EmulatorFactory,
-):
+) -> None:
     async with dialler_emulator_factory(EmulatorConfig(keepalive_timeout=0.1)) as emu:
         reader, writer = await asyncio.open_connection(emu.host, emu.port)
         try:
@@ -724,7 +736,7 @@ async def test_keepalive_timeout_closes_idle_connections(
 
 async def test_route_override(
     dialler_emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
-):
+) -> None:
     routes = Routes().replace(
         find_contacts=("GET", "/dialler/contacts/search?userData={user_data}"),
         get_contact=("GET", "/dialler/contacts/byid?id={id}"),
@@ -742,7 +754,7 @@ async def test_route_override(
 
 async def test_file_database_persists(
     tmp_path: Path, dialler_emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
-):
+) -> None:
     db = tmp_path / "contacts.db"
     async with dialler_emulator_factory(db=db) as emu:
         api = Api(session, emu)
@@ -752,21 +764,23 @@ async def test_file_database_persists(
         await emu.dial()
     async with dialler_emulator_factory(db=db, token="fixed") as emu:
         api = Api(session, emu)
-        assert emu.store.get(first["ID"])["nTriesPhoneNumber1"] == 1
+        assert stored(emu, first["ID"])["nTriesPhoneNumber1"] == 1
         assert emu.store.history_count(first["ID"]) == 1
         assert (await api("GET", "/dialler/campaigns"))[1]["count"] == 3
         third = await api.add()
         assert third["ID"] == first["ID"] + 2  # IDs are never reused
 
 
-async def test_factory_stops_what_a_test_leaves_running(dialler_emulator_factory: EmulatorFactory):
+async def test_factory_stops_what_a_test_leaves_running(
+    dialler_emulator_factory: EmulatorFactory,
+) -> None:
     emu = await dialler_emulator_factory(client_id=7).start()
     assert emu.running
     assert emu.base_url == f"http://127.0.0.1:{emu.port}/rest/v1.0"
     assert emu.url("/x") == f"{emu.base_url}/7/x"
 
 
-async def test_store_requires_running_emulator():
+async def test_store_requires_running_emulator() -> None:
     emu = Emulator()
     with pytest.raises(RuntimeError):
         emu.store  # noqa: B018
@@ -775,7 +789,7 @@ async def test_store_requires_running_emulator():
     assert not emu.running
 
 
-async def test_serve_until_stopped(session: aiohttp.ClientSession):
+async def test_serve_until_stopped(session: aiohttp.ClientSession) -> None:
     stop = asyncio.Event()
     started: list[Emulator] = []
     task = asyncio.create_task(serve(port=0, token="t", ready=started.append, stop=stop))
@@ -790,7 +804,7 @@ async def test_serve_until_stopped(session: aiohttp.ClientSession):
     assert not emu.running
 
 
-def test_cli_help(capsys: pytest.CaptureFixture[str]):
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--help"])
     assert exited.value.code == 0
@@ -811,7 +825,7 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]):
         assert flag in out
 
 
-def test_cli_subprocess(tmp_path: Path):
+def test_cli_subprocess(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("cli-token\n")
     env = os.environ | {"PYTHONPATH": str(REPO), "DIALLER_TOKEN": "ignored"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -99,10 +100,10 @@ async def test_timeouts_under_a_small_pool_then_cancellation_do_not_deadlock(
         assert sum(partial.counts.values()) == partial.total
         assert await c.list_campaigns()  # the pool still works: nothing leaked or deadlocked
         connector = c.transport.session.connector
-        assert connector is not None and not connector._acquired  # type: ignore[attr-defined]
+        assert connector is not None and not connector._acquired
 
 
-HOSTILE_ROWS: list[object] = [
+HOSTILE_ROWS: list[Any] = [
     {"Name": None, "PhoneNumber1": "+491"},  # missing name
     {"Name": "x"},  # no phone, no campaign fill below is given for this row
     {"Name": "x" * 65, "PhoneNumber1": "+491"},  # over-long

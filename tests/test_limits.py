@@ -182,8 +182,7 @@ async def test_adaptive_without_a_configured_rate_cuts_from_the_observed_one(
 ) -> None:
     governor = Governor(Limits(max_concurrency=4), clock=clock, sleep=clock.sleep)
     for _ in range(40):
-        await governor.acquire()
-        governor.release()
+        governor.release(await governor.acquire())
         clock.now += 0.01  # 100 starts per second
     governor.on_throttled(retry_after=1.0)
     assert governor.rate == pytest.approx(50.0, rel=0.05)  # half of the ~100/s seen lately
@@ -201,12 +200,12 @@ async def test_concurrency_cap(clock: FakeClock) -> None:
 
     async def job() -> None:
         nonlocal inside, peak
-        await governor.acquire()
+        started = await governor.acquire()
         inside += 1
         peak = max(peak, inside)
         await asyncio.sleep(0)
         inside -= 1
-        governor.release()
+        governor.release(started)
 
     await asyncio.gather(*(job() for _ in range(20)))
     assert peak == 3

@@ -301,3 +301,71 @@ def test_a_storm_error_was_never_sent() -> None:
     error = RateLimitError(429, "throttled", method="POST", path="/x")
     error.storm = True
     assert not may_have_landed(error)  # an unsent write is a clean FAILED, never AMBIGUOUS
+
+
+async def test_the_job_rate_covers_reconciliation_lookups(
+    emulator: Emulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain imports (no overwrite) whose connection drops are checked by lookup (GET by
+    UserData), and a lost one is resent after the settle wait: those lookups and resends pass
+    the job's rate too, so the server never sees more than rate + 1 arrivals in a second."""
+    emulator.configure(
+        faults={FaultKind.DROP_AFTER: 0.2, FaultKind.DROP_BEFORE: 0.2},
+        fault_operations={"import_contact"},
+        seed=5,
+    )
+    async with emulator.client(
+        retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05, deadline=60.0),
+        clock=clock,
+        sleep=clock.sleep,
+    ) as c:
+        starts: list[tuple[float, str]] = []
+        request = c.transport.session.request
+
+        def timed(method: str, *args: Any, **kwargs: Any) -> Any:
+            starts.append((clock(), method))
+            return request(method, *args, **kwargs)
+
+        monkeypatch.setattr(c.transport.session, "request", timed)
+        before = Snapshot.take(emulator)
+        rows = Counted([contact(n) for n in range(30)])
+        result = await asyncio.wait_for(
+            c.import_contacts(rows, overwrite_duplicates=False, rate=5), timeout=60
+        )
+    assert_account(result, read=rows.read, emulator=emulator, before=before)
+    lookups = [t for t, method in starts if method == "GET"]
+    assert lookups, "no reconciliation lookup happened: the test would prove nothing"
+    assert result.items is not None and any(r.reconciled for r in result.items)
+    assert max_in_window([t for t, _ in starts]) <= 5 + 1, starts
+
+
+async def test_an_oversized_answer_without_a_length_is_refused_with_memory_bounded(
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    """A chunked answer (no Content-Length to refuse up front) is cut off while it is read."""
+    piece = b"x" * (1024 * 1024)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"status":200,"records":[{"ID":1,"Name":"')
+        try:
+            for _ in range(64):
+                await response.write(piece)
+        except ConnectionError:  # the client hung up once it had enough: expected
+            pass
+        return response
+
+    base = await serve(handler)
+    async with DiallerClient(
+        base, 7, "tok", retry=RetryPolicy.never(), max_answer_bytes=2 * 1024 * 1024
+    ) as c:
+        tracemalloc.start()
+        try:
+            with pytest.raises(ResponseFormatError, match="2,097,152-byte limit"):
+                await c.get_contact(1)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB for a 64 MiB answer"

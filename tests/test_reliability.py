@@ -62,7 +62,7 @@ async def test_retries_exhausted_leave_nothing_acquired(
     assert info.value.attempts == POLICY.max_attempts
     assert emulator.stats.requests["list_campaigns"] == POLICY.max_attempts
     connector = fake_client.transport.session.connector
-    assert connector is not None and not connector._acquired  # type: ignore[attr-defined]
+    assert connector is not None and not connector._acquired
 
 
 async def test_500_is_tried_once_and_keeps_the_server_text(

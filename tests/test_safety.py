@@ -470,6 +470,7 @@ class _Item:
     def __init__(self) -> None:
         self.index = 0
         self.sent_unsafe = False
+        self.sending = False
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,8 @@ from .test_sync import CAMPAIGN, row, seed, writes
 
 
 def _free_slots(client: DiallerClient) -> int:
-    return client.transport.governor._semaphore._value
+    gate = client.transport.governor._gate
+    return gate.limit - gate.held
 
 
 async def test_iter_contacts_streams_every_contact_in_one_request(

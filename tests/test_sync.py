@@ -106,7 +106,7 @@ async def test_sync_plans_exactly_and_sends_only_the_changes(
 ) -> None:
     before = Snapshot.take(emulator)
     emulator.stats.reset()
-    seen_plans = []
+    seen_plans: list[Any] = []
     source = Counted(scenario)
     result = await client.sync_contacts(source, campaign_id=CAMPAIGN, on_plan=seen_plans.append)
 

@@ -62,6 +62,7 @@ async def test_each_failure_is_translated_once(
         mock.get(CAMPAIGNS, exception=raised)
         with pytest.raises(expected) as info:
             await offline.list_campaigns()
+    assert isinstance(info.value, TransportError)
     assert info.value.request_sent is sent
     assert info.value.__cause__ is raised
     assert "tok" not in str(info.value)

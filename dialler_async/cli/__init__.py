@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,11 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from rich.console import Console
 
 from .._exceptions import AuthenticationError, ConnectError, DiallerError, NotFoundError
+from .._runner import run as run_loop
 from ..emulator.__main__ import main as emulator_main
 from . import _probe, _read, _sync
 from ._args import build_parser
 from ._commands import bulk_command
-from ._connect import UsageError, setup_logging
+from ._connect import REST_SUFFIX, UsageError, setup_logging, wrong_base_url
 from ._input import InputError
 from ._progress import err_console, note
 
@@ -84,6 +86,12 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     except NotFoundError as exc:
         if not exc.route_missing:
             raise
+        base_url = os.environ.get("DIALLER_BASE_URL", "")
+        using_env = not (args.emulator or args.emulator_db)
+        if using_env and base_url and not base_url.rstrip("/").endswith(REST_SUFFIX):
+            what = f"{exc.method} {exc.path} answered 404 with an empty body (no such endpoint)"
+            note(console, f"error: {wrong_base_url(base_url, what)}", "bold red")
+            return 2
         note(
             console,
             f"error: {exc}. The server has no such endpoint: run `dialler-async probe` and "
@@ -114,7 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = err_console()
     setup_logging(args.log_level, console)
     try:
-        return asyncio.run(_run(args, console))
+        return run_loop(_run(args, console))  # uvloop where installed (the speed extra)
+    except BrokenPipeError:
+        # Whoever read stdout stopped (`export | head`): they have all they wanted. Point
+        # stdout at /dev/null so the interpreter's last flush does not fail once more.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         note(
             console,
@@ -126,3 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, InputError) as exc:
         note(console, f"error: {exc}", "bold red")
         return 2
+    except Exception as exc:  # a bug, not a user's mistake: one line, the traceback on request
+        if args.log_level == "debug":
+            raise
+        note(
+            console,
+            f"error: unexpected {type(exc).__name__}: {exc}. Run the same command with "
+            "--log-level debug for the traceback, and please report it.",
+            "bold red",
+        )
+        return 1

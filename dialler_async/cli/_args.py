@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import math
 import textwrap
 from collections.abc import Sequence
 
 from .. import __version__
+from ..emulator.__main__ import HelpFormatter as EmulatorFormatter
 from ..emulator.__main__ import build_parser as emulator_parser
 from ._probe import PROBE_ID, PROBE_USER_DATA
 
 ENV_HELP = """\
-connection:
+environment:
   Set DIALLER_BASE_URL (the server's .../rest/v1.0 prefix), DIALLER_CLIENT_ID and
   DIALLER_TOKEN, or DIALLER_TOKEN_FILE naming a file that holds the token. The token is
   never taken as an argument and never printed. --emulator runs the built-in emulator
@@ -22,7 +24,8 @@ EXIT_HELP = """\
 exit status:
   0    every row succeeded (or was skipped as done by an earlier run)
   1    some rows failed (see --rejects / --report), or a lookup found nothing
-  2    usage or configuration error (bad option, missing variables, 401, unreadable input)
+  2    usage or configuration error (bad option, missing variables, wrong URL, 401,
+       unreadable input, a --rejects or --report file that cannot be written)
   130  interrupted (Ctrl-C, SIGTERM); the checkpoint is flushed: run the same command to resume
 """
 
@@ -36,16 +39,38 @@ OVERWRITE_HELP = (
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number such as 50 or 0.5, got {text!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:  # nan/inf parse as floats, but mean nothing here
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+#: Names a shell user can type for the delimiters that are awkward to quote.
+DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def delimiter(text: str) -> str:
+    """``--delimiter``: one character, or tab (also written ``\\t``), comma, semicolon, pipe."""
+    value = DELIMITER_NAMES.get(text.lower() if len(text) > 1 else text, text)
+    if len(value) != 1 or value in '\r\n"':
+        raise argparse.ArgumentTypeError(
+            f"expected one character, or tab, comma, semicolon or pipe; got {text!r}"
+        )
     return value
 
 
@@ -135,7 +160,13 @@ def _input(parser: argparse.ArgumentParser) -> None:
     add = group.add_argument
     add("--format", choices=["csv", "jsonl"], help="default: by extension (.jsonl, .ndjson)")
     add("--encoding", default="utf-8-sig", help="text encoding (UTF-8, with or without BOM)")
-    add("--delimiter", help="CSV delimiter (default: detected from the header line)")
+    add(
+        "--delimiter",
+        type=delimiter,
+        metavar="D",
+        help="CSV delimiter: one character, or tab, comma, semicolon, pipe (default: detected "
+        "from the header line)",
+    )
     add(
         "--map",
         action="append",
@@ -327,9 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
         "emulator",
         help="serve the local emulator of the API",
         description=emulator.description,
+        epilog=emulator.epilog,  # the fault kinds and operations its options refer to
         parents=[emulator],
         add_help=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=EmulatorFormatter,
     )
     return parser
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import datetime as dt
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,12 @@ from rich.console import Console
 
 from .. import _fields as F
 from .._client import DiallerClient
-from .._exceptions import (
-    AuthenticationError,
-    CheckpointError,
-    ConfigurationError,
-    ConnectError,
-    DiallerError,
-    NotFoundError,
-)
+from .._exceptions import CheckpointError, ConfigurationError, DiallerError
 from .._models import Campaign
+from .._options import StreamOptions
 from .._results import BulkResult, Operation
 from ._args import parse_map
-from ._connect import UsageError, connect
+from ._connect import UsageError, check_server, connect, unknown_campaign
 from ._dryrun import dry_run
 from ._input import (
     Columns,
@@ -177,32 +172,23 @@ class Job:
 
     async def preflight(self, client: DiallerClient) -> list[Campaign] | None:
         """One cheap read before the job: catches a wrong token or URL before row one."""
+        campaigns: list[Campaign] | None
         try:
-            campaigns = await client.list_campaigns()
-        except AuthenticationError as exc:
-            raise UsageError(
-                f"the server refused the token ({exc}); check DIALLER_TOKEN and DIALLER_CLIENT_ID"
-            ) from exc
-        except ConnectError as exc:
-            raise UsageError(f"cannot reach the server: {exc}") from exc
-        except (NotFoundError, DiallerError) as exc:
+            campaigns = await check_server(client)
+        except DiallerError as exc:  # e.g. a 5xx: the job itself may still work
             note(self.console, f"warning: could not list the campaigns ({exc})", "yellow")
-            return None
+            campaigns = None
         await self._check_routes(client)
         args = self.args
         if self.operation is Operation.IMPORT and campaigns is not None:
-            given_id, given_name = args.campaign_id, args.campaign_name
-            if (given_id is not None and all(c.id != given_id for c in campaigns)) or (
-                given_name is not None and all(c.name != given_name for c in campaigns)
-            ):
-                known = "; ".join(f"{c.id} {c.name}" for c in campaigns) or "none"
-                what = f"ID {given_id}" if given_id is not None else repr(given_name)
-                raise UsageError(f"no campaign {what} on this server; campaigns: {known}")
+            problem = unknown_campaign(campaigns, args.campaign_id, args.campaign_name)
+            if problem is not None:
+                raise UsageError(problem)
         return campaigns
 
-    def options(self, display: Display) -> dict[str, Any]:
+    def options(self, display: Display) -> StreamOptions:
         args = self.args
-        options: dict[str, Any] = {
+        options: StreamOptions = {
             "keep_results": False,
             "on_progress": display.update,
             "concurrency": args.concurrency,
@@ -213,11 +199,9 @@ class Job:
         if args.checkpoint:
             options["checkpoint"] = args.checkpoint
         if self.operation is Operation.IMPORT:
-            options.update(
-                overwrite_duplicates=args.overwrite_duplicates,
-                campaign_id=args.campaign_id,
-                campaign_name=args.campaign_name,
-            )
+            options["overwrite_duplicates"] = args.overwrite_duplicates
+            options["campaign_id"] = args.campaign_id
+            options["campaign_name"] = args.campaign_name
         if self.keyed:
             options["by_user_data"] = self.by_user_data
         return options
@@ -246,7 +230,10 @@ class Job:
                     task.uncancel()
                 ended = "interrupted"
                 bulk = getattr(cancelled, "bulk_result", None) or results.result
-            except (InputError, csv.Error, OSError, ValueError) as exc:
+            except InputError as exc:  # says where and what to do itself
+                ended = f"input: {exc}"
+                bulk = results.result
+            except (csv.Error, OSError, ValueError) as exc:
                 ended = f"input: reading {self.path} failed near line {self.last_line}: {exc}"
                 bulk = results.result
             else:
@@ -282,28 +269,85 @@ async def bulk_command(args: argparse.Namespace, console: Console) -> int:
         status = 130
     elif ended is not None:
         status = 2
+    rejects_error = job.rejects.error if job.rejects else None
+    if rejects_error is not None and status != 130:
+        status = 2  # an output asked for is incomplete: not just "some rows failed"
+    report_error: str | None = None
     if args.report:
-        write_report(
-            args.report,
-            account,
-            command=args.command,
-            input=job.path,
-            started_at=started_at,
-            exit_status=status,
-            ended_early=ended,
-            rows_read=job.rows_read,
-            checkpoint=args.checkpoint,
-            rejects=args.rejects,
-            rejects_written=job.rejects.count if job.rejects else 0,
-        )
-    _closing(job, account, ended, console)
+        try:
+            _write_report(
+                job,
+                account,
+                started_at=started_at,
+                status=status,
+                ended=ended,
+            )
+        except OSError as exc:
+            report_error = f"cannot write the report {args.report}: {exc.strerror or exc}"
+            status = status if status == 130 else 2
+    _closing(job, account, ended, console, report_written=report_error is None)
+    for error in (rejects_error, report_error):
+        if error is not None:
+            kept = "the summary" if error is report_error or not args.report else "the report"
+            note(
+                console,
+                f"error: {error}. Every row is still accounted for in {kept}; free disk space "
+                "(or choose another path) and run the same command again.",
+                "bold red",
+            )
     return status
 
 
-def _closing(job: Job, account: Account, ended: str | None, console: Console) -> None:
+def _write_report(
+    job: Job, account: Account, *, started_at: str, status: int, ended: str | None
+) -> None:
+    args = job.args
+    write_report(
+        args.report,
+        account,
+        command=args.command,
+        input=job.path,
+        started_at=started_at,
+        exit_status=status,
+        ended_early=ended,
+        rows_read=job.rows_read,
+        checkpoint=args.checkpoint,
+        rejects=args.rejects,
+        rejects_written=job.rejects.count if job.rejects else 0,
+        rejects_error=job.rejects.error if job.rejects else None,
+    )
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``, ``1,000 rows``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def rejects_name(input_path: str) -> str:
+    """A rejects file name to suggest: ``rejects.csv``, unless that is the input itself (a
+    re-run of an earlier rejects file): then ``rejects-2.csv``, ``rejects-3.csv`` ..."""
+    name = Path(input_path).name if input_path != "-" else ""
+    match = re.fullmatch(r"rejects(?:-(\d+))?(\.csv|\.jsonl)", name, re.IGNORECASE)
+    if match is None:
+        return "rejects.csv"
+    return f"rejects-{int(match[1] or 1) + 1}{match[2]}"
+
+
+def rerun_hint(job: Job, path: str, one: bool) -> str:
+    """What to do with a rejects file: import/update take it as input, key jobs as keys."""
+    them = "it" if one else "them"
+    if not job.keyed:
+        return f"fix {them} and run the same command on that file"
+    option = "--user-data" if job.by_user_data else "--ids"
+    return f"check {them}, then run the same command with {option} {path}"
+
+
+def _closing(
+    job: Job, account: Account, ended: str | None, console: Console, *, report_written: bool
+) -> None:
     args = job.args
     if ended is not None and ended != "interrupted":
-        note(console, ended.removeprefix("input: "), "bold red")
+        note(console, "error: " + ended.removeprefix("input: "), "bold red")
     if args.quiet:
         return
     what = "dry run of " if account.dry_run else ""
@@ -313,7 +357,8 @@ def _closing(job: Job, account: Account, ended: str | None, console: Console) ->
         if rejects is not None and rejects.count:
             note(
                 console,
-                f"{rejects.count:,} rows that did not succeed so far are in {rejects.path}.",
+                f"{plural(rejects.count, 'row')} that did not succeed so far "
+                f"{'is' if rejects.count == 1 else 'are'} in {rejects.path}.",
                 "yellow",
             )
         if args.checkpoint:
@@ -333,28 +378,38 @@ def _closing(job: Job, account: Account, ended: str | None, console: Console) ->
             )
     elif account.problems:
         failure_sample(console, account)
-        if rejects is not None:
+        if rejects is not None and rejects.error is None:
+            one = rejects.count == 1
             note(
                 console,
-                f"{rejects.count:,} rows did not succeed: they are in {rejects.path} as they came "
-                "in, with error_status and error_message; fix them and run the same command on "
-                "that file.",
+                f"{plural(rejects.count, 'row')} did not succeed: "
+                f"{'it is' if one else 'they are'} in {rejects.path} as "
+                f"{'it' if one else 'they'} came in, with error_status and error_message; "
+                f"{rerun_hint(job, rejects.path, one)}.",
                 "yellow",
             )
-        else:
+        elif rejects is None:
+            one = account.problems == 1
             note(
                 console,
-                f"{account.problems:,} rows did not succeed. Add --rejects rejects.csv to get them "
-                "in a file, as they came in, ready to fix and import again.",
+                f"{plural(account.problems, 'row')} did not succeed. Add --rejects "
+                f"{rejects_name(job.path)} to get {'it' if one else 'them'} in a file, as "
+                f"{'it' if one else 'they'} came in, ready to "
+                f"{'fix and import again' if not job.keyed else 'run again'}.",
                 "yellow",
             )
         ambiguous = account.counts.get("ambiguous", 0)
         if ambiguous:
+            again = (
+                "Re-import them with the default --overwrite-duplicates (an upsert cannot "
+                "duplicate), or look them up with `find` first."
+                if job.operation is Operation.IMPORT
+                else "Look them up with `find` (or `get`) before running them again."
+            )
             note(
                 console,
-                f"{ambiguous:,} rows are ambiguous: they may or may not have been applied. "
-                "Re-import them with the default --overwrite-duplicates (an upsert cannot "
-                "duplicate), or look them up with `find` first.",
+                f"{plural(ambiguous, 'row')} {'is' if ambiguous == 1 else 'are'} ambiguous: "
+                f"may or may not have been applied. {again}",
                 "magenta",
             )
         stopped = args.max_failures and account.problems >= args.max_failures
@@ -365,5 +420,5 @@ def _closing(job: Job, account: Account, ended: str | None, console: Console) ->
                 f"{job.last_line} were not read.",
                 "bold yellow",
             )
-    if args.report:
+    if args.report and report_written:
         note(console, f"report: {args.report}", "dim")

@@ -14,8 +14,14 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from .._client import DiallerClient
-from .._exceptions import ConfigurationError
+from .._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    NotFoundError,
+)
 from .._limits import Limits
+from .._models import Campaign
 from .._routes import Routes
 from ..emulator import Emulator
 
@@ -26,8 +32,66 @@ MISSING_ENV = (
 )
 
 
+#: What every jtel REST base URL ends with (the API's version prefix).
+REST_SUFFIX = "/rest/v1.0"
+
+
 class UsageError(Exception):
     """A configuration or usage problem: printed, exit status 2."""
+
+
+def wrong_base_url(base_url: str, what: str) -> str:
+    """The message for a server that has none of the API's endpoints at ``base_url``."""
+    if base_url.rstrip("/").endswith(REST_SUFFIX):
+        fix = (
+            f"check DIALLER_BASE_URL (the server's {REST_SUFFIX} prefix, including any "
+            "context path such as /CarrierPortal) and DIALLER_CLIENT_ID"
+        )
+    else:
+        fix = (
+            f"DIALLER_BASE_URL must be the server's REST prefix, ending in {REST_SUFFIX} "
+            f"(e.g. {base_url.rstrip('/')}{REST_SUFFIX})"
+        )
+    return f"{base_url} is not a jtel REST base URL: {what}; {fix}"
+
+
+async def check_server(client: DiallerClient) -> list[Campaign]:
+    """One cheap read before any work: proves the URL, the client ID and the token, and
+    returns the campaigns (to check a campaign given on the command line)."""
+    try:
+        return await client.list_campaigns()
+    except AuthenticationError as exc:
+        raise UsageError(
+            f"the server refused the token ({exc}); check DIALLER_TOKEN (or DIALLER_TOKEN_FILE) "
+            "and DIALLER_CLIENT_ID"
+        ) from exc
+    except ConnectError as exc:
+        raise UsageError(f"cannot reach the server ({exc}); check DIALLER_BASE_URL") from exc
+    except NotFoundError as exc:
+        if not exc.route_missing:
+            raise
+        route = client.routes.list_campaigns
+        raise UsageError(
+            wrong_base_url(
+                client.base_url,
+                f"{route.method} {route.path} (listing the campaigns) answered 404 with an "
+                "empty body, i.e. no such endpoint",
+            )
+        ) from exc
+
+
+def unknown_campaign(
+    campaigns: list[Campaign], given_id: int | None, given_name: str | None
+) -> str | None:
+    """Why the campaign given on the command line is not on the server (None if it is)."""
+    if given_id is not None and all(c.id != given_id for c in campaigns):
+        what = f"ID {given_id}"
+    elif given_name is not None and all(c.name != given_name for c in campaigns):
+        what = repr(given_name)
+    else:
+        return None
+    known = "; ".join(f"{c.id} {c.name}" for c in campaigns) or "none"
+    return f"no campaign {what} on this server; campaigns: {known}"
 
 
 def setup_logging(level: str, console: Console) -> None:

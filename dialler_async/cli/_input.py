@@ -8,6 +8,7 @@ so a rejected row can be written back unchanged. Nothing is read ahead beyond on
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import itertools
@@ -49,6 +50,10 @@ def unguard(cell: str) -> str:
 
 
 _DELIMITERS = (",", ";", "\t", "|")
+#: The longest CSV field read (the csv module's default, 131,072, is less than a long comment
+#: field can be). A longer one makes its row INVALID; the job goes on.
+FIELD_LIMIT = 8 * 1024 * 1024
+_WIDE = ("utf-16", "utf-32")  # codecs.lookup() names of the encodings where NUL bytes are normal
 
 
 class InputError(Exception):
@@ -123,14 +128,66 @@ def count_lines(path: str, header: bool) -> int | None:
 
 def open_text(path: str, encoding: str) -> TextIO:
     """The input as text with universal newlines left to the csv module."""
-    if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, newline="")
     try:
+        wide = codecs.lookup(encoding).name.startswith(_WIDE)
+    except LookupError as exc:
+        raise InputError(
+            f"unknown encoding {encoding!r}; give --encoding a Python codec name such as "
+            "utf-8, cp1252, latin-1 or utf-16"
+        ) from exc
+    if path == "-":
+        stdin = sys.stdin.buffer
+        peek = getattr(stdin, "peek", None)
+        if not wide and peek is not None:
+            _check_start(path, peek(4096)[:4096])
+        return io.TextIOWrapper(stdin, encoding=encoding, newline="")
+    try:
+        if not wide:
+            with open(path, "rb") as fh:
+                _check_start(path, fh.read(4096))
         return open(path, encoding=encoding, newline="")
     except OSError as exc:
         raise InputError(f"cannot open {path}: {exc.strerror or exc}") from exc
-    except LookupError as exc:
-        raise InputError(f"unknown encoding {encoding!r}") from exc
+
+
+def _check_start(path: str, head: bytes) -> None:
+    """Refuse UTF-16/32 text read as a narrow encoding: it would not fail, just read as junk."""
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise InputError(
+            f"{path} is UTF-32 text (it starts with a byte order mark): add --encoding utf-32"
+        )
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise InputError(
+            f"{path} is UTF-16 text (it starts with a byte order mark): add --encoding utf-16"
+        )
+    if head.count(0) * 4 >= len(head) > 0:  # ASCII as UTF-16: every other byte is NUL
+        guess = "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
+        raise InputError(
+            f"{path} holds NUL bytes: it is probably UTF-16 text without a byte order mark "
+            f"(add --encoding {guess}), or not a text file at all"
+        )
+
+
+def decode_error_line(path: str, encoding: str) -> int | None:
+    """The line holding the first byte that is not ``encoding`` text (None for stdin).
+
+    Only called after a decoding error: the text layer decodes ahead in chunks, so the row
+    being read when it fails is not the row holding the bad byte.
+    """
+    if path == "-":
+        return None
+    decoder = codecs.getincrementaldecoder(encoding)()
+    number = 0
+    try:
+        with open(path, "rb") as fh:
+            for number, line in enumerate(fh, 1):  # noqa: B007 - used after the loop
+                decoder.decode(line)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return number
+    except OSError:
+        return None
+    return None
 
 
 class Columns:
@@ -248,6 +305,7 @@ class Reader:
         self.extra_cells_warned = False
         self.guarded = False
         if self.format == "csv":
+            csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
             if not self.first_line.strip():
                 self.close()
                 raise InputError(f"{path}: no header line (the file is empty)")
@@ -268,10 +326,23 @@ class Reader:
             return self.stream.readline()
         except UnicodeDecodeError as exc:
             self.close()
-            raise InputError(
-                f"{self.path} is not {self.encoding} text ({exc.reason}); "
-                "give its encoding with --encoding, e.g. --encoding cp1252"
-            ) from exc
+            raise self.decode_error(exc) from exc
+
+    def decode_error(self, exc: UnicodeDecodeError) -> InputError:
+        """The message for a byte that is not text in the input's encoding."""
+        line = decode_error_line(self.path, self.encoding)
+        where = "stdin" if self.path == "-" else self.path
+        where += f" line {line}" if line is not None else ""
+        name = (
+            "UTF-8"
+            if codecs.lookup(self.encoding).name in ("utf-8", "utf-8-sig")
+            else (self.encoding)
+        )
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        return InputError(
+            f"{where} is not {name} text (byte 0x{byte}: {exc.reason}); give the file's "
+            "encoding with --encoding, e.g. --encoding cp1252 (Excel on Windows) or latin-1"
+        )
 
     def close(self) -> None:
         if self.path == "-" and isinstance(self.stream, io.TextIOWrapper):
@@ -281,17 +352,38 @@ class Reader:
 
     def records(self) -> Iterator[tuple[int, Any]]:
         """``(line, raw)`` per data row: a dict for CSV and JSON objects, else the text."""
-        if self.format == "csv":
-            yield from self._csv_records()
-        else:
-            yield from self._jsonl_records()
+        try:
+            if self.format == "csv":
+                yield from self._csv_records()
+            else:
+                yield from self._jsonl_records()
+        except UnicodeDecodeError as exc:
+            raise self.decode_error(exc) from exc
 
     def _csv_records(self) -> Iterator[tuple[int, Any]]:
         reader = csv.reader(self.stream, delimiter=self.delimiter)
         width = len(self.header)
         previous = 0
-        for cells in reader:
+        while True:
             line = previous + 2  # +1 for the header, +1 for 1-based
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a field over FIELD_LIMIT: this row only, not the job
+                if reader.line_num == previous:  # nothing consumed: it would fail forever
+                    raise
+                previous = reader.line_num
+                problem = f"line {line} is not a readable CSV row ({exc})"
+                if "field limit" in str(exc):
+                    problem = (
+                        f"line {line} has a field longer than {FIELD_LIMIT:,} characters; "
+                        "the row is not read"
+                    )
+                unreadable = UnparsableLine("", line, problem)
+                unreadable.raw = {}  # nothing of it is kept: the rejects row is the reason only
+                yield line, unreadable
+                continue
             previous = reader.line_num
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue
@@ -387,13 +479,16 @@ def key_items(reader: Reader, column: str | None, default_column: str) -> Iterat
         position = header_lower.index(wanted)
         name = reader.header[position]
         for line, raw in reader.records():
-            yield _key(raw[name], raw, line)
+            yield _key(raw[name], raw, line) if isinstance(raw, dict) else raw
         return
     # A plain list: the line taken for a header is the first key.
-    for number, text in enumerate(itertools.chain([reader.first_line], reader.stream), 1):
-        key = text.strip()
-        if key:
-            yield _key(key, {default_column: key}, number)
+    try:
+        for number, text in enumerate(itertools.chain([reader.first_line], reader.stream), 1):
+            key = text.strip()
+            if key:
+                yield _key(key, {default_column: key}, number)
+    except UnicodeDecodeError as exc:
+        raise reader.decode_error(exc) from exc
 
 
 def _key(value: Any, raw: dict[str, Any], line: int) -> KeyItem:

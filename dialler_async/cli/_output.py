@@ -9,6 +9,7 @@ formula get a leading ``'`` (phone numbers such as ``+4930123456`` are left alon
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import sys
@@ -96,7 +97,11 @@ def why(result: ItemResult) -> str:
 
 
 class Rejects:
-    """A rejects file, written row by row (line-buffered) as failures come in."""
+    """A rejects file, written row by row (line-buffered) as failures come in.
+
+    A write that fails (a full disk) does not stop the job: the file is given up, ``error``
+    says why, and the job's account (summary, report) is still produced.
+    """
 
     def __init__(
         self,
@@ -109,6 +114,7 @@ class Rejects:
         self.path = path
         self.format = rejects_format(path)
         self.count = 0
+        self.error: str | None = None
         self._dropped_warned = False
         self._writer: Any = None
         self._header: list[str] | None = None
@@ -135,7 +141,21 @@ class Rejects:
         return self._writer
 
     def write_row(self, raw: dict[str, Any], status: str, message: str) -> None:
-        self.count += 1
+        if self.error is not None:
+            return
+        try:
+            self._write_row(raw, status, message)
+        except OSError as exc:
+            self._give_up(exc)
+        else:
+            self.count += 1
+
+    def _give_up(self, exc: OSError) -> None:
+        self.error = f"cannot write the rejects file {self.path}: {exc.strerror or exc}"
+        with contextlib.suppress(OSError):
+            self._fh.close()
+
+    def _write_row(self, raw: dict[str, Any], status: str, message: str) -> None:
         if self.format == "jsonl":
             record = {k: v for k, v in raw.items() if k.lower() not in ERROR_COLUMNS}
             record.update(error_status=status, error_message=message)
@@ -157,9 +177,14 @@ class Rejects:
         self.write_row(raw_of(result.input), result.outcome.value, why(result))
 
     def close(self) -> None:
-        if self.format == "csv" and self._writer is None and self._header is not None:
-            self._csv({})  # an empty rejects file still gets its header
-        self._fh.close()
+        if self.error is not None:
+            return
+        try:
+            if self.format == "csv" and self._writer is None and self._header is not None:
+                self._csv({})  # an empty rejects file still gets its header
+            self._fh.close()
+        except OSError as exc:
+            self._give_up(exc)
 
 
 @attrs.define(kw_only=True)

@@ -31,7 +31,7 @@ from .._exceptions import (
     NotFoundError,
 )
 from .._routes import Route
-from ._connect import UsageError, connect
+from ._connect import UsageError, connect, wrong_base_url
 from ._progress import out_console
 
 PRESENT, MISSING, UNKNOWN = "present", "MISSING", "unknown"
@@ -140,10 +140,19 @@ async def probe(args: argparse.Namespace, console: Console) -> int:
             f"{unknown} unknown",
             markup=False,
         )
-        if missing:
+        if rows and len(missing) == len(rows):
+            pass  # not a route problem: the message below says what is
+        elif missing:
             first = missing[0]
             hint = OVERRIDE_HINT.format(
                 name=first["operation"], method=first["method"], path=first["path"]
             )
             console.print(hint, markup=False, highlight=False)
+    if rows and len(missing) == len(rows):
+        raise UsageError(
+            wrong_base_url(
+                client.base_url,
+                f"every one of the {len(rows)} routes answered 404 with an empty body",
+            )
+        )
     return 1 if missing else 0

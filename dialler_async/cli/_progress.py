@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .._results import Outcome
 from .._results import Progress as Snapshot
 from ._output import Account
 
@@ -59,10 +60,20 @@ def _eta(done: int, total: int | None, rate: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
 
 
-def _trouble(failed: int, retries: int, throttled: int) -> str:
+def _split(p: Snapshot) -> tuple[int, int]:
+    """(failed, invalid) of a snapshot: an INVALID row was never sent, so it is not "failed"."""
+    invalid = p.counts.get(Outcome.INVALID, 0)
+    return p.failed - invalid, invalid
+
+
+def _trouble(failed: int, invalid: int, retries: int, throttled: int) -> str:
     red = "red" if failed else "dim"
-    yellow = "yellow" if retries or throttled else "dim"
-    return f"[{red}]failed {failed}[/] [{yellow}]retries {retries} 429s {throttled}[/]"
+    yellow = "yellow" if invalid else "dim"
+    amber = "yellow" if retries or throttled else "dim"
+    return (
+        f"[{red}]failed {failed}[/] [{yellow}]invalid {invalid}[/] "
+        f"[{amber}]retries {retries} 429s {throttled}[/]"
+    )
 
 
 class Display:
@@ -96,7 +107,7 @@ class Display:
             )
             self._bar.start()
             self._task = self._bar.add_task(
-                self.label, total=self.total, speed="", trouble=_trouble(0, 0, 0)
+                self.label, total=self.total, speed="", trouble=_trouble(0, 0, 0, 0)
             )
         return self
 
@@ -125,7 +136,7 @@ class Display:
                 completed=p.done,
                 total=total,
                 speed=f"{p.rate:,.0f}/s ETA {_eta(p.done, total, p.rate)}",
-                trouble=_trouble(p.failed, p.retries, p.throttled),
+                trouble=_trouble(*_split(p), p.retries, p.throttled),
             )
             return
         if self.quiet:
@@ -135,9 +146,11 @@ class Display:
             return
         self._last_line = now
         of = f"/{total}" if total is not None else ""
+        failed, invalid = _split(p)
         self.console.print(
-            f"{self.label} {self.source}: {p.done}{of} done, {p.rate:,.0f}/s, failed {p.failed}, "
-            f"retries {p.retries}, 429s {p.throttled}, ETA {_eta(p.done, total, p.rate)}",
+            f"{self.label} {self.source}: {p.done}{of} done, {p.rate:,.0f}/s, failed {failed}, "
+            f"invalid {invalid}, retries {p.retries}, 429s {p.throttled}, "
+            f"ETA {_eta(p.done, total, p.rate)}",
             markup=False,
         )
 

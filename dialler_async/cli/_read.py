@@ -18,7 +18,7 @@ from rich.console import Console
 from .. import to_api
 from .._exceptions import NotFoundError
 from .._models import Contact
-from ._connect import UsageError, connect
+from ._connect import UsageError, check_server, connect, unknown_campaign
 from ._output import ALL_COLUMNS, EXPORT_COLUMNS, ExportWriter
 from ._progress import note, out_console, table_out
 
@@ -50,6 +50,11 @@ async def export(args: argparse.Namespace, console: Console) -> int:
     """Stream the campaign's list answer into the output: memory stays flat at any size."""
     columns = ALL_COLUMNS if args.all_fields else EXPORT_COLUMNS
     async with connect(args, console, announce=False) as client:
+        campaigns = await check_server(client)
+        if args.campaign_id is not None:
+            problem = unknown_campaign(campaigns, args.campaign_id, None)
+            if problem is not None:
+                raise UsageError(problem)
         with _output(args.output) as out:
             writer = ExportWriter(out, fmt=args.format, columns=columns)
             async for contact in client.iter_contacts(args.campaign_id):
@@ -63,12 +68,13 @@ async def export(args: argparse.Namespace, console: Console) -> int:
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[IO[str]]:
     if path is None:
-        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
-        try:
-            yield out
-        finally:
-            out.flush()
-            out.detach()
+        # UTF-8 whatever the locale, and no newline translation: the csv module writes \r\n.
+        # Written to sys.stdout itself, so a reader that stops early (`| head`) is one
+        # BrokenPipeError that main() turns into a quiet exit.
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(encoding="utf-8", newline="")
+        yield sys.stdout
+        sys.stdout.flush()
         return
     # Written aside and renamed into place only once complete: an export that breaks
     # part-way never leaves a valid-looking, truncated file (nor destroys the previous one).
@@ -85,7 +91,10 @@ def _output(path: str | None) -> Iterator[IO[str]]:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from exc
     try:
         with fh:
-            yield fh
+            try:
+                yield fh
+            except OSError as exc:  # e.g. a full disk
+                raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
         os.replace(name, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -129,7 +138,12 @@ async def find(args: argparse.Namespace, console: Console) -> int:
 
 
 async def history(args: argparse.Namespace, console: Console) -> int:
-    if (args.id is None) == (args.user_data is None):
+    if args.id is None and args.user_data is None:
+        raise UsageError(
+            "history needs a contact: give its ID (dialler-async history 215387) or its "
+            "UserData (dialler-async history --user-data CRM-1)"
+        )
+    if args.id is not None and args.user_data is not None:
         raise UsageError("history: give a contact ID or --user-data, not both")
     async with connect(args, console, announce=False) as client:
         try:

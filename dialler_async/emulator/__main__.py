@@ -22,7 +22,7 @@ from dialler_async.emulator._config import EmulatorConfig
 from dialler_async.emulator._emulator import Emulator
 from dialler_async.emulator._faults import FaultKind
 
-__all__ = ["announce", "build_parser", "main", "resolve_token", "serve"]
+__all__ = ["HelpFormatter", "announce", "build_parser", "main", "resolve_token", "serve"]
 
 TOKEN_ENV = "DIALLER_TOKEN"  # noqa: S105 (the variable's name, not a secret)
 
@@ -80,7 +80,7 @@ def _fault(text: str) -> tuple[FaultKind, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown where there are any; the epilog keeps its line breaks."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
             "exports a client needs. SIGINT or SIGTERM stops it."
         ),
         epilog=_EPILOG.format(operations="\n  ".join(Routes.operations())),
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", metavar="HOST", help="interface to listen on")
@@ -182,6 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="Retry-After sent with an injected 503 (default: none)",
     )
     add(
+        "--capacity",
+        type=int,
+        metavar="K",
+        help="serve at most K requests at once; the rest queue (latency grows with the queue)",
+    )
+    add(
+        "--service-time",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds each request holds one of the --capacity slots",
+    )
+    add(
+        "--queue-limit",
+        type=int,
+        metavar="N",
+        help="with --capacity: answer 503 when N requests already wait",
+    )
+    add(
         "--keepalive-timeout",
         type=float,
         default=75.0,
@@ -221,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             slow_seconds=args.slow_seconds,
             unavailable_retry_after=args.unavailable_retry_after,
             keepalive_timeout=args.keepalive_timeout,
+            capacity=args.capacity,
+            service_time=args.service_time,
+            queue_limit=args.queue_limit,
         )
         routes = Routes.from_file(args.routes) if args.routes else None
         token = resolve_token(args.token_file)

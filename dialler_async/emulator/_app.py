@@ -6,10 +6,11 @@ Routing: each operation's path is split at ``?``. The path part is registered on
 on the query, picking the operation whose query placeholders are all present. Anything
 else is a 404 with an empty body, the wiki's sign for "this endpoint does not exist".
 
-Pipeline per request: count the arrival, rate limit (429, not processed), latency, read
-the body, pick a fault, authenticate, run the operation, then apply a post-processing
-fault (drop after commit, truncated JSON). Everything is in one coroutine, with no
-middleware, because a benchmark pushes thousands of requests a second through it.
+Pipeline per request: count the arrival, rate limit (429, not processed), latency, wait for a
+service slot of the capacity model (503 when its queue is full), read the body, pick a fault,
+authenticate, run the operation, then apply a post-processing fault (drop after commit,
+truncated JSON). Everything is in one coroutine, with no middleware, because a benchmark
+pushes thousands of requests a second through it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from dialler_async._routes import Routes
+from dialler_async.emulator._capacity import Capacity
 from dialler_async.emulator._config import EmulatorConfig
 from dialler_async.emulator._faults import FaultKind, Faults, RateLimiter, Stats
 from dialler_async.emulator._ops import Call, OpResult, error_body
@@ -39,6 +41,7 @@ _PLACEHOLDER: Final = re.compile(r"\{(\w+)\}")
 _MAX_ID: Final = 2**63 - 1
 
 _TOO_MANY: Final = error_body(429, "Too many requests")
+_OVERLOADED: Final = error_body(503, "Service unavailable (request queue full)")
 _INJECTED: Final[dict[FaultKind, tuple[int, bytes, str]]] = {
     FaultKind.SERVER_ERROR: (
         500,
@@ -119,12 +122,18 @@ def _compile(name: str, path: str, run: Callable[[Call], OpResult]) -> tuple[str
 
 class _Pipeline:
     def __init__(
-        self, settings: Settings, stats: Stats, faults: Faults, limiter: RateLimiter
+        self,
+        settings: Settings,
+        stats: Stats,
+        faults: Faults,
+        limiter: RateLimiter,
+        capacity: Capacity,
     ) -> None:
         self.settings = settings
         self.stats = stats
         self.faults = faults
         self.limiter = limiter
+        self.capacity = capacity
 
     def _respond(
         self,
@@ -149,14 +158,17 @@ class _Pipeline:
     async def handle(
         self, table: dict[str, tuple[_Candidate, ...]], request: web.Request
     ) -> web.StreamResponse:
+        arrived = time.monotonic()
         self.faults.begin()
         try:
-            return await self._handle(table, request)
+            response = await self._handle(table, request, arrived)
         finally:
             self.faults.end()
+        self.stats.latencies.append((arrived, time.monotonic() - arrived, response.status))
+        return response
 
     async def _handle(
-        self, table: dict[str, tuple[_Candidate, ...]], request: web.Request
+        self, table: dict[str, tuple[_Candidate, ...]], request: web.Request, now: float
     ) -> web.StreamResponse:
         candidates = table.get(request.method)
         if candidates is None:
@@ -173,7 +185,6 @@ class _Pipeline:
 
         stats, config = self.stats, self.settings.config
         operation = candidate.operation
-        now = time.monotonic()
         stats.requests[operation] += 1
         stats.arrivals.append((now, operation))
         if config.rate_limit is not None and not self.limiter.admit(
@@ -184,6 +195,33 @@ class _Pipeline:
         if config.latency or config.latency_jitter:
             jitter = self.faults.uniform(config.latency_jitter) if config.latency_jitter else 0.0
             await asyncio.sleep(config.latency + jitter)
+        if config.capacity is None and not config.service_time:
+            return await self._serve(candidate, request, config)
+        capacity = self.capacity
+        if (
+            config.queue_limit is not None
+            and config.capacity is not None
+            and capacity.busy >= config.capacity
+            and capacity.queued >= config.queue_limit
+        ):
+            stats.overloaded += 1
+            headers = None
+            if config.unavailable_retry_after is not None:
+                headers = {"Retry-After": str(config.unavailable_retry_after)}
+            return self._respond(503, _OVERLOADED, headers=headers)
+        await capacity.enter()
+        try:
+            if config.service_time:
+                await asyncio.sleep(config.service_time)
+            return await self._serve(candidate, request, config)
+        finally:
+            capacity.leave()
+
+    async def _serve(
+        self, candidate: _Candidate, request: web.Request, config: EmulatorConfig
+    ) -> web.StreamResponse:
+        """Read the body, apply a fault, run the operation: the work of one request."""
+        operation = candidate.operation
         body = await request.read() if request.body_exists else b""
 
         fault = self.faults.pick(operation, config.faults, config.fault_operations)
@@ -254,12 +292,13 @@ def build_app(
     stats: Stats,
     faults: Faults,
     limiter: RateLimiter,
+    capacity: Capacity,
 ) -> web.Application:
     """The application serving ``operations`` at ``BASE_PATH/{client_id}`` + ``routes``.
 
     Operations of ``routes`` without an implementation are not served (404).
     """
-    pipeline = _Pipeline(settings, stats, faults, limiter)
+    pipeline = _Pipeline(settings, stats, faults, limiter, capacity)
     grouped: dict[str, dict[str, list[_Candidate]]] = {}
     for name, route in routes.items():
         run = operations.get(name)

@@ -68,6 +68,18 @@ def _positive_or_none(
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 
 
+def _capacity(instance: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"capacity must be a positive integer or None, got {value!r}")
+
+
+def _non_negative_or_none(
+    instance: object, attribute: attrs.Attribute[int | None], value: int | None
+) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must not be negative, got {value}")
+
+
 @attrs.frozen(kw_only=True)
 class EmulatorConfig:
     """How the emulator behaves. Change it at runtime with ``Emulator.configure(**changes)``.
@@ -106,3 +118,11 @@ class EmulatorConfig:
     shutdown_timeout: float = attrs.field(default=1.0, validator=_non_negative)
     #: How many request arrival times ``Stats.arrivals`` keeps.
     arrivals_maxlen: int = 1_000_000
+    #: Capacity model: at most this many requests in service at once; the rest queue first
+    #: come, first served (None = no limit). Change it while running: a busy afternoon.
+    capacity: int | None = attrs.field(default=None, validator=_capacity)
+    #: Seconds each request holds its service slot (on top of the work itself).
+    service_time: float = attrs.field(default=0.0, validator=_non_negative)
+    #: With ``capacity``: a request arriving when this many already wait is answered 503
+    #: (None = the queue is unbounded).
+    queue_limit: int | None = attrs.field(default=None, validator=_non_negative_or_none)

@@ -7,18 +7,22 @@ import random
 import secrets
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from aiohttp import web
 
 from dialler_async._routes import Routes
 from dialler_async.emulator._app import BASE_PATH, Settings, build_app
+from dialler_async.emulator._capacity import Capacity
 from dialler_async.emulator._config import EmulatorConfig
 from dialler_async.emulator._dial import dial
 from dialler_async.emulator._faults import Faults, RateLimiter, Stats
 from dialler_async.emulator._ops import Operations
 from dialler_async.emulator._store import Store
+
+if TYPE_CHECKING:  # only for the annotation: at run time the emulator never imports the client
+    from dialler_async._client import DiallerClient
 
 __all__ = ["Emulator"]
 
@@ -60,6 +64,7 @@ class Emulator:
         self.stats = Stats(self._config.arrivals_maxlen)
         self.faults = Faults(self.stats, Routes.operations(), self._config.seed)
         self._limiter = RateLimiter()
+        self._capacity = Capacity(lambda: self._settings.config.capacity)
         self._settings = Settings(self._config, self._tokens(self._config))
         self._dial_rng = random.Random(self._config.seed)
         self._store: Store | None = None
@@ -86,6 +91,7 @@ class Emulator:
         self._config = config
         self._settings.config = config
         self._settings.tokens = self._tokens(config)
+        self._capacity.wake()  # a raised capacity admits waiting requests at once
         return config
 
     def _tokens(self, config: EmulatorConfig) -> dict[str, str]:
@@ -147,6 +153,7 @@ class Emulator:
                 stats=self.stats,
                 faults=self.faults,
                 limiter=self._limiter,
+                capacity=self._capacity,
             )
             runner = web.AppRunner(
                 app,
@@ -204,7 +211,7 @@ class Emulator:
         rng = self._dial_rng if seed is None else random.Random(seed)
         return dial(self.store, rng, rounds, client_id=client_id)
 
-    def client(self, **kwargs: Any) -> Any:
+    def client(self, **kwargs: Any) -> DiallerClient:
         """A ``DiallerClient`` for this emulator; ``kwargs`` go to its constructor.
 
         The client gets the emulator's ``routes`` unless ``kwargs`` names others, so an
@@ -214,6 +221,7 @@ class Emulator:
         # client, and the client's package imports nothing from here.
         module = importlib.import_module("dialler_async._client")
         kwargs.setdefault("routes", self.routes)
-        return module.DiallerClient(
+        client: DiallerClient = module.DiallerClient(
             base_url=self.base_url, client_id=self.client_id, token=self.token, **kwargs
         )
+        return client

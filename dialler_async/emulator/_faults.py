@@ -74,8 +74,11 @@ class Stats:
     ``requests`` counts arrivals per operation name (rejected ones included), ``responses``
     counts answers per HTTP status (aborted connections have none), ``faults`` counts
     injected faults per kind, ``throttled`` counts 429s sent by the rate limiter (injected
-    ``RATE_LIMITED`` faults are in ``faults``; both are in ``responses[429]``). ``arrivals``
-    holds ``(time.monotonic(), operation)`` per request, bounded to the newest ``maxlen``.
+    ``RATE_LIMITED`` faults are in ``faults``; both are in ``responses[429]``), ``overloaded``
+    counts 503s sent because the capacity model's queue was full. ``arrivals``
+    holds ``(time.monotonic(), operation)`` per request, bounded to the newest ``maxlen``;
+    ``latencies`` holds ``(arrival, seconds until the answer was ready, status)`` per answered
+    request (the latency as the server measured it, queueing included), bounded alike.
     """
 
     def __init__(self, arrivals_maxlen: int = 1_000_000) -> None:
@@ -83,7 +86,9 @@ class Stats:
         self.responses: Counter[int] = Counter()
         self.faults: Counter[FaultKind] = Counter()
         self.throttled = 0
+        self.overloaded = 0
         self.arrivals: deque[tuple[float, str]] = deque(maxlen=arrivals_maxlen)
+        self.latencies: deque[tuple[float, float, int]] = deque(maxlen=arrivals_maxlen)
 
     def max_starts_in_window(self, window: float = 1.0, operation: str | None = None) -> int:
         """The most request arrivals in any sliding window of ``window`` seconds.
@@ -100,7 +105,9 @@ class Stats:
         self.responses.clear()
         self.faults.clear()
         self.throttled = 0
+        self.overloaded = 0
         self.arrivals.clear()
+        self.latencies.clear()
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-friendly summary (the arrivals as their count only)."""
@@ -109,6 +116,7 @@ class Stats:
             "responses": {str(k): v for k, v in sorted(self.responses.items())},
             "faults": {k.value: v for k, v in self.faults.items()},
             "throttled": self.throttled,
+            "overloaded": self.overloaded,
             "arrivals": len(self.arrivals),
         }
 

@@ -1,0 +1,303 @@
+"""Adaptive concurrency: find how many requests the server can take at once, from its latency.
+
+The rule is TCP Vegas as Netflix's concurrency-limits ``VegasLimit`` applies it to RPC: with
+``limit`` requests in flight, a round trip ``rtt`` and a no-load round trip ``baseline``, about
+``limit * (1 - baseline / rtt)`` of them are queued inside the server. Fewer than ``alpha``
+queued: the server has room, grow. More than ``beta``: a queue is building, cut. A timeout,
+5xx or 429 is a congestion signal of its own and cuts by a fixed factor.
+
+Where we differ, and why:
+
+* One decision per *window*, and a window counts only requests that started after the last
+  change, so a cut is judged by the requests it governs (TCP Vegas decides once per round trip
+  for the same reason) and one burst of slow answers cannot cut twice.
+* The window's *lower quartile* round trip stands for it: a standing queue in the server delays
+  every request, while our own stalls (a client process waiting for a shared CPU, a garbage
+  collection) delay the answers that arrive during them, so a low quantile sees the first and
+  mostly ignores the second. TCP Vegas takes the minimum, but against a FIFO server the minimum
+  catches the rare request that found the queue empty and lets the limit (and the latency)
+  drift up; the median counts our stalls as the server's queue and holds the limit too low on a
+  loaded client machine.
+* Thresholds are proportional to the limit (:func:`thresholds`), so the latency target is a
+  ratio to the baseline, as in Gradient2Limit's tolerance.
+* A cut goes straight to the estimated capacity plus ``alpha`` (``inflight * baseline / rtt +
+  alpha``, never below half), as Gradient2Limit's gradient does, instead of one step per round
+  trip: when the server loses capacity the queue drains within a round trip or two.
+* The baseline is measured only by *probes*: at the start and then every ``probe_interval``
+  seconds the limit drops to the floor until a few requests have been measured alone, and
+  their lower quartile becomes the baseline (Envoy's adaptive concurrency filter does this).
+  Without probes the baseline of a long job creeps up to the latency of our own standing
+  queue and the limit ratchets up with it; a baseline that any lower window may lower drifts
+  down into the noise instead, and the limit with it.
+* Our own stalls (:class:`LoopLag`: how late the event loop runs a timer) are taken out of each
+  round trip before the rule sees it.
+
+:func:`next_limit` is the whole rule: pure, and tested from tables. :class:`AdaptiveLimit`
+feeds it windows and keeps the baseline, on an injectable clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import time
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+
+Clock = Callable[[], float]
+
+#: A congestion signal (timeout, 5xx, 429) multiplies the limit by this.
+BACKOFF: Final = 0.75
+#: Requests measured alone during a probe before the baseline is replaced.
+PROBE_SAMPLES: Final = 5
+#: A window is at least this many requests, however low the limit (one answer is noise).
+MIN_WINDOW: Final = 3
+
+
+class Signal(enum.Enum):
+    """What one finished request tells the limiter."""
+
+    #: An answer (2xx, or a 4xx other than 429): its round trip is a latency sample.
+    OK = "ok"
+    #: A timeout, a connection failure, a 5xx or a 429: the server is (or may be) overloaded.
+    CONGESTED = "congested"
+    #: No information: an answer refused while it was read (too large), a cancelled request.
+    NEUTRAL = "neutral"
+
+
+def signal_for(status: int) -> Signal:
+    """The signal of an HTTP answer with ``status``.
+
+    A 4xx counts as a latency sample like a 2xx: the server looked the request up and answered.
+    Leaving it out would starve the limiter on jobs of mostly 404s (deleting contacts already
+    gone), which would then never finish their first probe and run at the floor throughout.
+    """
+    if status == 429 or status >= 500:
+        return Signal.CONGESTED
+    return Signal.OK
+
+
+@attrs.frozen(kw_only=True)
+class Window:
+    """What one window of finished requests measured.
+
+    ``rtt``: the lower quartile of its answers' round trips (None: no answer).
+    ``dropped``: a timeout, connection failure, 5xx or 429 was among them.
+    ``inflight``: the most requests at the server at once while the window ran.
+    """
+
+    rtt: float | None
+    dropped: bool
+    inflight: int
+
+
+def low_quartile(rtts: list[float]) -> float:
+    """The round trip a quarter of ``rtts`` are at or below (the lower of two when between)."""
+    ordered = sorted(rtts)
+    return ordered[(len(ordered) - 1) // 4]
+
+
+def thresholds(limit: float) -> tuple[float, float]:
+    """``(alpha, beta)``: grow below ``alpha`` queued requests, cut above ``beta``.
+
+    A sixth and two sevenths of the limit: the limit grows while round trips stay within 1.2
+    times the baseline and is cut beyond 1.4 times, whatever the server's capacity. Fixed numbers
+    (TCP Vegas's 2 and 4 packets) would double the latency of a server that serves four at
+    once and starve one that serves hundreds. At least one and one and a half, so small limits
+    still keep about one request waiting (the server never idles between two of ours) without
+    doubling the latency of a server that serves four at once.
+    """
+    return max(1.0, limit / 6.0), max(1.5, limit * 2.0 / 7.0)
+
+
+def next_limit(
+    limit: float,
+    window: Window,
+    baseline: float | None,
+    *,
+    floor: int,
+    ceiling: int,
+    slow_start: bool,
+) -> tuple[float, bool]:
+    """The limit after ``window``, and whether slow start goes on.
+
+    Slow start (doubling per window while no queue shows) ends at the first sign of a queue or
+    of congestion; after it the limit grows by one per window. The result is always within
+    ``[floor, ceiling]``.
+    """
+
+    def clamp(value: float) -> float:
+        return float(min(ceiling, max(floor, value)))
+
+    if window.dropped:
+        return clamp(limit * BACKOFF), False
+    rtt = window.rtt
+    if rtt is None or baseline is None or rtt <= 0 or baseline <= 0:
+        return clamp(limit), slow_start
+    # Fewer than half the allowed requests at the server: the client, not the server, sets the
+    # pace (a slow input, a rate limit), so the latency says nothing about a higher limit.
+    if window.inflight * 2 < limit:
+        return clamp(limit), slow_start
+    inflight = min(float(window.inflight), limit)
+    queued = inflight * max(0.0, 1.0 - baseline / rtt)
+    alpha, beta = thresholds(limit)
+    if queued > beta:
+        return clamp(max(limit / 2.0, inflight * baseline / rtt + alpha)), False
+    if queued < alpha:
+        return clamp(limit * 2.0 if slow_start else limit + 1.0), slow_start
+    return clamp(limit), False
+
+
+class AdaptiveLimit:
+    """The adaptive limit of one governor: windows, baseline and probes around :func:`next_limit`.
+
+    Call :meth:`on_sample` once per finished request that reached (or tried to reach) the
+    server: ``started`` is when it was admitted (clock time), ``rtt`` its round trip if it
+    succeeded, ``dropped`` whether it timed out or was answered 5xx/429, ``inflight`` how many
+    were at the server when it finished. Read :attr:`limit` (an int within the floor and the
+    ceiling) and :attr:`baseline`.
+    """
+
+    __slots__ = (
+        "_changed_at",
+        "_clock",
+        "_count",
+        "_dropped",
+        "_inflight",
+        "_next_probe",
+        "_probe_interval",
+        "_probing",
+        "_rtts",
+        "_saved",
+        "_slow_start",
+        "baseline",
+        "ceiling",
+        "floor",
+        "value",
+    )
+
+    def __init__(
+        self,
+        *,
+        floor: int,
+        ceiling: int,
+        initial: int,
+        probe_interval: float = 30.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if not 1 <= floor <= ceiling:
+            raise ValueError(f"need 1 <= floor ({floor}) <= ceiling ({ceiling})")
+        self.floor = floor
+        self.ceiling = ceiling
+        self.value = float(min(ceiling, max(floor, initial)))
+        self.baseline: float | None = None
+        self._clock = clock
+        self._probe_interval = probe_interval
+        self._slow_start = True
+        # The first thing measured is the baseline, at the floor, before any queue of ours
+        # can exist: a first window at the initial limit may already queue at a small server.
+        self._probing = True
+        self._saved = self.value
+        self.value = float(floor)
+        self._changed_at = clock()
+        self._next_probe = self._changed_at + probe_interval
+        self._reset_window()
+
+    @property
+    def limit(self) -> int:
+        """The number of requests allowed in flight now."""
+        return max(self.floor, math.floor(self.value))
+
+    @property
+    def probing(self) -> bool:
+        return self._probing
+
+    def _reset_window(self) -> None:
+        self._count = 0
+        self._dropped = False
+        self._rtts: list[float] = []
+        self._inflight = 0
+
+    def _set(self, value: float) -> None:
+        self.value = value
+        self._changed_at = self._clock()
+        self._reset_window()
+
+    def on_sample(self, started: float, rtt: float | None, dropped: bool, inflight: int) -> None:
+        if started < self._changed_at:
+            return  # admitted under an earlier limit: it says nothing about this one
+        self._count += 1
+        self._dropped = self._dropped or dropped
+        if rtt is not None:
+            self._rtts.append(rtt)
+        # +1: this request has already left the server's in-flight count
+        self._inflight = max(self._inflight, inflight + 1)
+        if self._probing:
+            if self._count >= PROBE_SAMPLES and self._rtts:
+                self.baseline = low_quartile(self._rtts)
+                self._probing = False
+                self._next_probe = self._clock() + self._probe_interval
+                self._set(self._saved)
+            return
+        if self._count < max(MIN_WINDOW, self.limit):
+            return
+        rtt = low_quartile(self._rtts) if self._rtts else None
+        window = Window(rtt=rtt, dropped=self._dropped, inflight=self._inflight)
+        value, self._slow_start = next_limit(
+            self.value,
+            window,
+            self.baseline,
+            floor=self.floor,
+            ceiling=self.ceiling,
+            slow_start=self._slow_start,
+        )
+        if self._clock() >= self._next_probe and not window.dropped:
+            self._probing = True
+            self._saved = value
+            self._set(float(self.floor))
+        elif value != self.value or window.dropped:
+            self._set(value)
+        else:
+            self._reset_window()
+
+
+class LoopLag:
+    """How late this event loop has been running its timers lately: our own stalls.
+
+    On a loaded machine the client process waits for a CPU, and every answer that arrives
+    meanwhile is seen late; to the rule that looks like a queue in the server. A timer every
+    :attr:`TICK` seconds measures how late it fires (an exponential average, :attr:`value`), so
+    that much can be taken out of each round trip. It runs only while ``busy()`` says requests
+    are in flight, and stops itself otherwise.
+    """
+
+    TICK: Final = 0.01
+
+    __slots__ = ("_busy", "_expected", "_running", "value")
+
+    def __init__(self, busy: Callable[[], bool]) -> None:
+        self._busy = busy
+        self._running = False
+        self._expected = 0.0
+        self.value = 0.0
+
+    def start(self) -> None:
+        """Start measuring (call from the loop, when a request is admitted)."""
+        if self._running:
+            return
+        loop = asyncio.get_running_loop()
+        self._running = True
+        self._expected = loop.time() + self.TICK
+        loop.call_at(self._expected, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        self.value += 0.25 * (max(0.0, now - self._expected) - self.value)
+        if self._busy():
+            self._expected = now + self.TICK
+            loop.call_at(self._expected, self._tick, loop)
+        else:
+            self._running = False

@@ -1,0 +1,406 @@
+"""The adaptive concurrency rule: tables for the pure rule, recorded sequences and a simulated
+FIFO server on a fake clock for :class:`AdaptiveLimit`, and the concurrency gate it drives."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+import time
+from collections.abc import Callable
+
+import pytest
+
+from dialler_async import Limits
+from dialler_async._adaptive import (
+    BACKOFF,
+    PROBE_SAMPLES,
+    AdaptiveLimit,
+    LoopLag,
+    Signal,
+    Window,
+    next_limit,
+    signal_for,
+    thresholds,
+)
+from dialler_async._limits import ConcurrencyGate, Governor
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+B = 0.020  # the no-load round trip of the tables
+
+
+@pytest.mark.parametrize(
+    ("limit", "rtt", "inflight", "dropped", "slow", "expected", "slow_after"),
+    [
+        # no queue: slow start doubles, afterwards +1
+        (8.0, B, 8, False, True, 16.0, True),
+        (8.0, B, 8, False, False, 9.0, False),
+        # 1.1 x baseline: under alpha (a sixth of the limit), still growing
+        (12.0, B * 1.1, 12, False, False, 13.0, False),
+        # 1.3 x baseline: between alpha and beta, hold (and slow start ends)
+        (12.0, B * 1.3, 12, False, True, 12.0, False),
+        # 2 x baseline with 16 in flight: 8 would do; cut to 8 + alpha
+        (16.0, B * 2, 16, False, False, 8.0 + 16.0 / 6.0, False),
+        # 10 x baseline: never below half in one step
+        (16.0, B * 10, 16, False, False, 8.0, False),
+        # a timeout, 5xx or 429 in the window: x BACKOFF, whatever the latency says
+        (16.0, B, 16, True, True, 16.0 * BACKOFF, False),
+        (16.0, None, 16, True, False, 16.0 * BACKOFF, False),
+        # app-limited (fewer than half the limit at the server): the latency says nothing
+        (16.0, B, 7, False, False, 16.0, False),
+        (16.0, B * 3, 7, False, True, 16.0, True),
+        # no latency sample (only 4xx answers): hold
+        (16.0, None, 16, False, False, 16.0, False),
+        # clamps: the ceiling and the floor
+        (40.0, B, 40, False, True, 64.0, True),
+        (3.0, B, 3, True, False, 2.25, False),
+        (2.0, B * 10, 2, False, False, 2.0, False),
+    ],
+)
+def test_next_limit(
+    limit: float,
+    rtt: float | None,
+    inflight: int,
+    dropped: bool,
+    slow: bool,
+    expected: float,
+    slow_after: bool,
+) -> None:
+    window = Window(rtt=rtt, dropped=dropped, inflight=inflight)
+    got, still_slow = next_limit(limit, window, B, floor=2, ceiling=64, slow_start=slow)
+    assert got == pytest.approx(max(2.0, expected))
+    assert still_slow is slow_after
+
+
+def test_next_limit_without_a_baseline_holds() -> None:
+    window = Window(rtt=0.5, dropped=False, inflight=10)
+    assert next_limit(10.0, window, None, floor=1, ceiling=64, slow_start=True) == (10.0, True)
+
+
+@pytest.mark.parametrize(
+    ("limit", "alpha", "beta"),
+    [(1.0, 1.0, 1.5), (6.0, 1.0, 12 / 7), (12.0, 2.0, 24 / 7), (70.0, 70 / 6, 20.0)],
+)
+def test_thresholds(limit: float, alpha: float, beta: float) -> None:
+    assert thresholds(limit) == pytest.approx((alpha, beta))
+
+
+@pytest.mark.parametrize(
+    ("status", "signal"),
+    [
+        (200, Signal.OK),
+        (201, Signal.OK),
+        (400, Signal.OK),
+        (404, Signal.OK),
+        (409, Signal.OK),
+        (429, Signal.CONGESTED),
+        (500, Signal.CONGESTED),
+        (503, Signal.CONGESTED),
+        (504, Signal.CONGESTED),
+    ],
+)
+def test_signal_for(status: int, signal: Signal) -> None:
+    assert signal_for(status) is signal
+
+
+# -- recorded sequences ------------------------------------------------------------------------
+
+
+def feed(
+    limit: AdaptiveLimit, clock: Clock, rtts: list[float], inflight: int | None = None
+) -> list[int]:
+    """Each round trip in turn, as a request admitted now and answered ``rtt`` later; returns
+    the limit after each."""
+    seen = []
+    for rtt in rtts:
+        started = clock.now
+        clock.now += rtt
+        at_server = limit.limit if inflight is None else inflight
+        limit.on_sample(started, rtt, False, at_server - 1)
+        seen.append(limit.limit)
+    return seen
+
+
+def fresh(clock: Clock, *, floor: int = 1, initial: int = 4, **kwargs: float) -> AdaptiveLimit:
+    """A limit past its first probe (the baseline measured at the floor: ``B``)."""
+    limit = AdaptiveLimit(floor=floor, ceiling=64, initial=initial, clock=clock, **kwargs)
+    assert limit.probing and limit.limit == floor and limit.baseline is None
+    feed(limit, clock, [B] * PROBE_SAMPLES, inflight=floor)
+    assert not limit.probing and limit.baseline == pytest.approx(B)
+    assert limit.limit == max(floor, initial)
+    return limit
+
+
+def test_the_first_probe_measures_the_baseline_at_the_floor() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(floor=2, ceiling=64, initial=8, clock=clock)
+    assert limit.limit == 2 and limit.probing
+    # queued answers to requests admitted before the start cannot exist; slow answers
+    # during the probe count into its median
+    feed(limit, clock, [B, B, 3 * B, B, 5 * B], inflight=2)
+    assert limit.baseline == pytest.approx(B) and limit.limit == 8
+
+
+def test_slow_start_doubles_per_window_until_a_queue_shows() -> None:
+    clock = Clock()
+    limit = fresh(clock)
+    # a window is max(3, limit) answers: 4 at 4, then 8 at 8, then 16 at 16
+    seen = feed(limit, clock, [B] * (4 + 8 + 16))
+    assert seen[3] == 8 and seen[11] == 16 and seen[-1] == 32
+    assert limit.baseline == pytest.approx(B)
+    # the queue shows (2 x baseline at 32 in flight): cut to 16 + alpha, slow start is over
+    seen = feed(limit, clock, [2 * B] * 32)
+    assert seen[-1] == 16 + 32 // 6
+    after = feed(limit, clock, [B] * 21)  # 21 answers close exactly one window of 21
+    assert after[-1] == limit.limit == 22  # +1 per window now, not doubling
+
+
+def test_answers_to_requests_admitted_under_an_earlier_limit_are_ignored() -> None:
+    clock = Clock()
+    limit = fresh(clock, initial=16)
+    feed(limit, clock, [B] * 16)  # baseline B; slow start doubles to 32
+    assert limit.limit == 32
+    early = clock.now - 0.001  # admitted just before that change
+    for _ in range(100):  # a burst of very slow answers to requests of the old limit
+        limit.on_sample(early, 10 * B, False, 31)
+    assert limit.limit == 32  # one decision per window of requests the limit governed
+
+
+def test_one_burst_of_congestion_cuts_once() -> None:
+    clock = Clock()
+    limit = fresh(clock, initial=20)
+    started = clock.now
+    clock.now += B
+    for _ in range(40):  # 40 timeouts of requests admitted together: one signal
+        limit.on_sample(started, None, True, 19)
+    assert limit.limit == int(20 * BACKOFF)
+
+
+def test_the_probe_replaces_the_baseline_and_restores_the_limit() -> None:
+    clock = Clock()
+    limit = fresh(clock, floor=2, initial=8, probe_interval=30.0)
+    feed(limit, clock, [B] * 8)
+    # the server's own latency rises for good (another route, a slower disk): 30 ms no-load
+    clock.now += 30.0
+    before = limit.limit
+    feed(limit, clock, [0.030] * before)  # the window that notices the probe is due
+    assert limit.probing and limit.limit == 2
+    feed(limit, clock, [0.030] * PROBE_SAMPLES, inflight=2)
+    assert not limit.probing
+    assert limit.baseline == pytest.approx(0.030)  # rose: only a probe may raise it
+    assert limit.limit >= 2
+
+
+def test_the_baseline_moves_only_at_probes() -> None:
+    clock = Clock()
+    limit = fresh(clock)
+    feed(limit, clock, [0.010] * 20)  # faster windows: no queue, the limit grows
+    assert limit.baseline == pytest.approx(B) and limit.limit > 4
+    feed(limit, clock, [0.100] * 50)  # slower windows: a queue, the limit is cut
+    assert limit.baseline == pytest.approx(B)
+
+
+def test_adaptive_limit_validates_floor_and_ceiling() -> None:
+    with pytest.raises(ValueError, match="floor"):
+        AdaptiveLimit(floor=0, ceiling=4, initial=2)
+    with pytest.raises(ValueError, match="floor"):
+        AdaptiveLimit(floor=5, ceiling=4, initial=2)
+    clock = Clock()
+    assert fresh(clock, floor=3, initial=1).limit == 3
+
+
+# -- a simulated FIFO server ---------------------------------------------------------------------
+
+
+def simulate(
+    capacity: Callable[[float], int],
+    duration: float,
+    *,
+    service: float = B,
+    stall: float = 0.0,
+    floor: int = 1,
+    ceiling: int = 64,
+) -> list[tuple[float, int, float]]:
+    """A closed loop: as many requests as the limit allows, served first come first served by
+    ``capacity(t)`` workers taking ``service`` (± 20%, seeded) each, plus up to ``stall``
+    seconds of client-side delay on a tenth of the answers (a loaded machine; seeded).
+    Returns ``(time, limit, rtt)`` per answer.
+    """
+    clock = Clock()
+    rng = random.Random(7)
+    limit = AdaptiveLimit(floor=floor, ceiling=ceiling, initial=4, clock=clock)
+    free: list[float] = []  # when each worker is next free
+    outstanding: list[tuple[float, float]] = []  # (answered at, admitted at)
+    seen: list[tuple[float, int, float]] = []
+    while clock.now < duration:
+        workers = capacity(clock.now)
+        while len(free) < workers:
+            free.append(clock.now)
+        while len(free) > workers:
+            free.remove(max(free))  # that worker finishes its request and leaves
+        while len(outstanding) < limit.limit:
+            i = free.index(min(free))
+            done = max(clock.now, free[i]) + service * rng.uniform(0.8, 1.2)
+            free[i] = done
+            extra = stall * rng.random() if rng.random() < 0.1 else 0.0
+            heapq.heappush(outstanding, (done + extra, clock.now))
+        answered, admitted = heapq.heappop(outstanding)
+        clock.now = answered
+        limit.on_sample(admitted, answered - admitted, False, len(outstanding))
+        assert floor <= limit.limit <= ceiling
+        seen.append((answered, limit.limit, answered - admitted))
+    return seen
+
+
+def _between(seen: list[tuple[float, int, float]], lo: float, hi: float) -> list[float]:
+    return [rtt for t, _, rtt in seen if lo <= t < hi]
+
+
+def _p95(values: list[float]) -> float:
+    return sorted(values)[int(0.95 * (len(values) - 1))]
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.010])
+def test_simulated_capacity_8_full_throughput_and_a_short_queue(stall: float) -> None:
+    seen = simulate(lambda t: 8, 20.0, stall=stall)
+    rtts = _between(seen, 2.0, 20.0)
+    assert len(rtts) / 18.0 >= 0.9 * 400  # the server's ceiling: 8 / 20 ms
+    assert _p95(rtts) <= 2 * B + stall
+    assert max(limit for t, limit, _ in seen if t >= 2.0) <= 16
+
+
+def test_simulated_capacity_drop_and_return() -> None:
+    def capacity(t: float) -> int:
+        return 4 if 10.0 <= t < 20.0 else 16
+
+    seen = simulate(capacity, 30.0)
+    assert len(_between(seen, 5.0, 10.0)) / 5.0 >= 0.9 * 800
+    # within a second of the drop, the latency is back under twice the service time
+    assert _p95(_between(seen, 11.0, 20.0)) <= 2 * B
+    assert len(_between(seen, 11.0, 20.0)) / 9.0 >= 0.9 * 200
+    # and the throughput comes back when the capacity does
+    assert len(_between(seen, 22.0, 30.0)) / 8.0 >= 0.9 * 800
+
+
+def test_simulated_limit_stays_within_floor_and_ceiling() -> None:
+    seen = simulate(lambda t: 1 if t < 5 else 200, 10.0, floor=3, ceiling=12)
+    limits = [limit for _, limit, _ in seen]
+    assert min(limits) == 3 and max(limits) == 12
+
+
+# -- the gate and the governor -------------------------------------------------------------------
+
+
+async def test_gate_cut_applies_to_waiters_and_raise_admits_them_at_once() -> None:
+    gate = ConcurrencyGate(2)
+    await gate.acquire()
+    await gate.acquire()
+    admitted: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await gate.acquire()
+        admitted.append(i)
+
+    tasks = [asyncio.create_task(waiter(i)) for i in range(4)]
+    await asyncio.sleep(0)
+    assert gate.waiting == 4
+    gate.limit = 1  # a cut: two holders, limit 1
+    gate.release()
+    await asyncio.sleep(0)
+    assert admitted == [] and gate.held == 1  # still at the new limit: nobody admitted
+    gate.limit = 4  # a raise: three admitted at once, in order
+    await asyncio.sleep(0)
+    assert admitted == [0, 1, 2] and gate.held == 4
+    for _ in range(4):
+        gate.release()
+    await asyncio.gather(*tasks)
+    assert admitted == [0, 1, 2, 3] and gate.held == 1
+
+
+async def test_gate_cancelled_waiters_take_nothing() -> None:
+    gate = ConcurrencyGate(1)
+    await gate.acquire()
+    first = asyncio.create_task(gate.acquire())
+    second = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    gate.release()  # the slot goes to the second waiter, not the cancelled one
+    await second
+    assert gate.held == 1 and gate.waiting == 0
+    # handed a slot and cancelled before it ran: the slot is passed on
+    third = asyncio.create_task(gate.acquire())
+    fourth = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0)
+    gate.release()  # hands the slot to third
+    third.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    await fourth
+    assert gate.held == 1 and gate.waiting == 0
+
+
+async def test_governor_fixed_by_default_and_adaptive_on_request() -> None:
+    clock = Clock()
+    fixed = Governor(Limits(max_concurrency=5), clock=clock)
+    assert fixed.concurrency_limit == 5 and fixed.baseline_rtt is None and fixed.adaptive is None
+    governor = Governor(
+        Limits(max_concurrency=50, min_concurrency=2, adaptive_concurrency=True), clock=clock
+    )
+    assert governor.concurrency_limit == 2  # the first probe, at the floor
+    for _ in range(PROBE_SAMPLES):
+        probe = await governor.acquire()
+        clock.now += B
+        governor.release(probe, Signal.OK)
+    assert governor.concurrency_limit == 4  # the initial adaptive limit
+    starts = [await governor.acquire() for _ in range(4)]
+    clock.now += B
+    for started in starts:
+        governor.release(started, Signal.OK)
+    assert governor.baseline_rtt == pytest.approx(B)
+    assert governor.concurrency_limit == 8  # slow start
+    one = await governor.acquire()
+    clock.now += B
+    governor.release(one, Signal.OK)  # one at a time: app-limited, no change
+    assert governor.concurrency_limit == 8
+    started = await governor.acquire()
+    governor.release(started, Signal.NEUTRAL)  # cancelled, or refused as too large
+    assert governor.concurrency_limit == 8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_concurrency": 0}, "min_concurrency"),
+        ({"min_concurrency": 20, "max_concurrency": 10}, "must not exceed"),
+        ({"probe_interval": 0}, "probe_interval"),
+    ],
+)
+def test_limits_validate_adaptive_settings(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Limits(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_loop_lag_measures_our_own_stalls_and_stops_when_idle() -> None:
+    busy = [True]
+    lag = LoopLag(lambda: busy[0])
+    lag.start()
+    lag.start()  # idempotent: one timer
+    time.sleep(0.06)  # the process stalls: the timer due in 10 ms fires >= 50 ms late
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert lag.value >= 0.25 * 0.05
+    busy[0] = False
+    for _ in range(200):
+        if not lag._running:
+            break
+        await asyncio.sleep(0.005)
+    assert not lag._running
