@@ -43,8 +43,18 @@ async def records_of(body: Body, *, small_limit: int) -> AsyncGenerator[dict[str
     parser = ijson.items_coro(found, RECORDS_PREFIX, use_float=True)
     head: bytearray | None = bytearray()  # kept only until the first record arrives
     count = 0
+    # Bytes fed since the last complete record: one record is one contact, bounded like any
+    # single-contact answer (ijson builds each record whole, so this bounds memory too).
+    pending = 0
     try:
         async for chunk in body.chunks():
+            if pending > small_limit:
+                raise _malformed(
+                    body,
+                    f"record {count} is larger than the {small_limit:,}-byte limit of one "
+                    "contact (max_answer_bytes)",
+                )
+            pending += len(chunk)
             if head is not None:
                 if len(head) + len(chunk) <= small_limit:
                     head += chunk
@@ -52,6 +62,7 @@ async def records_of(body: Body, *, small_limit: int) -> AsyncGenerator[dict[str
                     head = None
             parser.send(chunk)
             if found:
+                pending = 0
                 batch = list(found)
                 del found[:]
                 for record in batch:

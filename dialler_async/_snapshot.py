@@ -23,6 +23,7 @@ from typing import Any, Final
 import orjson
 
 from . import _fields as F
+from ._converter import _structure_str as structure_text
 from ._converter import format_datetime, parse_datetime
 
 #: Fields a sync compares and may update (the campaign is the sync's own; UserData is the key).
@@ -86,6 +87,16 @@ def changed_fields(body: Mapping[str, Any], current: Mapping[str, Any]) -> dict[
     return out
 
 
+def _pickled(item: Any) -> bytes:
+    try:
+        return pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+    except (TypeError, AttributeError, pickle.PicklingError):
+        if not isinstance(item, Mapping):
+            raise
+        # A valid Mapping pickle cannot copy (a MappingProxyType): kept as a plain dict.
+        return pickle.dumps(dict(item), pickle.HIGHEST_PROTOCOL)
+
+
 class Workspace:
     """The snapshot and plan of one sync, in a scratch SQLite file in ``directory`` (None:
     the system's temporary directory). Close it to delete the file."""
@@ -127,6 +138,13 @@ class Workspace:
                     "route)"
                 )
             user_data = record.get("UserData")
+            if user_data is not None and not isinstance(user_data, str):
+                # As iter_contacts reads it (a number is its digits); any other shape is a
+                # record we cannot match, never "no UserData" (that would make it missing).
+                try:
+                    user_data = structure_text(user_data, str)
+                except ValueError as exc:
+                    raise ValueError(f"contact {contact_id}: unexpected UserData ({exc})") from None
             key = user_data if isinstance(user_data, str) and user_data.strip() else None
             fields = orjson.dumps(server_values(record))
             batch.append((contact_id, key, 1 if record.get("bLocked") else 0, fields))
@@ -181,7 +199,7 @@ class Workspace:
                 user_data,
                 contact_id,
                 orjson.dumps(payload),
-                pickle.dumps(item, pickle.HIGHEST_PROTOCOL),
+                _pickled(item),
             ),
         )
 

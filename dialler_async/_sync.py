@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
+import orjson
 
 from ._exceptions import (
     BulkError,
+    CheckpointError,
     ConfigurationError,
     ContactValidationError,
     DiallerError,
+    NotFoundError,
     ResponseFormatError,
     SyncConflictError,
     SyncGuardError,
@@ -222,6 +226,16 @@ class Sync:
             problem = self._campaign_problem(body)
             if problem:
                 raise ContactValidationError([problem], key=user_data)
+            # By ID only: a name is resolved by the server to the lowest ID of that name,
+            # which need not be the campaign synced.
+            body.pop("DiallerCampaignsName", None)
+            body["DiallerCampaignsID"] = self.campaign_id
+            try:
+                orjson.dumps(body)  # journaled and sent as JSON: refuse it here, per row
+            except TypeError as exc:
+                raise ContactValidationError(
+                    [f"cannot be sent as JSON: {exc}"], key=user_data
+                ) from None
         except ContactValidationError as err:
             counts["invalid"] += 1
             self.account(self._row(index, item, Outcome.INVALID, key=err.key, error=err))  # type: ignore[arg-type]
@@ -280,6 +294,14 @@ class Sync:
                 f"this sync is of {self.campaign.name!r}"
             )
         return None
+
+    def cancel_planned(self) -> None:
+        """Account the journaled rows as CANCELLED (the plan stopped before any was sent)."""
+        with contextlib.suppress(sqlite3.Error):
+            self.ws.db.execute("COMMIT")
+        for index, _, user_data, _, _ in self.ws.todo((NEW, CHANGED, AFTER_NEW)):
+            item = self.ws.item(index)
+            self.account(self._row(index, item, Outcome.CANCELLED, key=user_data))
 
     def make_plan(self, policy: MissingPolicy) -> SyncPlan:
         return SyncPlan(
@@ -374,6 +396,21 @@ class Sync:
                 yield position, contact_id
 
         def restore(result: ItemResult, position: int) -> ItemResult:
+            error = result.error
+            if (
+                operation is Operation.DELETE
+                and result.outcome is Outcome.FAILED
+                and isinstance(error, NotFoundError)
+                and not error.route_missing
+            ):
+                # Deleted since the snapshot (another writer): the policy's goal is reached.
+                return attrs.evolve(
+                    result,
+                    index=position,
+                    outcome=Outcome.SKIPPED,
+                    error=None,
+                    reason="already deleted",
+                )
             return attrs.evolve(result, index=position)
 
         await self._phase(operation, source(), restore, self.missing)
@@ -428,7 +465,11 @@ async def sync(
     checkpoint = options.pop("checkpoint", None)
     directory = Path(checkpoint).parent if checkpoint else None
     campaign = await resolve_campaign(client, campaign_id, campaign_name)
-    ws = Workspace(directory)
+    try:
+        ws = Workspace(directory)
+    except OSError as exc:
+        # A directory that does not exist or cannot be written: a setting to correct.
+        raise ConfigurationError(f"cannot create the sync's scratch index: {exc}") from None
     try:
         run = Sync(client, campaign, ws, options)
         try:
@@ -438,7 +479,21 @@ async def sync(
             raise ResponseFormatError(
                 str(exc), method=route.method, path=route.path, body=None
             ) from None
-        await run.plan(rows)
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"the sync's scratch index {ws.path}: {exc}") from None
+        try:
+            await run.plan(rows)
+        except BaseException as exc:
+            # Every row read is accounted, as when a bulk job stops: the planned ones were
+            # never sent.
+            run.cancel_planned()
+            partial = run.result(run.rows, Operation.SYNC, read_all=False)
+            if isinstance(exc, sqlite3.Error):
+                error = CheckpointError(f"the sync's scratch index {ws.path}: {exc}")
+                error.bulk_result = partial  # type: ignore[attr-defined]
+                raise error from exc
+            exc.bulk_result = partial  # type: ignore[attr-defined]
+            raise
         plan = run.make_plan(missing)
         if on_plan is not None:
             on_plan(plan)
@@ -461,7 +516,16 @@ async def sync(
                 await run.apply_missing(action)
                 missing_result = run.result(run.missing, action, read_all=not run.stopped)
         except asyncio.CancelledError as cancelled:
-            cancelled.bulk_result = run.result(run.rows, Operation.SYNC, read_all=run.read_all)  # type: ignore[attr-defined]
+            rows_result = run.result(run.rows, Operation.SYNC, read_all=run.read_all)
+            cancelled.bulk_result = rows_result  # type: ignore[attr-defined]
+            # The missing policy's own account: what it already locked or deleted.
+            missing_partial = None
+            if missing != "keep":
+                action = Operation.LOCK if missing == "lock" else Operation.DELETE
+                missing_partial = run.result(run.missing, action, read_all=False)
+            cancelled.sync_result = SyncResult(  # type: ignore[attr-defined]
+                plan=plan, rows=rows_result, missing=missing_partial
+            )
             raise
         result = _finish(run, plan, missing_result)
         if run.raise_on_error and run.failures:

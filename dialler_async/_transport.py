@@ -292,7 +292,9 @@ class Transport:
         resp: aiohttp.ClientResponse | None = None
         try:
             self.requests += 1
-            resp = await self.session.request(method, url, allow_redirects=False)
+            resp = await self.session.request(
+                method, url, allow_redirects=False, timeout=self._stream_timeout()
+            )
             if resp.status < 300:
                 declared = resp.content_length
                 if (
@@ -320,6 +322,15 @@ class Transport:
                 resp.release()
         self.governor.release()
         raise _status_error(status, raw, headers, method, path)
+
+    def _stream_timeout(self) -> aiohttp.ClientTimeout:
+        # A streamed answer may take far longer than ``timeout`` to arrive in full (a campaign
+        # of 500,000): ``timeout`` bounds each wait for data instead (the headers, then every
+        # chunk), so a server that stalls is still given up on, one that sends is not cut off.
+        session = self.session.timeout
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=session.sock_connect, sock_read=session.total
+        )
 
     async def open_stream(self, method: str, path: str, *, max_bytes: int | None = None) -> Body:
         """A 2xx answer to read as a stream of chunks (:class:`Body`), obtained through the same

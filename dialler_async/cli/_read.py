@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
@@ -73,15 +76,30 @@ def _output(path: str | None) -> Iterator[IO[str]]:
         yield sys.stdout
         sys.stdout.flush()
         return
+    # Written aside and renamed into place only once complete: an export that breaks
+    # part-way never leaves a valid-looking, truncated file (nor destroys the previous one).
+    target = Path(path)
     try:
-        fh = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+        fd, name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".part", dir=target.parent or None
+        )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(name, 0o666 & ~umask)  # as open() would create it (mkstemp makes it 0600)
+        fh = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from exc
-    with fh:
-        try:
-            yield fh
-        except OSError as exc:  # e.g. a full disk
-            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with fh:
+            try:
+                yield fh
+            except OSError as exc:  # e.g. a full disk
+                raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        os.replace(name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
 
 
 def _contact_rows(contacts: Sequence[Contact]) -> list[dict[str, Any]]:
