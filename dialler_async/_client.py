@@ -519,7 +519,7 @@ class DiallerClient:
         force: bool = False,
         dry_run: bool = False,
         on_plan: Callable[[SyncPlan], object] | None = None,
-        **options: Any,
+        **options: Unpack[BulkOptions],
     ) -> SyncResult:
         """Make one campaign hold ``contacts``, sending only what differs from what it holds.
 
