@@ -7,6 +7,7 @@ import heapq
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 
 from dialler_async import DiallerClient, Limits, RetryPolicy
 from dialler_async.emulator import Emulator, EmulatorConfig
@@ -103,3 +104,28 @@ def contact(n: int, **fields: object) -> dict[str, object]:
     }
     row.update(fields)
     return row
+
+
+# A tiny canned server on loopback: each request takes the next answer from the list (for
+# answers the emulator never gives: odd bodies, broken streams).
+@pytest.fixture
+async def canned() -> AsyncIterator[tuple[DiallerClient, list[web.StreamResponse]]]:
+    answers: list[web.StreamResponse] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return answers.pop(0)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with DiallerClient(
+            f"http://127.0.0.1:{port}/rest/v1.0", 7, "tok", retry=RetryPolicy.never()
+        ) as c:
+            yield c, answers
+    finally:
+        await runner.cleanup()

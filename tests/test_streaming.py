@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -15,7 +14,6 @@ from dialler_async import (
     DiallerClient,
     Limits,
     ResponseFormatError,
-    RetryPolicy,
 )
 from dialler_async.emulator import Emulator, FaultKind
 
@@ -113,29 +111,6 @@ async def test_a_broken_answer_stops_the_sync_before_any_write(
             [row(i, City="X") for i in range(10)], campaign_id=CAMPAIGN, missing="delete"
         )
     assert writes(emulator) == 0
-
-
-@pytest.fixture
-async def canned() -> AsyncIterator[tuple[DiallerClient, list[web.StreamResponse]]]:
-    answers: list[web.StreamResponse] = []
-
-    async def answer(request: web.Request) -> web.StreamResponse:
-        return answers.pop(0)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with DiallerClient(
-            f"http://127.0.0.1:{port}/rest/v1.0", 7, "tok", retry=RetryPolicy.never()
-        ) as c:
-            yield c, answers
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize(

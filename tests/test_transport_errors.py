@@ -69,30 +69,8 @@ async def test_each_failure_is_translated_once(
 
 
 # aioresponses 0.7.9 cannot build responses for aiohttp 3.14 (ClientResponse gained a
-# required argument), so answers with odd bodies come from a tiny canned server on loopback.
-
-
-@pytest.fixture
-async def canned() -> AsyncIterator[tuple[DiallerClient, list[web.Response]]]:
-    answers: list[web.Response] = []
-
-    async def answer(request: web.Request) -> web.Response:
-        return answers.pop(0)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with DiallerClient(
-            f"http://127.0.0.1:{port}/rest/v1.0", 7, "tok", retry=RetryPolicy.never()
-        ) as c:
-            yield c, answers
-    finally:
-        await runner.cleanup()
+# required argument), so answers with odd bodies come from a tiny canned server on loopback
+# (the `canned` fixture in conftest.py).
 
 
 async def test_html_page_on_200_is_a_format_error(
