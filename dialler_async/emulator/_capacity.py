@@ -9,58 +9,49 @@ latency grows with the queue. Beyond ``queue_limit`` waiting requests a new one 
 
 from __future__ import annotations
 
-import asyncio
-import collections
+import sys
 from collections.abc import Callable
+
+from dialler_async._limits import ConcurrencyGate
 
 __all__ = ["Capacity"]
 
 
 class Capacity:
-    """The service slots. ``capacity()`` is read at every admission, so a change while the
+    """The service slots: the client's own FIFO :class:`ConcurrencyGate`, its limit read from
+    the configuration. ``capacity()`` is read at every admission, so a change while the
     emulator runs applies at once: a cut lets the requests in service finish and admits no one
     until fewer than the new capacity are busy; a raise admits waiters at once (:meth:`wake`).
     """
 
-    __slots__ = ("_capacity", "_waiters", "busy")
+    __slots__ = ("_capacity", "_gate")
 
     def __init__(self, capacity: Callable[[], int | None]) -> None:
         self._capacity = capacity
-        self.busy = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._gate = ConcurrencyGate(sys.maxsize)  # the configured limit is read at each entry
+
+    def _limit(self) -> int:
+        capacity = self._capacity()
+        return sys.maxsize if capacity is None else capacity
+
+    @property
+    def busy(self) -> int:
+        return self._gate.held
 
     @property
     def queued(self) -> int:
-        return len(self._waiters)
-
-    def _free(self) -> bool:
-        capacity = self._capacity()
-        return capacity is None or self.busy < capacity
+        return self._gate.waiting
 
     async def enter(self) -> None:
         """Wait for a service slot; pair with :meth:`leave`."""
-        if not self._waiters and self._free():
-            self.busy += 1
-            return
-        me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(me)
-        try:
-            await me
-        except BaseException:
-            if me.done() and not me.cancelled():
-                self.leave()  # handed a slot as the client went away: pass it on
-            elif me in self._waiters:
-                self._waiters.remove(me)
-            raise
+        self.wake()
+        await self._gate.acquire()
 
     def leave(self) -> None:
-        self.busy -= 1
-        self.wake()
+        self._gate.release()
 
     def wake(self) -> None:
-        """Hand free slots to waiters, first come first served."""
-        while self._waiters and self._free():
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self.busy += 1
-                waiter.set_result(None)
+        """Take the configured capacity now, handing free slots to waiters in arrival order."""
+        limit = self._limit()
+        if limit != self._gate.limit:
+            self._gate.limit = limit
