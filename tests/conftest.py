@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -106,15 +107,14 @@ def contact(n: int, **fields: object) -> dict[str, object]:
     return row
 
 
-# A tiny canned server on loopback: each request takes the next answer from the list (for
-# answers the emulator never gives: odd bodies, broken streams).
-@pytest.fixture
-async def canned() -> AsyncIterator[tuple[DiallerClient, list[web.StreamResponse]]]:
-    answers: list[web.StreamResponse] = []
+# A tiny canned server on loopback: each request is answered by the next handler of the list
+# (for answers the emulator never gives: odd bodies, broken streams).
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-    async def answer(request: web.Request) -> web.StreamResponse:
-        return answers.pop(0)
 
+@contextlib.asynccontextmanager
+async def serving(answer: Handler) -> AsyncIterator[str]:
+    """Serve every request with ``answer`` on loopback; yields the base URL (``/rest/v1.0``)."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
     runner = web.AppRunner(app)
@@ -123,9 +123,33 @@ async def canned() -> AsyncIterator[tuple[DiallerClient, list[web.StreamResponse
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        async with DiallerClient(
-            f"http://127.0.0.1:{port}/rest/v1.0", 7, "tok", retry=RetryPolicy.never()
-        ) as c:
-            yield c, answers
+        yield f"http://127.0.0.1:{port}/rest/v1.0"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def canned_server() -> AsyncIterator[tuple[list[Handler], str]]:
+    """The handlers to answer with, one per request, and the server's base URL."""
+    handlers: list[Handler] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return await handlers.pop(0)(request)
+
+    async with serving(answer) as base_url:
+        yield handlers, base_url
+
+
+@pytest.fixture
+async def canned() -> AsyncIterator[tuple[DiallerClient, list[web.StreamResponse]]]:
+    """A client (no retries) of a server giving the queued answers, one per request."""
+    answers: list[web.StreamResponse] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return answers.pop(0)
+
+    async with (
+        serving(answer) as base_url,
+        DiallerClient(base_url, 7, "tok", retry=RetryPolicy.never()) as c,
+    ):
+        yield c, answers

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import tempfile
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,36 +32,13 @@ from dialler_async.cli import main
 from dialler_async.emulator import Emulator, EmulatorConfig
 from dialler_async.emulator._records import new_contact
 
-from .conftest import FAST_RETRY, FakeClock
+from .conftest import FAST_RETRY, FakeClock, Handler
 from .invariants import Snapshot, assert_account
 from .test_sync import CAMPAIGN, campaign_by_user_data, row, seed, writes
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _scratch_files() -> set[str]:
     return set(glob.glob(str(Path(tempfile.gettempdir()) / "dialler-sync-*")))
-
-
-@pytest.fixture
-async def canned() -> AsyncIterator[tuple[list[Handler], str]]:
-    """A server answering each request with the next handler of the list."""
-    handlers: list[Handler] = []
-
-    async def answer(request: web.Request) -> web.StreamResponse:
-        return await handlers.pop(0)(request)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield handlers, f"http://127.0.0.1:{port}/rest/v1.0"
-    finally:
-        await runner.cleanup()
 
 
 def _static(body: bytes) -> Handler:
@@ -92,9 +69,9 @@ def _record(i: int, **fields: Any) -> dict[str, Any]:
 # iterated or synced, though the server sends data all the time. A stream needs a read
 # (inactivity) timeout, not a deadline on the whole answer.
 async def test_a_streamed_list_answer_longer_than_the_timeout_is_not_cut_off(
-    canned: tuple[list[Handler], str],
+    canned_server: tuple[list[Handler], str],
 ) -> None:
-    handlers, base_url = canned
+    handlers, base_url = canned_server
 
     async def trickle(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -118,9 +95,9 @@ async def test_a_streamed_list_answer_longer_than_the_timeout_is_not_cut_off(
 # max_answer_bytes is: only the whole answer's 1 GiB limit applies. A single record is one
 # contact and should obey the per-contact limit (max_answer_bytes).
 async def test_one_record_larger_than_max_answer_bytes_is_refused(
-    canned: tuple[list[Handler], str],
+    canned_server: tuple[list[Handler], str],
 ) -> None:
-    handlers, base_url = canned
+    handlers, base_url = canned_server
     huge = {"records": [_record(1, Comment="x" * 5_000_000)], "count": 1, "status": 200}
     handlers.append(_static(json.dumps(huge).encode()))
     async with DiallerClient(
@@ -145,9 +122,9 @@ async def test_one_record_larger_than_max_answer_bytes_is_refused(
     ids=["count-disagrees", "status-500-with-records"],
 )
 async def test_an_envelope_that_contradicts_its_records_is_refused(
-    canned: tuple[list[Handler], str], envelope: dict[str, Any]
+    canned_server: tuple[list[Handler], str], envelope: dict[str, Any]
 ) -> None:
-    handlers, base_url = canned
+    handlers, base_url = canned_server
     handlers.append(_static(json.dumps(envelope).encode()))
     async with DiallerClient(base_url, 7, "tok", retry=RetryPolicy.never()) as c:
         with pytest.raises(ResponseFormatError):
@@ -468,9 +445,9 @@ def test_cli_export_broken_mid_stream_leaves_no_truncated_file(
 # HELD (guards the fix of break 1): a server that sends nothing for longer than `timeout` is
 # still given up on while a stream is opened.
 async def test_a_silent_server_still_times_out_the_streamed_read(
-    canned: tuple[list[Handler], str],
+    canned_server: tuple[list[Handler], str],
 ) -> None:
-    handlers, base_url = canned
+    handlers, base_url = canned_server
 
     async def silent(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(2)  # >> timeout; short, as the server's cleanup waits for it
