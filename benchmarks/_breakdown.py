@@ -55,11 +55,13 @@ async def transport_loop(base: str, data: list[dict[str, Any]], c: int) -> Run:
     limits = Limits(max_concurrency=c)
     async with DiallerClient(base, CLIENT_ID, TOKEN, limits=limits) as client:
         semaphore = asyncio.Semaphore(c)
+        method, path = client._import_request(overwrite=True)
+        transport = client.transport
 
         async def one(contact: dict[str, Any]) -> Any:
             async with semaphore:
                 body = {**contact, "DiallerCampaignsID": CAMPAIGN_ID}
-                return await client._import(body, overwrite=True, idempotent=True)
+                return await transport.call(method, path, body, idempotent=True)
 
         t0, c0 = time.perf_counter(), time.process_time()
         results = await asyncio.gather(*(one(x) for x in data), return_exceptions=True)

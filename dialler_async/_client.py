@@ -375,13 +375,11 @@ class DiallerClient:
             return verdict.contact
         return structure(verdict.record, Contact)
 
-    async def _import(self, body: dict[str, Any], *, overwrite: bool, idempotent: bool) -> Reply:
-        return await self._call(
-            self.routes.import_contact,
-            query={"overwriteDuplicates": overwrite},
-            body=body,
-            idempotent=idempotent,
-        )
+    def _import_request(self, overwrite: bool) -> tuple[str, str]:
+        """The method and path of an import request."""
+        route = self.routes.import_contact
+        path = self.transport.url_path(route, query={"overwriteDuplicates": overwrite})
+        return route.method, path
 
     async def update_contact(self, update: UpdateInput) -> Contact:
         """Change only the fields given (``None`` clears); found by ``id`` or ``user_data``."""

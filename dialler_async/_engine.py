@@ -25,7 +25,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sized
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,7 +40,8 @@ from ._exceptions import (
     DiallerError,
 )
 from ._handover import Handover
-from ._item import ItemRunner
+from ._intake import ReadSlots, WorkQueue
+from ._item import ItemRunner, Verdict
 from ._limits import JOB_LIMITER, RateLimiter, check_concurrency, check_rate
 from ._models import Contact
 from ._operations import Import, KeyedAction, OperationRules, Prepared, rules_for, settle_delay
@@ -77,26 +78,16 @@ class _Job:
         self.done = False
 
 
-async def _each(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
-    """Any iterable as an async one, pulled one item at a time and closed when left early."""
-    if isinstance(items, AsyncIterable):
-        iterator = aiter(items)
-        try:
-            async for item in iterator:
-                yield item
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-    else:
-        sync_iterator = iter(items)
-        try:
-            for item in sync_iterator:
-                yield item
-        finally:
-            close = getattr(sync_iterator, "close", None)
-            if close is not None:
-                close()
+async def _each(items: AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
+    """An async iterable pulled one item at a time, and closed when left early."""
+    iterator = aiter(items)
+    try:
+        async for item in iterator:
+            yield item
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _describe(rules: OperationRules) -> dict[str, object]:
@@ -207,8 +198,8 @@ class Engine:
         self.failures = 0
         self.unfinished: dict[int, _Job] = {}  # read, not yet accounted for
         self.chains: dict[object, collections.deque[_Job]] = {}
-        self.inbox: asyncio.Queue[_Job | None] = asyncio.Queue()
-        self.slots = asyncio.Semaphore(self.workers_count * 2)
+        self.inbox: WorkQueue[_Job | None] = WorkQueue()
+        self.slots = ReadSlots(self.workers_count * 2)
         self.handover: Handover[ItemResult] = Handover(self.workers_count)
         self.window = self.workers_count * 4  # ordered: how far reading may run ahead
         self.window_moved = asyncio.Event()
@@ -485,7 +476,26 @@ class Engine:
             except BaseException as exc:  # the caller's callback: as for on_progress
                 self.on_result = None
                 self._fail(exc)
-        self._report()
+        if self.on_progress is not None:
+            self._report()
+        return True
+
+    def _account_succeeded(self, job: _Job) -> bool:
+        """:meth:`_account` for a SUCCEEDED item whose ItemResult nobody reads (see
+        :meth:`_lean`): the same bookkeeping, without building the result."""
+        if job.done:
+            return False
+        job.done = True
+        del self.unfinished[job.index]
+        self.tally.add_succeeded(job.duplicate)
+        if self.checkpoint is not None and job.identity is not None:
+            key = job.prepared.key if job.prepared is not None else None
+            try:
+                self.checkpoint.record(job.identity, key, Outcome.SUCCEEDED, job.index, None)
+            except CheckpointError as exc:
+                self._fail(exc)
+        if self.on_progress is not None:
+            self._report()
         return True
 
     async def _hand_over(self, result: ItemResult | None) -> None:
@@ -592,27 +602,55 @@ class Engine:
         if self.seen_keys is not None and prepared.serial_key is not None:
             job.duplicate = not self.seen_keys.add(key_digest(prepared.serial_key))
 
-    async def _outcome(self, job: _Job) -> ItemResult:
-        """The item's result; only cancellation escapes (the sweep then accounts for it)."""
-        if job.prepared is None:
+    async def _outcome(self, job: _Job) -> ItemResult | None:
+        """The item's result (None: it SUCCEEDED and is accounted already, see
+        :meth:`_account_succeeded`); only cancellation escapes (the sweep then accounts
+        for it)."""
+        prepared = job.prepared
+        if prepared is None:
             return self._result(
                 job, Outcome.INVALID, key=getattr(job.invalid, "key", None), error=job.invalid
             )
-        if job.prepared.skip is not None:  # issue 14: suppressed / duplicate phone: never sent
-            return self._result(job, Outcome.SKIPPED, reason=job.prepared.skip)
+        if prepared.skip is not None:  # issue 14: suppressed / duplicate phone: never sent
+            return self._result(job, Outcome.SKIPPED, reason=prepared.skip)
         try:
             if self.stopping:
                 return self._not_started(job)
-            return await self._process(job, job.prepared)
+            runner = self.runner
+            if self.checkpoint is None:
+                verdict = await (
+                    runner.send(job, prepared) if runner.gate is None else runner.run(job, prepared)
+                )
+            else:
+                verdict = await self._process(job, prepared)
         except CheckpointError as exc:
             self._fail(exc)
             error: DiallerError = exc
         except Exception as exc:  # a bug must cost one item, never the job
             log.exception("item %d failed unexpectedly", job.index)
             error = DiallerError(f"internal error: {exc!r}")
+        else:
+            if verdict.outcome is Outcome.SUCCEEDED and self._lean():
+                self._account_succeeded(job)
+                return None
+            return self._result(
+                job,
+                verdict.outcome,
+                error=verdict.error,
+                record=verdict.record,
+                contact=verdict.contact,
+                attempts=verdict.attempts,
+                reconciled=verdict.reconciled,
+                reason=verdict.reason,
+            )
         return self._result(
             job, Outcome.AMBIGUOUS if job.sent_unsafe else Outcome.FAILED, error=error
         )
+
+    def _lean(self) -> bool:
+        """Whether nobody reads a success's ItemResult (none kept, none handed over, no
+        ``on_result``): then it is only counted, not built."""
+        return not self.deliver and not self.tally.keep and self.on_result is None
 
     def _not_started(self, job: _Job) -> ItemResult:
         """The result of an item the job stopped before starting: SKIPPED if an earlier run
@@ -623,48 +661,44 @@ class Engine:
                 return self._result(job, Outcome.SKIPPED, reason="already done")
         return self._result(job, Outcome.CANCELLED)
 
-    async def _process(self, job: _Job, prepared: Prepared) -> ItemResult:
+    async def _process(self, job: _Job, prepared: Prepared) -> Verdict:
+        """:meth:`ItemRunner.run` under the checkpoint: done in an earlier run, resumed, or
+        journaled before an unsafe send."""
         resumed: str | None = None
         settled = True
-        before_unsafe_send: Callable[[], None] | None = None
         checkpoint, identity = self.checkpoint, job.identity
-        if checkpoint is not None and identity is not None:
-            previous = checkpoint.previous(identity, prepared.key)
-            if previous is not None:
-                if previous.state == Outcome.SUCCEEDED.value:
-                    return self._result(job, Outcome.SKIPPED, reason="already done")
-                resumed = previous.state
-                # A run that stopped moments ago may have left a request the server is still
-                # working on: give it the settle time before "not found" may mean "not sent".
-                settled = time.time() - previous.at >= settle_delay(self.client.timeout)
+        if checkpoint is None or identity is None:
+            return await self.runner.run(job, prepared)
+        previous = checkpoint.previous(identity, prepared.key)
+        if previous is not None:
+            if previous.state == Outcome.SUCCEEDED.value:
+                return Verdict(Outcome.SKIPPED, reason="already done")
+            resumed = previous.state
+            # A run that stopped moments ago may have left a request the server is still
+            # working on: give it the settle time before "not found" may mean "not sent".
+            settled = time.time() - previous.at >= settle_delay(self.client.timeout)
 
-            def before_unsafe_send() -> None:
-                checkpoint.mark_pending(identity, prepared.key, job.index)
+        def before_unsafe_send() -> None:
+            checkpoint.mark_pending(identity, prepared.key, job.index)
 
-        verdict = await self.runner.run(
+        return await self.runner.run(
             job,
             prepared,
             resumed=resumed,
             resumed_settled=settled,
             before_unsafe_send=before_unsafe_send,
         )
-        return self._result(
-            job,
-            verdict.outcome,
-            error=verdict.error,
-            record=verdict.record,
-            contact=verdict.contact,
-            attempts=verdict.attempts,
-            reconciled=verdict.reconciled,
-        )
 
     # -- tasks ------------------------------------------------------------------------------
 
     async def _read(self) -> None:
-        items = _each(self.items)
+        source = self.items
+        # A plain iterable is pulled with next() right here, an async one through _each.
+        async_items = _each(source) if isinstance(source, AsyncIterable) else None
+        sync_items: Iterator[Any] | None = None
         try:
             while not self.stopping:
-                await self.slots.acquire()
+                await self.slots.take()
                 while (
                     self.ordered
                     and not self.stopping
@@ -675,8 +709,13 @@ class Engine:
                 if self.stopping:
                     break
                 try:
-                    item = await anext(items)
-                except StopAsyncIteration:
+                    if async_items is not None:
+                        item = await anext(async_items)
+                    else:
+                        if sync_items is None:
+                            sync_items = iter(source)  # type: ignore[arg-type]
+                        item = next(sync_items)
+                except (StopIteration, StopAsyncIteration):
                     self.read_all = True
                     break
                 except asyncio.CancelledError:
@@ -693,12 +732,15 @@ class Engine:
                 # Now, not when a worker takes it: a feed may refill the same object for its
                 # next row, and the row is what it was when it was handed over.
                 self._prepare(job)
-                self.inbox.put_nowait(job)
+                self.inbox.put(job)
         finally:
             for _ in self.workers:
-                self.inbox.put_nowait(None)
+                self.inbox.put(None)
             try:
-                await items.aclose()
+                if async_items is not None:
+                    await async_items.aclose()
+                elif sync_items is not None and (close := getattr(sync_items, "close", None)):
+                    close()
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -706,31 +748,29 @@ class Engine:
 
     async def _work(self) -> None:
         JOB_LIMITER.set(self.runner.job_limiter)  # every attempt of this task passes it
-        while (job := await self.inbox.get()) is not None:
-            await self._handle(job)
-
-    async def _handle(self, job: _Job) -> None:
-        key = job.prepared.serial_key if job.prepared is not None else None
-        chain: collections.deque[_Job] | None = None
-        if key is not None:
-            chain = self.chains.get(key)
-            if chain is not None:
-                job.duplicate = True
-                # It keeps its read slot until it runs: rows of one key behind a slow one
-                # must not pull the rest of the input into memory.
-                chain.append(job)
-                return
-            chain = self.chains[key] = collections.deque()
-        self.slots.release()
-        try:
-            while True:
-                result = await self._outcome(job)
-                if self._account(job, result) and self.deliver:
-                    await self._hand_over(result)
-                if not chain:
-                    break
-                job = chain.popleft()
-                self.slots.release()
-        finally:
+        inbox, chains, deliver = self.inbox, self.chains, self.deliver
+        while (job := await inbox.get()) is not None:
+            key = job.prepared.serial_key if job.prepared is not None else None
+            chain: collections.deque[_Job] | None = None
             if key is not None:
-                del self.chains[key]  # what is still chained is swept into the account
+                chain = chains.get(key)
+                if chain is not None:
+                    job.duplicate = True
+                    # It keeps its read slot until it runs: rows of one key behind a slow one
+                    # must not pull the rest of the input into memory.
+                    chain.append(job)
+                    continue
+                chain = chains[key] = collections.deque()
+            self.slots.give_back()
+            try:
+                while True:
+                    result = await self._outcome(job)
+                    if result is not None and self._account(job, result) and deliver:
+                        await self._hand_over(result)
+                    if not chain:
+                        break
+                    job = chain.popleft()
+                    self.slots.give_back()
+            finally:
+                if key is not None:
+                    del chains[key]  # what is still chained is swept into the account

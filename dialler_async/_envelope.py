@@ -66,9 +66,22 @@ def first_raw_record(
     """The one record of a write's answer, checked for its shape (an object with an integer
     ``ID``) and, where given, for being the contact the request named (``id``; ``user_data``
     where the record carries one); full conversion is left to whoever reads it."""
-    record = _first(reply)
-    if not isinstance(record, dict) or type(record.get("ID")) is not int:
-        raise _malformed(reply, "the record has no integer ID", record)
+    data = reply.data
+    # The common case inline (every row of a bulk job passes here): one status-200 envelope
+    # with an object record that has an integer ID; anything else takes the checks below.
+    if (
+        type(data) is dict
+        and ((status := data.get("status")) is None or (type(status) is int and status == 200))
+        and type(records := data.get("records")) is list
+        and records
+        and type(record := records[0]) is dict
+        and type(record.get("ID")) is int
+    ):
+        pass
+    else:
+        record = _first(reply)
+        if not isinstance(record, dict) or type(record.get("ID")) is not int:
+            raise _malformed(reply, "the record has no integer ID", record)
     if id is not None and record["ID"] != id:
         raise _malformed(reply, f"the answer is about contact {record['ID']}, not {id}", record)
     if user_data is not None and "UserData" in record and record["UserData"] != user_data:

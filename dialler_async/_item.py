@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
-
-import attrs
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ._checkpoint import PENDING
 from ._exceptions import DiallerError
@@ -52,9 +50,9 @@ class Tracked(Protocol):
     sending: bool  # a request (safe to repeat or not) is on its way
 
 
-@attrs.frozen(slots=True)
-class Verdict:
-    """The outcome of one item, before the engine turns it into an :class:`ItemResult`."""
+class Verdict(NamedTuple):
+    """The outcome of one item, before the engine turns it into an :class:`ItemResult` (a
+    named tuple: one is built per row, and it is never kept)."""
 
     outcome: Outcome
     error: DiallerError | None = None
@@ -62,6 +60,7 @@ class Verdict:
     contact: Contact | None = None
     attempts: int = 0
     reconciled: bool = False
+    reason: str | None = None
 
 
 class KeyGate:
@@ -134,8 +133,8 @@ class ItemRunner:
         item: Tracked,
         prepared: Prepared,
         *,
-        resumed: str | None,
-        before_unsafe_send: Callable[[], None] | None,
+        resumed: str | None = None,
+        before_unsafe_send: Callable[[], None] | None = None,
         resumed_settled: bool = True,
     ) -> Verdict:
         """Carry ``prepared`` out. ``resumed`` is the state an earlier run journaled for this
@@ -144,6 +143,8 @@ class ItemRunner:
         ``before_unsafe_send`` is called before a write that is not safe to repeat is sent
         (the engine journals PENDING there)."""
         gate = self.gate
+        if gate is None and resumed is None and before_unsafe_send is None:
+            return await self.send(item, prepared)  # the common case: one frame less
         if gate is not None:
             await gate.enter(_key_kind(prepared))
         try:
@@ -160,20 +161,22 @@ class ItemRunner:
                 )
             if before_unsafe_send is not None and not prepared.idempotent:
                 before_unsafe_send()
-            return await self._send(item, prepared, 0, resent=False, journal=before_unsafe_send)
+            return await self.send(item, prepared, journal=before_unsafe_send)
         finally:
             if gate is not None:
                 gate.leave()
 
-    async def _send(
+    async def send(
         self,
         item: Tracked,
         prepared: Prepared,
-        attempts: int,
+        attempts: int = 0,
         *,
-        resent: bool,
+        resent: bool = False,
         journal: Callable[[], None] | None = None,
     ) -> Verdict:
+        """Send ``prepared`` (attempts made so far: ``attempts``; ``resent``: this is the one
+        resend a lookup allowed; ``journal``: journals PENDING before a resend)."""
         item.sent_unsafe = not prepared.idempotent
         # Left set if the send is cancelled: an idempotent write cut off on its way may still
         # land, so the engine must not report it as CANCELLED ("not done").
@@ -225,7 +228,7 @@ class ItemRunner:
                     # A fresh PENDING entry: its time is what a later run's settle check
                     # must count from, not the first attempt's.
                     journal()
-                return await self._send(item, prepared, attempts, resent=True, journal=journal)
+                return await self.send(item, prepared, attempts, resent=True, journal=journal)
             if step is Step.SUCCEED:
                 item.sent_unsafe = False
                 return Verdict(

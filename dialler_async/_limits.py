@@ -348,6 +348,28 @@ class Governor:
         """The rate in force now (lower than configured while recovering from 429s)."""
         return self.limiter.rate
 
+    def try_acquire(self) -> float | None:
+        """Take a concurrency slot and a rate slot if both are free now, without waiting: the
+        clock time the request starts, or None (then :meth:`acquire`; also while 429s are
+        coming in, so the caller checks :meth:`throttle_storm` first). Pair with
+        :meth:`release`."""
+        gate = self._gate
+        if gate._waiters or gate.held >= gate._limit or self._throttled_since is not None:
+            return None
+        gate.held += 1
+        if not self.limiter.try_acquire():
+            gate.release()
+            return None
+        return self._started()
+
+    def _started(self) -> float:
+        now = self.clock()
+        self._recent.add(now)
+        self.sending += 1
+        if self._lag is not None:
+            self._lag.start()
+        return now
+
     async def acquire(self) -> float:
         """Wait for a concurrency slot and a rate slot; returns the clock time the request
         starts. Pair with :meth:`release`."""
@@ -359,11 +381,7 @@ class Governor:
             except BaseException:
                 self._gate.release()
                 raise
-        self._recent.add()
-        self.sending += 1
-        if self._lag is not None:
-            self._lag.start()
-        return self.clock()
+        return self._started()
 
     def release(self, started: float | None = None, signal: Signal = Signal.NEUTRAL) -> None:
         """The request admitted at ``started`` is over; ``signal`` is what its end tells the
@@ -445,8 +463,8 @@ class _RecentStarts:
         self._clock = clock
         self._times: collections.deque[float] = collections.deque(maxlen=size)
 
-    def add(self) -> None:
-        self._times.append(self._clock())
+    def add(self, now: float) -> None:
+        self._times.append(now)
 
     def per_second(self) -> float:
         if len(self._times) < 2:

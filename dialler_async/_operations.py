@@ -213,6 +213,8 @@ class Import:
         self.default_campaign: dict[str, Any] = {}
         self._campaigns: dict[str, int] | None = None
         self.zone: tzinfo | None = None
+        self._method = "POST"
+        self._path: str | None = None
         if campaign_id is not None:
             self.default_campaign["DiallerCampaignsID"] = campaign_id
         elif campaign_name:
@@ -310,8 +312,12 @@ class Import:
         return prepared
 
     async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
-        return await client._import(
-            prepared.payload, overwrite=self.overwrite, idempotent=prepared.idempotent
+        transport = client.transport  # raises ClientStateError once the client is closed
+        if self._path is None:
+            # Every import of a job has the same path: built once, not per row.
+            self._method, self._path = client._import_request(self.overwrite)
+        return await transport.call(
+            self._method, self._path, prepared.payload, idempotent=prepared.idempotent
         )
 
     def record(self, reply: Reply, prepared: Prepared) -> dict[str, Any] | None:

@@ -81,7 +81,8 @@ class ItemResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED)
+        outcome = self.outcome
+        return outcome is Outcome.SUCCEEDED or outcome is Outcome.SKIPPED
 
     @property
     def contact_id(self) -> int | None:
@@ -216,6 +217,12 @@ class Tally:
     @property
     def done(self) -> int:
         return sum(self.counts.values())
+
+    def add_succeeded(self, duplicate_in_input: bool) -> None:
+        """Count a SUCCEEDED item without its :class:`ItemResult` (``keep`` is False)."""
+        self.counts[Outcome.SUCCEEDED] += 1
+        if duplicate_in_input:
+            self.duplicates += 1
 
     def add(self, result: ItemResult) -> None:
         self.counts[result.outcome] += 1

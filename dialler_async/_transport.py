@@ -209,7 +209,8 @@ class Transport:
         return url
 
     async def _admit(self, method: str, path: str) -> float:
-        """The one admission path of every attempt: the 429-storm check, the job's rate
+        """The full admission path of an attempt (:meth:`send` takes a free slot without it when
+        nothing else applies): the 429-storm check, the job's rate
         limiter (inside a bulk job with ``rate=``) and the client's governor. On return the
         caller holds a governor slot and must :meth:`Governor.release` it; the value returned
         is the clock time the attempt starts (for the adaptive limit's round trips)."""
@@ -228,21 +229,26 @@ class Transport:
         job_limiter = JOB_LIMITER.get()
         if job_limiter is not None:
             await job_limiter.acquire()
-        return await governor.acquire()
+        started = governor.try_acquire()
+        return await governor.acquire() if started is None else started
 
     async def send(
         self, method: str, path: str, body: Any = None, *, max_bytes: int | None = None
     ) -> Any:
         """One attempt: the decoded JSON object of a 2xx answer, or an error from our tree.
 
-        Every attempt passes :meth:`_admit`. An answer larger than ``max_bytes`` decoded
-        (default: the client's per-contact limit) is refused while it is read, compressed or not.
+        Every attempt is admitted as :meth:`_admit` says. An answer larger than ``max_bytes``
+        decoded (default: the client's per-contact limit) is refused while it is read,
+        compressed or not.
         """
         data = orjson.dumps(body) if body is not None else None
         url = self._url(path)
         limit = self.max_answer_bytes if max_bytes is None else max_bytes
-        started = await self._admit(method, path)
         governor = self.governor
+        # Most attempts find a slot free: taken without the coroutine of the full path.
+        started = governor.try_acquire() if JOB_LIMITER.get() is None else None
+        if started is None:
+            started = await self._admit(method, path)
         # What this attempt tells an adaptive concurrency limit: nothing unless it ends below.
         signal = Signal.NEUTRAL
         try:
@@ -250,8 +256,13 @@ class Transport:
             async with self.session.request(method, url, data=data, allow_redirects=False) as resp:
                 status = resp.status
                 headers = resp.headers
-                raw = await _read_bounded(resp, limit)
-            signal = signal_for(status)
+                declared = resp.content_length
+                if declared is not None and declared <= limit and "Content-Encoding" not in headers:
+                    raw = await resp.read()  # _read_bounded's common case, one frame less
+                else:
+                    raw = await _read_bounded(resp, limit)
+            if governor.adaptive is not None:
+                signal = signal_for(status)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError) as exc:
             error = _translate(exc, method, path)
             if isinstance(error, TransportError):
@@ -357,14 +368,29 @@ class Transport:
         """:meth:`send` with the retry policy. ``missing_ok_on_retry``: a 404 after an attempt
         that may have reached the server means that attempt did the work (delete).
         ``max_bytes``: the answer size limit (see :meth:`send`)."""
-        data, attempts = await self._retrying(
-            method,
-            path,
-            lambda: self.send(method, path, body, max_bytes=max_bytes),
-            idempotent=idempotent,
-            missing_ok_on_retry=missing_ok_on_retry,
-        )
-        return Reply(data, attempts, method, path)
+        # The first attempt is made here, not through _retrying: most calls need no retry,
+        # and a bulk job makes hundreds of thousands of them.
+        started = self._clock()
+        try:
+            data = await self.send(method, path, body, max_bytes=max_bytes)
+        except DiallerError as first_error:
+            data, attempts = await self._retrying(
+                method,
+                path,
+                lambda: self.send(method, path, body, max_bytes=max_bytes),
+                idempotent=idempotent,
+                missing_ok_on_retry=missing_ok_on_retry,
+                first_error=first_error,
+                started=started,
+            )
+            return Reply(data, attempts, method, path)
+        self._succeeded()
+        return Reply(data, 1, method, path)
+
+    def _succeeded(self) -> None:
+        if self.budget is not None:
+            self.budget.refund()
+        self.governor.on_success()
 
     async def _retrying(
         self,
@@ -374,16 +400,23 @@ class Transport:
         *,
         idempotent: bool,
         missing_ok_on_retry: bool = False,
+        first_error: DiallerError | None = None,
+        started: float | None = None,
     ) -> tuple[T | None, int]:
         """The retry policy around any kind of attempt (a whole answer, or an answer to
         stream): its value and the attempts it took (None: a retried delete found the work
-        done)."""
+        done). ``first_error``: the caller made the first attempt itself (at ``started``), and it
+        failed so."""
         attempt = 0
-        started = self._clock()
+        if started is None:
+            started = self._clock()
         maybe_done = False
         while True:
             attempt += 1
             try:
+                if first_error is not None:
+                    error, first_error = first_error, None
+                    raise error
                 data = await attempt_once()
             except DiallerError as err:
                 if missing_ok_on_retry and maybe_done and isinstance(err, NotFoundError):
@@ -415,9 +448,7 @@ class Transport:
                 )
                 await self._sleep(decision.delay)
             else:
-                if self.budget is not None:
-                    self.budget.refund()
-                self.governor.on_success()
+                self._succeeded()
                 return data, attempt
 
 

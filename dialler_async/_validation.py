@@ -7,6 +7,7 @@ The rules are the server's documented ones (API notes, sections 3.5 and 6): ``Na
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from datetime import tzinfo
 from typing import Any, Final
@@ -22,7 +23,9 @@ _ASCII_DIGITS: Final = re.compile(r"[0-9]+")
 _PHONES: Final = tuple(f"phone_number{n}" for n in range(1, 7))
 #: Import fields whose values pass the converter unchanged when they already have the field's
 #: type: text fields given ``str``, integer fields given ``int`` (see :func:`plain_import_body`).
-_PLAIN_TEXT: Final = {f.api: f.max_length for f in F.IMPORT_FIELDS if f.kind is F.Kind.STR}
+_PLAIN_TEXT_LIMITS: Final = {
+    f.api: f.max_length or sys.maxsize for f in F.IMPORT_FIELDS if f.kind is F.Kind.STR
+}
 _PLAIN_INT: Final = frozenset(f.api for f in F.IMPORT_FIELDS if f.kind is F.Kind.INT)
 _PHONE_KEYS: Final = tuple(f"PhoneNumber{n}" for n in range(1, 7))
 
@@ -100,34 +103,33 @@ def plain_import_body(data: object, *, campaign_given: bool) -> dict[str, Any] |
     """
     if type(data) is not dict:
         return None
-    body: dict[str, Any] = {}
+    text_limits = _PLAIN_TEXT_LIMITS
+    has_none = False
     for key, value in data.items():
         kind = type(value)
         if kind is str:
-            if key not in _PLAIN_TEXT:
-                return None
-            limit = _PLAIN_TEXT[key]
-            if limit is not None and len(value) > limit:
+            # -1 for a key that is not a text field: any text there needs the full path.
+            if len(value) > text_limits.get(key, -1):
                 return None
         elif kind is int:
             if key not in _PLAIN_INT:
                 return None
         elif value is None:
-            continue
+            has_none = True
         else:
             return None
-        body[key] = value
-    if _blank(body.get("Name")):
+    name = data.get("Name")
+    if type(name) is not str or not name.strip():
         return None
-    if not (
-        campaign_given
-        or "DiallerCampaignsID" in body
-        or not _blank(body.get("DiallerCampaignsName"))
-    ):
-        return None
+    if not campaign_given and data.get("DiallerCampaignsID") is None:
+        campaign = data.get("DiallerCampaignsName")
+        if type(campaign) is not str or not campaign.strip():
+            return None
     for phone in _PHONE_KEYS:
-        if not _blank(body.get(phone)):
-            return body
+        number = data.get(phone)
+        if type(number) is str and number.strip():
+            # A copy either way: the caller's row is never changed.
+            return {k: v for k, v in data.items() if v is not None} if has_none else data.copy()
     return None
 
 

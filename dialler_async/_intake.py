@@ -1,0 +1,77 @@
+"""How rows travel from the bulk engine's reader to its workers: read slots and a work queue.
+
+Both do what ``asyncio.Semaphore`` and ``asyncio.Queue`` do, minus what the engine does not need
+(timeouts, ``join``, size limits on the queue itself), because they run once per row: taking a
+free slot or a queued row is an attribute test, not a coroutine. Waiters re-check the state
+when they wake (a cancelled waiter takes nothing, and nothing is lost with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class ReadSlots:
+    """How many rows the reader may have read that no worker has started yet (the bound on
+    what a job holds in memory). :meth:`take` waits for one; :meth:`give_back` frees one."""
+
+    __slots__ = ("_waiter", "free")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiter: asyncio.Future[None] | None = None  # one reader
+
+    async def take(self) -> None:
+        while self.free <= 0:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self.free -= 1
+
+    def give_back(self) -> None:
+        self.free += 1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class WorkQueue(Generic[T]):
+    """Rows read and not yet taken by a worker, in reading order; unbounded (the reader is
+    bounded by :class:`ReadSlots`). A row is handed straight to a waiting worker."""
+
+    __slots__ = ("_idle", "_rows")
+
+    def __init__(self) -> None:
+        self._rows: collections.deque[T] = collections.deque()
+        self._idle: collections.deque[asyncio.Future[T]] = collections.deque()
+
+    def put(self, row: T) -> None:
+        idle = self._idle
+        while idle:
+            worker = idle.popleft()
+            if not worker.done():  # a worker cancelled while waiting takes nothing
+                worker.set_result(row)
+                return
+        self._rows.append(row)
+
+    async def get(self) -> T:
+        if self._rows:
+            return self._rows.popleft()
+        worker: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._idle.append(worker)
+        try:
+            return await worker
+        except asyncio.CancelledError:
+            if worker.done() and not worker.cancelled():
+                # Handed a row just as it was cancelled: it goes back to the front.
+                self._rows.appendleft(worker.result())
+            raise
+
+    def __len__(self) -> int:
+        return len(self._rows)
