@@ -180,7 +180,7 @@ class Engine:
         self.total: int | None = options.pop("total", None)
         if self.total is None and isinstance(items, Sized):
             self.total = len(items)
-        self.tally = Tally(keep=bool(options.pop("keep_results", True)))
+        self.tally = Tally(keep=bool(options.pop("keep_results", False)))
         self.seen_keys = DigestSet() if options.pop("detect_duplicates", True) else None
         checkpoint: str | Path | None = options.pop("checkpoint", None)
         if options:

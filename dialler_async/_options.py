@@ -29,7 +29,8 @@ class BulkOptions(TypedDict, total=False):
     """Called with a :class:`Progress` snapshot every ``progress_interval`` seconds."""
     progress_interval: float
     keep_results: bool
-    """Keep every :class:`ItemResult` in ``BulkResult.items`` (failures are always kept)."""
+    """Keep every :class:`ItemResult` in ``BulkResult.items`` (default False; failures are
+    always kept)."""
     ordered: bool
     """Yield results in input order (``stream`` only; the account is ordered anyway)."""
     checkpoint: str | os.PathLike[str] | None

@@ -139,9 +139,9 @@ class Progress:
 class BulkResult:
     """The exact account of a bulk job: ``total`` always equals the sum of the six counts.
 
-    ``failures`` holds every non-success item (FAILED, INVALID, AMBIGUOUS, CANCELLED) even when
-    ``keep_results=False``; ``items`` holds all of them, ordered by input index, unless
-    ``keep_results=False``. ``read_all`` is False when the job stopped before reading its whole
+    ``failures`` holds every non-success item (FAILED, INVALID, AMBIGUOUS, CANCELLED), always;
+    ``items`` holds all of them, ordered by input index, only with ``keep_results=True`` (the
+    default is False: a job of millions of rows would hold them all). ``read_all`` is False when the job stopped before reading its whole
     input (``max_failures``, ``on_error="raise"``, cancellation, a failing input iterator): the
     rows after the first ``total`` were never read and are in no count.
     ``requests``/``retries``/``throttled`` count HTTP attempts, retries

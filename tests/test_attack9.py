@@ -46,7 +46,7 @@ class Boom(BaseException):
 # is never woken again, not even by end(). Expected: both consumers end (or the second gets a
 # clear error at once).
 async def test_two_consumers_of_one_stream_both_end(client: DiallerClient) -> None:
-    s = client.stream(Operation.IMPORT, rows(40), concurrency=2)
+    s = client.stream(Operation.IMPORT, rows(40), concurrency=2, keep_results=True)
     seen: list[int] = []
 
     async def consume() -> None:
@@ -121,7 +121,7 @@ def rows():
         yield contact(i)
     raise Boom("the caller aborts")
 data = Counted(rows())
-job = client.import_contacts(data)
+job = client.import_contacts(data, keep_results=True)
 """)
     assert "RAISED Boom the caller aborts" in out and "ACCOUNT OK" in out, out
     assert "TASKS 0" in out and "never retrieved" not in out, out
@@ -139,7 +139,7 @@ def on_progress(p):
     if len(calls) == 3:
         raise Boom("stop now")
 data = Counted([contact(i) for i in range(50)])
-job = client.import_contacts(data, on_progress=on_progress, progress_interval=0)
+job = client.import_contacts(data, on_progress=on_progress, progress_interval=0, keep_results=True)
 """)
     assert "RAISED Boom stop now" in out and "ACCOUNT OK" in out, out
     assert "TASKS 0" in out and "never retrieved" not in out, out
@@ -155,7 +155,9 @@ async def test_a_stream_yields_every_item_it_accounts_for(
     emulator.faults.script("slow", times=1)  # row 0 hangs on the server
     emulator.configure(slow_seconds=3.0)
     data = Counted([contact(0), {"Name": ""}, *rows(20, 1)])  # row 1 is INVALID
-    s = client.stream(Operation.IMPORT, data, concurrency=2, max_failures=1, grace=0.2)
+    s = client.stream(
+        Operation.IMPORT, data, concurrency=2, max_failures=1, grace=0.2, keep_results=True
+    )
     yielded = []
     async with s:
         async for r in s:
@@ -177,7 +179,13 @@ async def test_ordered_stream_yields_succeeded_rows_behind_a_swept_one(
     emulator.configure(slow_seconds=3.0)
     data = Counted([contact(0), *rows(6, 1), {"Name": ""}, *rows(20, 7)])
     s = client.stream(
-        Operation.IMPORT, data, concurrency=2, max_failures=1, grace=0.2, ordered=True
+        Operation.IMPORT,
+        data,
+        concurrency=2,
+        max_failures=1,
+        grace=0.2,
+        ordered=True,
+        keep_results=True,
     )
     yielded = []
     async with s:
@@ -202,7 +210,8 @@ async def test_a_swept_upsert_in_flight_is_not_reported_cancelled(
     before = Snapshot.take(emulator)
     data: Counted[Any] = Counted([contact(0), {"Name": ""}, *rows(5, 1)])
     result = await asyncio.wait_for(
-        client.import_contacts(data, concurrency=2, max_failures=1, grace=0.1), LIMIT
+        client.import_contacts(data, concurrency=2, max_failures=1, grace=0.1, keep_results=True),
+        LIMIT,
     )
     await emulator.faults.settled()  # the slow request is applied now
     assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
@@ -219,7 +228,7 @@ async def test_rows_with_one_key_do_not_read_the_whole_input_into_memory(
     emulator.faults.script("slow", times=1)
     emulator.configure(slow_seconds=1.0)
     data = Counted(contact(0, Info1=str(i)) for i in range(20_000))
-    task = asyncio.create_task(client.import_contacts(data, concurrency=2))
+    task = asyncio.create_task(client.import_contacts(data, concurrency=2, keep_results=True))
     while sum(emulator.stats.requests.values()) < 1:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.5)  # the head is still on the server (1 s)
@@ -243,7 +252,7 @@ def test_key_digest_is_exact_for_integer_ids() -> None:
 
 
 async def test_distinct_ids_are_not_flagged_as_duplicates(client: DiallerClient) -> None:
-    result = await asyncio.wait_for(client.lock_contacts(ids=[1, 2**61]), LIMIT)
+    result = await asyncio.wait_for(client.lock_contacts(ids=[1, 2**61], keep_results=True), LIMIT)
     assert_account(result, read=2)
     assert result.items is not None
     assert not result.items[1].duplicate_in_input
@@ -294,7 +303,9 @@ async def test_cancel_three_times_while_resolving_the_campaign(
 ) -> None:
     emulator.faults.script("slow", times=5)
     emulator.configure(slow_seconds=3.0)
-    task = asyncio.create_task(client.import_contacts(rows(5), campaign_name="Sales"))
+    task = asyncio.create_task(
+        client.import_contacts(rows(5), campaign_name="Sales", keep_results=True)
+    )
     for _ in range(3):
         await asyncio.sleep(0.1)
         task.cancel()
@@ -315,7 +326,7 @@ async def test_cancel_twice_during_the_grace_with_a_checkpoint(
     data = Counted(rows(200))
     before = Snapshot.take(emulator)
     task = asyncio.create_task(
-        client.import_contacts(data, checkpoint=tmp_path / "ck.db", grace=30)
+        client.import_contacts(data, checkpoint=tmp_path / "ck.db", grace=30, keep_results=True)
     )
     await asyncio.sleep(0.3)
     task.cancel()
@@ -330,13 +341,13 @@ async def test_cancel_twice_during_the_grace_with_a_checkpoint(
     assert not job_tasks()
     emulator.configure(faults={})
     again = await asyncio.wait_for(
-        client.import_contacts(rows(200), checkpoint=tmp_path / "ck.db"), LIMIT
+        client.import_contacts(rows(200), checkpoint=tmp_path / "ck.db", keep_results=True), LIMIT
     )
     assert again.succeeded + again.skipped == 200
 
 
 async def test_stream_misuse_after_the_end(client: DiallerClient) -> None:
-    s = client.stream(Operation.IMPORT, rows(10))
+    s = client.stream(Operation.IMPORT, rows(10), keep_results=True)
     got = [r async for r in s]
     assert len(got) == 10
     with pytest.raises(StopAsyncIteration):
@@ -344,7 +355,7 @@ async def test_stream_misuse_after_the_end(client: DiallerClient) -> None:
     await s.aclose()
     await s.aclose()
     assert [r async for r in s] == []
-    s2 = client.stream(Operation.IMPORT, rows(10))
+    s2 = client.stream(Operation.IMPORT, rows(10), keep_results=True)
     await s2.aclose()
     assert [r async for r in s2] == []
     assert s2.result.total == 0
@@ -358,9 +369,9 @@ async def test_a_job_on_a_closed_client(emulator: Emulator) -> None:
     async with client:
         pass
     with pytest.raises(ClientStateError):
-        await asyncio.wait_for(client.import_contacts(rows(3)), LIMIT)
+        await asyncio.wait_for(client.import_contacts(rows(3), keep_results=True), LIMIT)
     with pytest.raises(ClientStateError):
-        async for _ in client.stream(Operation.IMPORT, rows(3)):
+        async for _ in client.stream(Operation.IMPORT, rows(3), keep_results=True):
             pass
     assert not job_tasks()
 
@@ -376,7 +387,7 @@ async def test_client_closed_while_a_stream_is_iterated_elsewhere(emulator: Emul
 
     async def consume() -> None:
         nonlocal seen
-        async for _ in client.stream(Operation.IMPORT, data):
+        async for _ in client.stream(Operation.IMPORT, data, keep_results=True):
             seen += 1
 
     task = asyncio.create_task(consume())
@@ -416,14 +427,14 @@ class BadIter:
 async def test_input_errors_are_raised_with_the_account(client: DiallerClient, where: str) -> None:
     data = BadIter(where)
     with pytest.raises(ValueError, match=where) as info:
-        await asyncio.wait_for(client.import_contacts(data), LIMIT)
+        await asyncio.wait_for(client.import_contacts(data, keep_results=True), LIMIT)
     assert_account(info.value.bulk_result, read=data.n)  # type: ignore[attr-defined]
     assert not job_tasks()
 
 
 async def test_a_non_iterable_input(client: DiallerClient) -> None:
     with pytest.raises(TypeError) as info:
-        await asyncio.wait_for(client.import_contacts(42), LIMIT)  # type: ignore[arg-type]
+        await asyncio.wait_for(client.import_contacts(42, keep_results=True), LIMIT)  # type: ignore[arg-type]
     assert_account(info.value.bulk_result, read=0)  # type: ignore[attr-defined]
 
 
@@ -431,7 +442,9 @@ async def test_a_checkpoint_that_is_a_directory(client: DiallerClient, tmp_path:
     from dialler_async import ConfigurationError
 
     with pytest.raises(ConfigurationError):
-        await asyncio.wait_for(client.import_contacts(rows(3), checkpoint=tmp_path), LIMIT)
+        await asyncio.wait_for(
+            client.import_contacts(rows(3), checkpoint=tmp_path, keep_results=True), LIMIT
+        )
     assert not job_tasks()
 
 
@@ -462,7 +475,9 @@ async def test_a_full_disk_at_mark_pending(
     data = Counted(rows(100))
     with pytest.raises(CheckpointError) as info:
         await asyncio.wait_for(
-            client.import_contacts(data, overwrite_duplicates=False, checkpoint=tmp_path / "ck.db"),
+            client.import_contacts(
+                data, overwrite_duplicates=False, checkpoint=tmp_path / "ck.db", keep_results=True
+            ),
             LIMIT,
         )
     result = info.value.bulk_result  # type: ignore[attr-defined]
@@ -486,7 +501,9 @@ async def test_stop_async_iteration_from_on_progress_is_not_a_normal_end(
             raise StopAsyncIteration
 
     data = Counted(rows(300))
-    s = client.stream(Operation.IMPORT, data, on_progress=on_progress, progress_interval=0)
+    s = client.stream(
+        Operation.IMPORT, data, on_progress=on_progress, progress_interval=0, keep_results=True
+    )
     seen = 0
     error: BaseException | None = None
     try:
@@ -515,7 +532,10 @@ async def test_an_async_on_progress_is_rejected_or_awaited(client: DiallerClient
 
     try:
         result = await asyncio.wait_for(
-            client.import_contacts(rows(20), on_progress=on_progress, progress_interval=0), LIMIT
+            client.import_contacts(
+                rows(20), on_progress=on_progress, progress_interval=0, keep_results=True
+            ),
+            LIMIT,
         )
     except TypeError:
         return
@@ -531,7 +551,7 @@ async def test_max_failures_with_chained_duplicate_keys(
     data = Counted(nope + rows(30))
     before = Snapshot.take(emulator)
     result = await asyncio.wait_for(
-        client.update_contacts(data, max_failures=3, concurrency=1), LIMIT
+        client.update_contacts(data, max_failures=3, concurrency=1, keep_results=True), LIMIT
     )
     assert_account(result, read=data.read, emulator=emulator, before=before)
     assert not job_tasks()
@@ -544,7 +564,7 @@ async def test_concurrency_one_early_break(
     emulator.configure(latency=0.005)
     data = Counted(rows(500))
     before = Snapshot.take(emulator)
-    s = client.stream(Operation.IMPORT, data, concurrency=1, ordered=ordered)
+    s = client.stream(Operation.IMPORT, data, concurrency=1, ordered=ordered, keep_results=True)
     async with s:
         async for r in s:
             if r.index == 5:
@@ -562,7 +582,9 @@ async def test_bare_break_without_async_with_stops_sending(
 ) -> None:
     emulator.configure(latency=0.005)
     data = Counted(rows(2000))
-    async for r in client.stream(Operation.IMPORT, data, concurrency=4, grace=0.5):
+    async for r in client.stream(
+        Operation.IMPORT, data, concurrency=4, grace=0.5, keep_results=True
+    ):
         if r.index >= 3:
             break
     gc.collect()
@@ -593,7 +615,9 @@ async def test_a_reused_row_object_is_taken_as_it_was_when_read(
             yield row
 
     before = Snapshot.take(emulator)
-    result = await asyncio.wait_for(client.import_contacts(feed(), concurrency=2), LIMIT)
+    result = await asyncio.wait_for(
+        client.import_contacts(feed(), concurrency=2, keep_results=True), LIMIT
+    )
     assert_account(result, read=20, emulator=emulator, before=before, upsert=True)
     on_server = sorted(c.user_data or "" for c in await client.list_contacts())
     assert on_server == [f"CRM-{i:06d}" for i in range(20)], on_server
@@ -620,12 +644,16 @@ async def test_a_checkpoint_in_use_by_another_process(client: DiallerClient, tmp
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with pytest.raises(ConfigurationError, match="in use"):
-            await asyncio.wait_for(client.import_contacts(rows(3), checkpoint=journal), LIMIT)
+            await asyncio.wait_for(
+                client.import_contacts(rows(3), checkpoint=journal, keep_results=True), LIMIT
+            )
     finally:
         holder.kill()
         holder.wait()
         assert holder.stdout is not None
         holder.stdout.close()
-    result = await asyncio.wait_for(client.import_contacts(rows(3), checkpoint=journal), LIMIT)
+    result = await asyncio.wait_for(
+        client.import_contacts(rows(3), checkpoint=journal, keep_results=True), LIMIT
+    )
     assert_account(result, read=3)
     assert not job_tasks()

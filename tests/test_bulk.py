@@ -39,7 +39,7 @@ def rows(n: int, start: int = 0, **fields: object) -> list[dict[str, object]]:
 
 
 async def test_import_account_adds_up(client: DiallerClient, emulator: Emulator) -> None:
-    result = await client.import_contacts(rows(200))
+    result = await client.import_contacts(rows(200), keep_results=True)
     assert_exact_account(result, 200)
     assert result.ok and result.succeeded == 200 and result.failures == []
     assert result.read_all
@@ -60,7 +60,7 @@ async def test_campaign_fill_and_invalid_rows(client: DiallerClient, emulator: E
         {"Name": "F", "PhoneNumber1": "+496", "PostalCode": "x" * 11},
     ]
     before = sum(emulator.stats.requests.values())
-    result = await client.import_contacts(data, campaign_name="Summer Campaign")
+    result = await client.import_contacts(data, campaign_name="Summer Campaign", keep_results=True)
     assert_exact_account(result, 6)
     assert (result.succeeded, result.invalid) == (2, 4)
     # invalid rows cost nothing; the campaign name is resolved to its ID once, before row one
@@ -86,7 +86,7 @@ async def test_faults_are_retried_and_nothing_is_lost_or_duplicated(emulator: Em
     emulator.configure(faults=dict.fromkeys(kinds, 0.02), seed=11, retry_after=0)
     retry = RetryPolicy(max_attempts=8, initial_backoff=0.001, max_backoff=0.01)
     async with emulator.client(retry=retry, limits=Limits(max_concurrency=8)) as c:
-        result = await c.import_contacts(rows(300), overwrite_duplicates=True)
+        result = await c.import_contacts(rows(300), overwrite_duplicates=True, keep_results=True)
     assert_exact_account(result, 300)
     assert result.succeeded == 300
     injected = sum(emulator.stats.faults.values())
@@ -101,7 +101,7 @@ async def test_plain_import_without_user_data_is_ambiguous_not_resent(
 ) -> None:
     emulator.faults.script(FaultKind.DROP_AFTER, times=1, operation="import_contact")
     data = [{k: v for k, v in c.items() if k != "UserData"} for c in rows(1)]
-    result = await client.import_contacts(data, overwrite_duplicates=False)
+    result = await client.import_contacts(data, overwrite_duplicates=False, keep_results=True)
     assert result.ambiguous == 1
     item = result.failures[0]
     assert item.outcome is Outcome.AMBIGUOUS and item.error is not None
@@ -114,7 +114,9 @@ async def test_plain_import_with_user_data_is_reconciled_by_lookup(
 ) -> None:
     emulator.faults.script(FaultKind.DROP_AFTER, times=1, operation="import_contact")
     emulator.faults.script(FaultKind.DROP_BEFORE, times=1, operation="import_contact")
-    result = await client.import_contacts(rows(2), overwrite_duplicates=False, concurrency=1)
+    result = await client.import_contacts(
+        rows(2), overwrite_duplicates=False, concurrency=1, keep_results=True
+    )
     assert result.succeeded == 2
     by_index = {i.index: i for i in result.items or []}
     assert by_index[0].reconciled is True  # landed: found by UserData, not resent
@@ -132,7 +134,7 @@ async def test_rows_sharing_a_user_data_run_in_input_order(
     data = []
     for version in range(5):
         data += [contact(i, FirstName=f"v{version}") for i in range(10)]
-    result = await client.import_contacts(data, overwrite_duplicates=True)
+    result = await client.import_contacts(data, overwrite_duplicates=True, keep_results=True)
     assert_exact_account(result, 50)
     assert result.succeeded == 50 and result.duplicates_in_input == 40
     assert sum(1 for i in result.items or [] if i.duplicate_in_input) == 40
@@ -141,34 +143,36 @@ async def test_rows_sharing_a_user_data_run_in_input_order(
 
 
 async def test_every_keyed_operation(client: DiallerClient, emulator: Emulator) -> None:
-    imported = await client.import_contacts(rows(20))
+    imported = await client.import_contacts(rows(20), keep_results=True)
     ids = [i.contact.id for i in imported.items or [] if i.contact]
     keys = [f"CRM-{i:06d}" for i in range(20)]
-    assert (await client.lock_contacts(user_data=keys)).succeeded == 20
+    assert (await client.lock_contacts(user_data=keys, keep_results=True)).succeeded == 20
     assert all(c["bLocked"] for c in emulator.store.all_contacts())
-    assert (await client.unlock_contacts(ids=ids)).succeeded == 20
+    assert (await client.unlock_contacts(ids=ids, keep_results=True)).succeeded == 20
     assert not any(c["bLocked"] for c in emulator.store.all_contacts())
     await emulator.dial(rounds=1, seed=3)
-    assert (await client.reset_contacts(user_data=iter(keys))).succeeded == 20
+    assert (await client.reset_contacts(user_data=iter(keys), keep_results=True)).succeeded == 20
     assert all(c["nTriesPhoneNumber1"] == 0 for c in emulator.store.all_contacts())
     updates = [{"ID": i, "Tag": "migrated"} for i in ids]
-    assert (await client.update_contacts(updates)).succeeded == 20
+    assert (await client.update_contacts(updates, keep_results=True)).succeeded == 20
     assert {c["Tag"] for c in emulator.store.all_contacts()} == {"migrated"}
-    deleted = await client.delete_contacts(ids=[*ids[:10], "x", -1, 99999])
+    deleted = await client.delete_contacts(ids=[*ids[:10], "x", -1, 99999], keep_results=True)
     assert_exact_account(deleted, 13)
     assert (deleted.succeeded, deleted.invalid, deleted.failed) == (10, 2, 1)
     assert deleted.failures[-1].status == 404
-    assert (await client.delete_contacts(user_data=keys[10:])).succeeded == 10
+    assert (await client.delete_contacts(user_data=keys[10:], keep_results=True)).succeeded == 10
     assert emulator.store.contact_count() == 0
     with pytest.raises(TypeError, match="exactly one"):
-        await client.delete_contacts(ids=[1], user_data=["x"])
+        await client.delete_contacts(ids=[1], user_data=["x"], keep_results=True)
 
 
 async def test_keyed_operations_through_faults(client: DiallerClient, emulator: Emulator) -> None:
-    await client.import_contacts(rows(30))
+    await client.import_contacts(rows(30), keep_results=True)
     emulator.faults.script(FaultKind.DROP_AFTER, times=5, operation="delete_contact_by_user_data")
     emulator.faults.script(FaultKind.UNAVAILABLE, times=5, operation="delete_contact_by_user_data")
-    result = await client.delete_contacts(user_data=[f"CRM-{i:06d}" for i in range(30)])
+    result = await client.delete_contacts(
+        user_data=[f"CRM-{i:06d}" for i in range(30)], keep_results=True
+    )
     # a lost answer is proven by lookup (none left), a 503 (nothing done) is retried
     assert result.succeeded == 30
     assert sum(1 for i in result.items or [] if i.reconciled) == 5
@@ -186,7 +190,9 @@ async def test_async_iterable_input_read_lazily(client: DiallerClient) -> None:
             yield contact(i)
 
     seen = 0
-    async with client.stream(Operation.IMPORT, source(), concurrency=4) as results:
+    async with client.stream(
+        Operation.IMPORT, source(), concurrency=4, keep_results=True
+    ) as results:
         async for _ in results:
             seen += 1
             # never far ahead of what was handed back: bounded queues, no task per item
@@ -197,7 +203,7 @@ async def test_async_iterable_input_read_lazily(client: DiallerClient) -> None:
 async def test_a_bounded_pool_of_workers_not_a_task_per_item(client: DiallerClient) -> None:
     baseline = len(asyncio.all_tasks())
     peak = 0
-    async for _ in client.stream(Operation.IMPORT, rows(500), concurrency=4):
+    async for _ in client.stream(Operation.IMPORT, rows(500), concurrency=4, keep_results=True):
         peak = max(peak, len(asyncio.all_tasks()))
     # reader + 4 workers, plus the in-process server's few tasks per open connection;
     # one task per item would be 500
@@ -206,13 +212,15 @@ async def test_a_bounded_pool_of_workers_not_a_task_per_item(client: DiallerClie
 
 async def test_ordered_results(client: DiallerClient, emulator: Emulator) -> None:
     emulator.configure(latency=0.001, latency_jitter=0.004, seed=5)
-    indexes = [r.index async for r in client.stream("import", rows(60), ordered=True)]
+    indexes = [
+        r.index async for r in client.stream("import", rows(60), ordered=True, keep_results=True)
+    ]
     assert indexes == list(range(60))
 
 
 async def test_max_failures_cancels_the_rest(client: DiallerClient, emulator: Emulator) -> None:
     data: list[Any] = [*rows(5), *[{"Name": "bad"}] * 5, *rows(200, start=5)]
-    result = await client.import_contacts(data, max_failures=3, concurrency=2)
+    result = await client.import_contacts(data, max_failures=3, concurrency=2, keep_results=True)
     assert_exact_account(result, result.total)
     assert result.invalid >= 3
     # Stopped reading the input: what was read and not yet started is CANCELLED, what was
@@ -228,7 +236,7 @@ async def test_max_failures_cancels_the_rest(client: DiallerClient, emulator: Em
 async def test_on_error_raise_carries_the_partial_result(client: DiallerClient) -> None:
     data: list[Any] = [*rows(3), {"Name": "bad"}, *rows(100, start=3)]
     with pytest.raises(BulkError) as info:
-        await client.import_contacts(data, on_error="raise", concurrency=1)
+        await client.import_contacts(data, on_error="raise", concurrency=1, keep_results=True)
     result = info.value.result
     assert result.invalid == 1 and result.succeeded >= 3
     assert sum(result.counts.values()) == result.total
@@ -236,7 +244,9 @@ async def test_on_error_raise_carries_the_partial_result(client: DiallerClient) 
 
 async def test_progress_reports(client: DiallerClient, clock: object) -> None:
     reports: list[Progress] = []
-    await client.import_contacts(rows(50), on_progress=reports.append, progress_interval=0)
+    await client.import_contacts(
+        rows(50), on_progress=reports.append, progress_interval=0, keep_results=True
+    )
     assert reports[-1].finished and reports[-1].done == 50 and reports[-1].total == 50
     assert [r.done for r in reports[:-1]] == sorted(r.done for r in reports[:-1])
     assert reports[-1].failed == 0
@@ -249,7 +259,7 @@ async def test_keep_results_false_keeps_only_failures(client: DiallerClient) -> 
 
 async def test_unknown_option_is_an_error(client: DiallerClient) -> None:
     with pytest.raises(TypeError, match="unknown bulk options"):
-        await client.import_contacts(rows(1), colour="blue")  # type: ignore[call-arg]
+        await client.import_contacts(rows(1), colour="blue", keep_results=True)  # type: ignore[call-arg]
 
 
 async def test_input_iterator_error_is_raised_after_accounting(client: DiallerClient) -> None:
@@ -257,7 +267,7 @@ async def test_input_iterator_error_is_raised_after_accounting(client: DiallerCl
         yield from rows(5)
         raise OSError("disk on fire")
 
-    s = client.stream(Operation.IMPORT, broken())
+    s = client.stream(Operation.IMPORT, broken(), keep_results=True)
     with pytest.raises(OSError, match="disk on fire"):
         async for _ in s:
             pass
@@ -272,7 +282,7 @@ async def test_server_rate_limit_adapts_and_nothing_fails(emulator: Emulator) ->
     # pauses every worker at once, and the cut rate keeps the rest of the job under the limit.
     emulator.configure(rate_limit=200, retry_after=1)
     async with emulator.client(limits=Limits(max_concurrency=8), retry=FAST_RETRY) as c:
-        result = await c.import_contacts(rows(300))
+        result = await c.import_contacts(rows(300), keep_results=True)
         assert c.transport.governor.rate is not None  # it adapted
     assert result.succeeded == 300
     assert result.throttled > 0 and emulator.stats.throttled == result.throttled
@@ -282,7 +292,7 @@ async def test_server_rate_limit_adapts_and_nothing_fails(emulator: Emulator) ->
 async def test_server_never_sees_more_than_the_configured_rate(emulator: Emulator) -> None:
     # Real time (0.5 s): the one place where the server's own clock is the judge.
     async with emulator.client(limits=Limits(max_per_second=200, max_concurrency=16)) as c:
-        result = await c.import_contacts(rows(101))
+        result = await c.import_contacts(rows(101), keep_results=True)
     assert result.succeeded == 101
     assert emulator.stats.max_starts_in_window(1.0) <= 200 + 1
     assert result.elapsed >= 0.5 * 0.97
@@ -293,7 +303,7 @@ async def test_job_rate_override(emulator: Emulator, clock: object) -> None:
 
     fake = FakeClock()
     async with emulator.client(clock=fake, sleep=fake.sleep) as c:
-        result = await c.import_contacts(rows(21), rate=10.0)
+        result = await c.import_contacts(rows(21), rate=10.0, keep_results=True)
     assert result.succeeded == 21
     # 20 gaps of 1/10 s, 1 % apart further (the jitter margin), in virtual time
     assert fake() - 1000.0 == pytest.approx(2.0 * 1.01)
@@ -303,7 +313,7 @@ async def test_cancellation_gives_a_partial_account_and_leaks_nothing(emulator: 
     emulator.configure(latency=0.05)
     async with emulator.client(limits=Limits(max_concurrency=4)) as c:
         task = asyncio.create_task(
-            c.import_contacts(rows(1000), overwrite_duplicates=False, grace=2.0)
+            c.import_contacts(rows(1000), overwrite_duplicates=False, grace=2.0, keep_results=True)
         )
         await asyncio.sleep(0.3)
         task.cancel()
@@ -329,7 +339,7 @@ async def test_cancellation_after_grace_marks_unsafe_in_flight_writes_ambiguous(
     emulator.configure(latency=1.0)
     async with emulator.client(limits=Limits(max_concurrency=2)) as c:
         task = asyncio.create_task(
-            c.import_contacts(rows(10), overwrite_duplicates=False, grace=0.05)
+            c.import_contacts(rows(10), overwrite_duplicates=False, grace=0.05, keep_results=True)
         )
         await asyncio.sleep(0.2)
         task.cancel()
@@ -342,7 +352,7 @@ async def test_cancellation_after_grace_marks_unsafe_in_flight_writes_ambiguous(
 
 
 async def test_breaking_out_of_a_stream_cleans_up(client: DiallerClient) -> None:
-    async with client.stream(Operation.IMPORT, rows(500)) as results:
+    async with client.stream(Operation.IMPORT, rows(500), keep_results=True) as results:
         async for _ in results:
             break
     account = results.result
@@ -356,8 +366,8 @@ async def test_retries_exhausted_is_failed_with_attempts(
     client: DiallerClient, emulator: Emulator
 ) -> None:
     emulator.faults.script(FaultKind.UNAVAILABLE, times=4, operation="lock_contact_by_user_data")
-    await client.import_contacts(rows(1))
-    result = await client.lock_contacts(user_data=["CRM-000000"])
+    await client.import_contacts(rows(1), keep_results=True)
+    result = await client.lock_contacts(user_data=["CRM-000000"], keep_results=True)
     item: ItemResult = result.failures[0]
     assert item.outcome is Outcome.FAILED and item.attempts == FAST_RETRY.max_attempts
     assert item.status == 503
@@ -366,7 +376,7 @@ async def test_retries_exhausted_is_failed_with_attempts(
 async def test_failures_count_by_outcome(emulator: Emulator) -> None:
     async with emulator.client(retry=RetryPolicy.never()) as c:
         emulator.faults.script(FaultKind.SERVER_ERROR, times=2, operation="import_contact")
-        result = await c.import_contacts(rows(5), overwrite_duplicates=True)
+        result = await c.import_contacts(rows(5), overwrite_duplicates=True, keep_results=True)
     assert Counter(i.outcome for i in result.items or []) == {
         Outcome.SUCCEEDED: 3,
         Outcome.FAILED: 2,
@@ -375,7 +385,7 @@ async def test_failures_count_by_outcome(emulator: Emulator) -> None:
 
 async def test_emulator_config_fixture_is_usable() -> None:
     async with Emulator(EmulatorConfig(seed=1)) as emu, emu.client() as c:
-        assert (await c.import_contacts(rows(3))).succeeded == 3
+        assert (await c.import_contacts(rows(3), keep_results=True)).succeeded == 3
 
 
 OPERATIONS = [
@@ -396,7 +406,7 @@ async def test_every_operation_under_faults_keeps_an_exact_account_and_the_rate(
     n, rate = 120, 400.0
     keys = [f"CRM-{i:06d}" for i in range(n)]
     async with emulator.client() as setup:
-        await setup.import_contacts(rows(n))
+        await setup.import_contacts(rows(n), keep_results=True)
     kinds = (
         FaultKind.UNAVAILABLE,
         FaultKind.DROP_BEFORE,
@@ -448,7 +458,7 @@ async def test_invariants_helper_catches_a_hole_and_passes_an_exact_account(
 ) -> None:
     before = Snapshot.take(emulator)
     rows = Counted([contact(n) for n in range(30)] + [{"Name": ""}])
-    result = await client.import_contacts(rows, overwrite_duplicates=False)
+    result = await client.import_contacts(rows, overwrite_duplicates=False, keep_results=True)
     assert_account(result, read=rows.read, emulator=emulator, before=before, campaign_id=538)
     with pytest.raises(AssertionError):
         assert_account(result, read=rows.read + 1)

@@ -143,7 +143,7 @@ async def test_adaptive_concurrency_stays_within_floor_and_ceiling() -> None:
         client.transport.governor = Watched(limits)
         before = Snapshot.take(emu)
         rows = [contact(i) for i in range(400)]
-        result = await client.import_contacts(rows)
+        result = await client.import_contacts(rows, keep_results=True)
         assert_account(result, read=400, emulator=emu, before=before, campaign_id=538, upsert=True)
     assert result.succeeded == 400
     assert seen and min(seen) >= 2 and max(seen) <= 6
@@ -157,7 +157,7 @@ async def test_a_job_of_404s_still_feeds_the_adaptive_limit() -> None:
     limits = Limits(max_concurrency=8, adaptive_concurrency=True)
     async with Emulator(EmulatorConfig()) as emu, _client(emu, limits) as client:
         before = Snapshot.take(emu)
-        result = await client.delete_contacts(ids=range(900_000, 900_060))
+        result = await client.delete_contacts(ids=range(900_000, 900_060), keep_results=True)
         assert_account(result, read=60, emulator=emu, before=before)
         governor = client.transport.governor
         assert governor.baseline_rtt is not None
@@ -177,7 +177,7 @@ async def test_adaptive_with_a_fake_clock_holds_its_limit_and_loses_nothing() ->
         emu.client(limits=limits, clock=fake, sleep=fake.sleep) as client,
     ):
         before = Snapshot.take(emu)
-        result = await client.import_contacts([contact(i) for i in range(40)])
+        result = await client.import_contacts([contact(i) for i in range(40)], keep_results=True)
         assert_account(result, read=40, emulator=emu, before=before, campaign_id=538)
         assert result.succeeded == 40
         assert client.transport.governor.concurrency_limit == 4  # after the first probe

@@ -32,13 +32,17 @@ async def test_rerun_skips_what_succeeded_and_retries_the_rest(
     # 503 on every attempt of three rows (4 attempts each, one row at a time): FAILED
     emulator.faults.script(FaultKind.UNAVAILABLE, times=12, operation="import_contact")
     first = await client.import_contacts(
-        data, checkpoint=journal, overwrite_duplicates=False, concurrency=1
+        data, checkpoint=journal, overwrite_duplicates=False, concurrency=1, keep_results=True
     )
     assert (first.succeeded, first.failed, first.invalid) == (17, 3, 1)
-    second = await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+    second = await client.import_contacts(
+        data, checkpoint=journal, overwrite_duplicates=False, keep_results=True
+    )
     assert (second.skipped, second.succeeded, second.invalid) == (17, 3, 1)
     assert emulator.store.contact_count() == 20  # no duplicates although no upsert
-    third = await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+    third = await client.import_contacts(
+        data, checkpoint=journal, overwrite_duplicates=False, keep_results=True
+    )
     assert third.skipped == 20 and third.requests == 0
 
 
@@ -46,19 +50,19 @@ async def test_a_changed_row_is_processed_again(
     client: DiallerClient, emulator: Emulator, tmp_path: Path
 ) -> None:
     journal = tmp_path / "job.db"
-    await client.import_contacts(rows(3), checkpoint=journal)
+    await client.import_contacts(rows(3), checkpoint=journal, keep_results=True)
     changed = rows(3)
     changed[1] = contact(1, City="Hamburg")
-    again = await client.import_contacts(changed, checkpoint=journal)
+    again = await client.import_contacts(changed, checkpoint=journal, keep_results=True)
     assert (again.skipped, again.succeeded) == (2, 1)
     assert emulator.store.contact_count() == 3  # an upsert by UserData
 
 
 async def test_a_checkpoint_belongs_to_one_job(client: DiallerClient, tmp_path: Path) -> None:
     journal = tmp_path / "job.db"
-    await client.import_contacts(rows(1), checkpoint=journal)
+    await client.import_contacts(rows(1), checkpoint=journal, keep_results=True)
     with pytest.raises(ConfigurationError, match="belongs to another job"):
-        await client.lock_contacts(user_data=["CRM-000000"], checkpoint=journal)
+        await client.lock_contacts(user_data=["CRM-000000"], checkpoint=journal, keep_results=True)
 
 
 @pytest.mark.parametrize("content", [b"UserData,Name\nCRM-1,Muster\n" * 50, b"\x00" * 4096])
@@ -68,7 +72,7 @@ async def test_a_file_that_is_not_a_checkpoint_is_a_configuration_error(
     journal = tmp_path / "contacts.csv"  # e.g. the input file given as --checkpoint by mistake
     journal.write_bytes(content)
     with pytest.raises(ConfigurationError, match="not a checkpoint"):
-        await client.import_contacts(rows(3), checkpoint=journal)
+        await client.import_contacts(rows(3), checkpoint=journal, keep_results=True)
     assert journal.read_bytes() == content  # left as it was
     assert emulator.store.contact_count() == 0
 
@@ -78,7 +82,9 @@ async def test_pending_writes_are_reconciled_on_resume(
 ) -> None:
     """A row journaled as sent-but-unconfirmed is looked up by UserData, never blindly resent."""
     journal = tmp_path / "job.db"
-    await client.import_contacts(rows(2), checkpoint=journal, overwrite_duplicates=False)
+    await client.import_contacts(
+        rows(2), checkpoint=journal, overwrite_duplicates=False, keep_results=True
+    )
     # Simulate a crash after sending row 0 (it landed) and row 1 (it did not), before their
     # outcomes were journaled: both rows are left PENDING, and row 1's contact is gone.
     db = sqlite3.connect(journal)
@@ -86,7 +92,9 @@ async def test_pending_writes_are_reconciled_on_resume(
     db.commit()
     db.close()
     await client.delete_contact(user_data="CRM-000001")
-    resumed = await client.import_contacts(rows(2), checkpoint=journal, overwrite_duplicates=False)
+    resumed = await client.import_contacts(
+        rows(2), checkpoint=journal, overwrite_duplicates=False, keep_results=True
+    )
     by_index = {i.index: i for i in resumed.items or []}
     assert by_index[0].outcome is Outcome.SUCCEEDED and by_index[0].reconciled
     assert by_index[1].outcome is Outcome.SUCCEEDED and not by_index[1].reconciled
@@ -99,12 +107,16 @@ async def test_pending_without_user_data_stays_ambiguous(
 ) -> None:
     journal = tmp_path / "job.db"
     data = [{k: v for k, v in contact(0).items() if k != "UserData"}]
-    await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+    await client.import_contacts(
+        data, checkpoint=journal, overwrite_duplicates=False, keep_results=True
+    )
     db = sqlite3.connect(journal)
     db.execute("UPDATE items SET state='pending'")
     db.commit()
     db.close()
-    resumed = await client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+    resumed = await client.import_contacts(
+        data, checkpoint=journal, overwrite_duplicates=False, keep_results=True
+    )
     assert resumed.ambiguous == 1 and resumed.requests == 0
     assert emulator.store.contact_count() == 1
 

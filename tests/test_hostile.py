@@ -24,7 +24,7 @@ async def test_stale_keep_alive_connections_cause_no_failures() -> None:
     async with Emulator(EmulatorConfig(keepalive_timeout=0.02)) as emu, emu.client() as c:
         for batch in range(3):
             data = [contact(batch * 10 + i) for i in range(10)]
-            result = await c.import_contacts(data, overwrite_duplicates=False)
+            result = await c.import_contacts(data, overwrite_duplicates=False, keep_results=True)
             assert (result.succeeded, result.retries) == (10, 0)
             await asyncio.sleep(0.1)  # idle longer than the server keeps connections open
         assert emu.store.contact_count() == 30
@@ -33,10 +33,10 @@ async def test_stale_keep_alive_connections_cause_no_failures() -> None:
 async def test_malformed_answers_fail_one_item_with_the_raw_snippet(
     client: DiallerClient, emulator: Emulator
 ) -> None:
-    await client.import_contacts([contact(i) for i in range(5)])
+    await client.import_contacts([contact(i) for i in range(5)], keep_results=True)
     emulator.faults.script(FaultKind.INVALID_JSON, times=2, operation="update_contact")
     result = await client.update_contacts(
-        [{"UserData": f"CRM-{i:06d}", "Tag": "x"} for i in range(5)]
+        [{"UserData": f"CRM-{i:06d}", "Tag": "x"} for i in range(5)], keep_results=True
     )
     assert (result.succeeded, result.failed) == (3, 2)
     for item in result.failures:
@@ -48,7 +48,9 @@ async def test_malformed_answer_to_a_plain_import_is_reconciled(
     client: DiallerClient, emulator: Emulator
 ) -> None:
     emulator.faults.script(FaultKind.INVALID_JSON, times=1, operation="import_contact")
-    result = await client.import_contacts([contact(1)], overwrite_duplicates=False)
+    result = await client.import_contacts(
+        [contact(1)], overwrite_duplicates=False, keep_results=True
+    )
     assert result.succeeded == 1 and result.items is not None
     assert result.items[0].reconciled  # it was processed: found by UserData, not resent
     assert emulator.store.contact_count() == 1
@@ -84,13 +86,17 @@ async def test_timeouts_under_a_small_pool_then_cancellation_do_not_deadlock(
     emulator.faults.script(FaultKind.SLOW, times=6, operation="lock_contact_by_user_data")
     retry = RetryPolicy(max_attempts=2, initial_backoff=0.0, max_backoff=0.0)
     async with emulator.client(limits=Limits(max_concurrency=2), timeout=0.1, retry=retry) as c:
-        await c.import_contacts([contact(i) for i in range(20)])
-        result = await c.lock_contacts(user_data=[f"CRM-{i:06d}" for i in range(20)])
+        await c.import_contacts([contact(i) for i in range(20)], keep_results=True)
+        result = await c.lock_contacts(
+            user_data=[f"CRM-{i:06d}" for i in range(20)], keep_results=True
+        )
         assert result.total == 20 and result.succeeded + result.failed == 20
         assert result.failed <= 3
         emulator.faults.script(FaultKind.SLOW, times=4, operation="reset_contact_by_user_data")
         task = asyncio.create_task(
-            c.reset_contacts(user_data=[f"CRM-{i:06d}" for i in range(20)], grace=0.05)
+            c.reset_contacts(
+                user_data=[f"CRM-{i:06d}" for i in range(20)], grace=0.05, keep_results=True
+            )
         )
         await asyncio.sleep(0.05)
         task.cancel()
@@ -122,7 +128,7 @@ HOSTILE_ROWS: list[Any] = [
 async def test_hostile_rows_are_invalid_with_a_reason_never_a_crash(
     client: DiallerClient, emulator: Emulator
 ) -> None:
-    result = await client.import_contacts(HOSTILE_ROWS, campaign_id=538)
+    result = await client.import_contacts(HOSTILE_ROWS, campaign_id=538, keep_results=True)
     assert result.total == len(HOSTILE_ROWS)
     outcomes = {i.index: i.outcome for i in result.items or []}
     assert [k for k, o in outcomes.items() if o is Outcome.SUCCEEDED] == [6, 7, 8, 9]

@@ -257,7 +257,9 @@ async def test_the_job_rate_covers_retries_and_lookups(
         monkeypatch.setattr(c.transport.session, "request", timed)
         before = Snapshot.take(emulator)
         rows = Counted([{"UserData": f"CRM-{n:06d}", "Memo": "paced"} for n in range(30)])
-        result = await asyncio.wait_for(c.update_contacts(rows, rate=5), timeout=60)
+        result = await asyncio.wait_for(
+            c.update_contacts(rows, rate=5, keep_results=True), timeout=60
+        )
     assert_account(result, read=rows.read, emulator=emulator, before=before)
     assert result.retries > 0 and len(starts) == result.requests
     assert max_in_window(starts) <= 5 + 1, starts
@@ -275,7 +277,7 @@ async def test_a_429_storm_ends_the_job_within_the_deadline(
         before = Snapshot.take(emulator)
         rows = Counted([contact(n) for n in range(1000)])
         result = await asyncio.wait_for(
-            c.import_contacts(rows, overwrite_duplicates=True), timeout=120
+            c.import_contacts(rows, overwrite_duplicates=True, keep_results=True), timeout=120
         )
         elapsed = clock() - started
     assert_account(result, read=rows.read, emulator=emulator, before=before, upsert=True)
@@ -330,7 +332,8 @@ async def test_the_job_rate_covers_reconciliation_lookups(
         before = Snapshot.take(emulator)
         rows = Counted([contact(n) for n in range(30)])
         result = await asyncio.wait_for(
-            c.import_contacts(rows, overwrite_duplicates=False, rate=5), timeout=60
+            c.import_contacts(rows, overwrite_duplicates=False, rate=5, keep_results=True),
+            timeout=60,
         )
     assert_account(result, read=rows.read, emulator=emulator, before=before)
     lookups = [t for t, method in starts if method == "GET"]

@@ -38,7 +38,9 @@ async def test_without_a_policy_numbers_are_sent_unchanged(
 ) -> None:
     typed = ["030 1234567", "+49 (0)30 1234567", "0049301234567", "abc", 4930123456.0]
     before = Snapshot.take(emulator)
-    result = await client.import_contacts([row(n, t) for n, t in enumerate(typed)])
+    result = await client.import_contacts(
+        [row(n, t) for n, t in enumerate(typed)], keep_results=True
+    )
     assert_account(result, read=5, emulator=emulator, before=before, campaign_id=538, upsert=True)
     assert result.succeeded == 5
     stored = on_server(emulator)
@@ -57,7 +59,9 @@ async def test_a_policy_sends_every_number_in_its_format(
     typed = ["030 1234567", "(030) 123-4567", "+49 (0)30 1234567", "0049301234567", 49301234567.0]
     before = Snapshot.take(emulator)
     result = await client.import_contacts(
-        [row(n, t, FaxNumber="030 7654321") for n, t in enumerate(typed)], phone_policy=policy
+        [row(n, t, FaxNumber="030 7654321") for n, t in enumerate(typed)],
+        phone_policy=policy,
+        keep_results=True,
     )
     assert_account(result, read=5, emulator=emulator, before=before, campaign_id=538, upsert=True)
     stored = on_server(emulator)
@@ -77,7 +81,7 @@ async def test_bad_numbers_make_the_row_invalid_unless_another_survives(
         row(3, None, "030 7654321", FaxNumber="fax me"),
     ]
     before = Snapshot.take(emulator)
-    result = await client.import_contacts(rows, phone_policy=DE)
+    result = await client.import_contacts(rows, phone_policy=DE, keep_results=True)
     assert_account(result, read=4, emulator=emulator, before=before, campaign_id=538, upsert=True)
     items = list(result.items or ())
     assert [i.outcome for i in items] == [Outcome.INVALID] * 2 + [Outcome.SUCCEEDED] * 2
@@ -107,7 +111,9 @@ async def test_suppression_skips_exactly_the_rows_left_without_a_number(
         row(4, "abc"),  # invalid stays invalid
     ]
     before = Snapshot.take(emulator)
-    result = await client.import_contacts(rows, phone_policy=DE, suppress=str(dnc))
+    result = await client.import_contacts(
+        rows, phone_policy=DE, suppress=str(dnc), keep_results=True
+    )
     assert_account(result, read=5, emulator=emulator, before=before, campaign_id=538, upsert=True)
     items = list(result.items or ())
     assert [(i.outcome, i.reason) for i in items] == [
@@ -129,11 +135,13 @@ async def test_suppression_skips_exactly_the_rows_left_without_a_number(
 async def test_a_suppressed_number_is_cleared_from_an_existing_contact(
     client: DiallerClient, emulator: Emulator
 ) -> None:
-    await client.import_contacts([row(0, "030 1111111", "030 2222222")], phone_policy=DE)
+    await client.import_contacts(
+        [row(0, "030 1111111", "030 2222222")], phone_policy=DE, keep_results=True
+    )
     dnc = SuppressionList(["030 1111111"], DE)
     before = Snapshot.take(emulator)
     result = await client.import_contacts(
-        [row(0, "030 1111111", "030 2222222")], phone_policy=DE, suppress=dnc
+        [row(0, "030 1111111", "030 2222222")], phone_policy=DE, suppress=dnc, keep_results=True
     )
     assert_account(result, read=1, emulator=emulator, before=before, campaign_id=538, upsert=True)
     stored = on_server(emulator)["CRM-0"]
@@ -153,7 +161,9 @@ async def test_dedupe_phone_skips_later_rows_whose_numbers_all_came_earlier(
         row(6, "030 3333333"),  # skipped
     ]
     before = Snapshot.take(emulator)
-    result = await client.import_contacts(rows, phone_policy=DE, dedupe_phone=True, concurrency=4)
+    result = await client.import_contacts(
+        rows, phone_policy=DE, dedupe_phone=True, concurrency=4, keep_results=True
+    )
     assert_account(result, read=7, emulator=emulator, before=before, campaign_id=538, upsert=True)
     skipped = {i.index: i.reason for i in result.items or () if i.outcome is Outcome.SKIPPED}
     assert skipped == {2: "duplicate phone", 3: "duplicate phone", 6: "duplicate phone"}
@@ -176,9 +186,11 @@ async def test_the_client_policy_applies_to_every_import_and_a_job_may_override_
     ) as client:
         single = await client.import_contact(row(0, "01 5121234"), overwrite_duplicates=True)
         assert single.phone_number1 == "+4315121234"
-        result = await client.import_contacts([row(1, "01 5121234")])
+        result = await client.import_contacts([row(1, "01 5121234")], keep_results=True)
         override = await client.import_contacts(
-            [row(2, "01 5121234")], phone_policy=PhonePolicy("DE", format="e164-no-plus")
+            [row(2, "01 5121234")],
+            phone_policy=PhonePolicy("DE", format="e164-no-plus"),
+            keep_results=True,
         )
     assert result.succeeded == override.succeeded == 1
     stored = on_server(emulator)
@@ -193,11 +205,13 @@ async def test_suppression_and_dedupe_need_a_policy(
         with pytest.raises(ConfigurationError, match="phone_policy"):
             await client.import_contacts([row(0, "030 1111111")], **options)
     with pytest.raises(ConfigurationError, match="cannot read"):
-        await client.import_contacts([row(0, "030 1")], phone_policy=DE, suppress="/no/such")
+        await client.import_contacts(
+            [row(0, "030 1")], phone_policy=DE, suppress="/no/such", keep_results=True
+        )
     with pytest.raises(TypeError, match="unknown bulk options"):
         await client.update_contacts(
             [{"UserData": "x", "City": "B"}],
-            phone_policy=DE,  # type: ignore[call-arg]  # refused at run time too
+            phone_policy=DE,  # type: ignore[call-arg]  # refused at run time too, keep_results=True
         )
     with pytest.raises(ConfigurationError):
         DiallerClient(emulator.base_url, 1, "t", phone_policy="DE")  # type: ignore[arg-type]
@@ -212,7 +226,9 @@ async def test_a_suppression_iterator_that_raises_stops_the_job_before_row_one(
         raise OSError("disk gone")
 
     with pytest.raises(OSError, match="disk gone"):
-        await client.import_contacts([row(0, "030 2")], phone_policy=DE, suppress=broken())
+        await client.import_contacts(
+            [row(0, "030 2")], phone_policy=DE, suppress=broken(), keep_results=True
+        )
     assert emulator.stats.requests.get("import_contact", 0) == 0
 
 
@@ -226,6 +242,7 @@ async def test_resume_with_a_checkpoint_skips_the_same_rows_again(
         "dedupe_phone": True,
         "suppress": ["030 2222222"],
         "checkpoint": journal,
+        "keep_results": True,
     }
     first = await client.import_contacts(rows, **options)
     again = await client.import_contacts(rows, **options)
@@ -242,7 +259,12 @@ async def test_on_result_sees_every_row_once_even_when_the_consumer_stops_early(
     seen: list[int] = []
     rows = [row(n, f"030 {1000000 + n}") for n in range(60)]
     async with client.stream(
-        "import", rows, phone_policy=DE, on_result=lambda r: seen.append(r.index), concurrency=4
+        "import",
+        rows,
+        phone_policy=DE,
+        on_result=lambda r: seen.append(r.index),
+        concurrency=4,
+        keep_results=True,
     ) as results:
         async for _ in results:
             break  # the consumer walks away: the rest is accounted, never delivered
@@ -264,5 +286,5 @@ async def test_an_on_result_that_raises_stops_the_job_and_is_raised(
 
     rows = [row(n, f"030 {1000000 + n}") for n in range(200)]
     with pytest.raises(OSError, match="disk full"):
-        await client.import_contacts(rows, on_result=broken, concurrency=2)
+        await client.import_contacts(rows, on_result=broken, concurrency=2, keep_results=True)
     assert calls < 200

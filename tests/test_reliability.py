@@ -41,7 +41,7 @@ async def test_transient_errors_then_success(
     if k:
         emulator.faults.script(kind, times=k, operation="lock_contact_by_user_data")
     await fake_client.import_contact(contact(1))
-    result = await fake_client.lock_contacts(user_data=["CRM-000001"])
+    result = await fake_client.lock_contacts(user_data=["CRM-000001"], keep_results=True)
     assert result.succeeded == 1
     assert result.items is not None and result.items[0].attempts == k + 1
     assert len(clock.sleeps) == k
@@ -131,10 +131,10 @@ def test_property_every_index_once_and_one_contact_per_user_data(
             # adaptive=False: the property is about accounting; a halved rate only costs time
             limits = Limits(max_concurrency=concurrency, adaptive=False)
             async with emu.client(retry=retry, limits=limits) as c:
-                async with c.stream("import", data) as results:
+                async with c.stream("import", data, keep_results=True) as results:
                     indexes = [r.index async for r in results]
                 first = results.result
-                async with c.stream("import", []) as empty:
+                async with c.stream("import", [], keep_results=True) as empty:
                     assert [r async for r in empty] == []
             assert sorted(indexes) == list(range(len(data)))  # every index exactly once
             assert first.total == len(data) == sum(first.counts.values())
@@ -143,7 +143,7 @@ def test_property_every_index_once_and_one_contact_per_user_data(
                 assert emu.store.contact_count(user_data=key) <= 1
             emu.faults.clear()  # the outage is over: run the same job once more
             async with emu.client(retry=retry) as c2:
-                again = await c2.import_contacts(data)
+                again = await c2.import_contacts(data, keep_results=True)
             assert again.total == len(data) == sum(again.counts.values())
             for item, (_, valid) in zip(again.items or [], spec, strict=True):
                 assert (item.outcome is Outcome.INVALID) is (not valid)

@@ -184,11 +184,13 @@ async def test_a_lost_delete_by_user_data_never_deletes_a_second_contact(
     client: DiallerClient, emulator: Emulator
 ) -> None:
     keys = [f"CRM-{n:06d}" for n in range(10)]
-    await client.import_contacts([contact(n) for n in range(10)] * 2, overwrite_duplicates=False)
+    await client.import_contacts(
+        [contact(n) for n in range(10)] * 2, overwrite_duplicates=False, keep_results=True
+    )
     assert emulator.store.contact_count() == 20
     emulator.faults.script(FaultKind.DROP_AFTER, times=3, operation="delete_contact_by_user_data")
     before = Snapshot.take(emulator)
-    result = await client.delete_contacts(user_data=keys)
+    result = await client.delete_contacts(user_data=keys, keep_results=True)
     assert_account(result, read=10, emulator=emulator, before=before)
     assert (result.succeeded, result.ambiguous) == (7, 3)
     assert emulator.stats.requests["delete_contact_by_user_data"] == 10
@@ -198,13 +200,15 @@ async def test_a_lost_delete_by_user_data_never_deletes_a_second_contact(
 async def test_a_lost_delete_by_user_data_of_the_only_contact_is_proven(
     client: DiallerClient, emulator: Emulator
 ) -> None:
-    await client.import_contacts([contact(n) for n in range(5)])
+    await client.import_contacts([contact(n) for n in range(5)], keep_results=True)
     emulator.faults.script(FaultKind.DROP_AFTER, times=2, operation="delete_contact_by_user_data")
     emulator.faults.script(
         FaultKind.GATEWAY_TIMEOUT_AFTER, times=1, operation="delete_contact_by_user_data"
     )
     before = Snapshot.take(emulator)
-    result = await client.delete_contacts(user_data=[f"CRM-{n:06d}" for n in range(5)])
+    result = await client.delete_contacts(
+        user_data=[f"CRM-{n:06d}" for n in range(5)], keep_results=True
+    )
     assert_account(result, read=5, emulator=emulator, before=before)
     assert result.succeeded == 5
     assert sum(1 for i in result.items or [] if i.reconciled) == 3
@@ -215,7 +219,9 @@ async def test_a_lost_delete_by_user_data_of_the_only_contact_is_proven(
 async def test_single_delete_by_user_data_uses_the_same_rule(
     client: DiallerClient, emulator: Emulator
 ) -> None:
-    await client.import_contacts([contact(1), contact(1)], overwrite_duplicates=False)
+    await client.import_contacts(
+        [contact(1), contact(1)], overwrite_duplicates=False, keep_results=True
+    )
     emulator.faults.script(FaultKind.DROP_AFTER, times=1, operation="delete_contact_by_user_data")
     with pytest.raises(ConnectionLostError) as info:
         await client.delete_contact(user_data="CRM-000001")
@@ -231,7 +237,9 @@ async def test_a_slow_server_is_not_raced_into_duplicates(
     emulator.faults.script(fault, times=5, operation="import_contact")
     before = Snapshot.take(emulator)
     rows = [contact(n) for n in range(20)]
-    result = await asyncio.wait_for(slow.import_contacts(rows, overwrite_duplicates=False), 60)
+    result = await asyncio.wait_for(
+        slow.import_contacts(rows, overwrite_duplicates=False, keep_results=True), 60
+    )
     assert_account(result, read=20, emulator=emulator, before=before, campaign_id=538)
     assert result.succeeded == 20
     assert sum(1 for i in result.items or [] if i.reconciled) == 5
@@ -250,12 +258,14 @@ async def test_single_import_waits_for_a_slow_commit(
 
 async def test_proof_means_the_right_campaign(client: DiallerClient, emulator: Emulator) -> None:
     rows = [contact(n) for n in range(50)]
-    await client.import_contacts(rows, overwrite_duplicates=False)  # the source, campaign 538
+    await client.import_contacts(
+        rows, overwrite_duplicates=False, keep_results=True
+    )  # the source, campaign 538
     copies = [{k: v for k, v in r.items() if k != "DiallerCampaignsID"} for r in rows]
     emulator.faults.script(FaultKind.DROP_BEFORE, times=5, operation="import_contact")
     before = Snapshot.take(emulator)
     result = await client.import_contacts(
-        copies, campaign_name="Summer Campaign", overwrite_duplicates=False
+        copies, campaign_name="Summer Campaign", overwrite_duplicates=False, keep_results=True
     )
     assert_account(result, read=50, emulator=emulator, before=before, campaign_id=539)
     assert result.succeeded == 50
@@ -268,7 +278,7 @@ async def test_an_unknown_campaign_name_stops_the_job_before_row_one(
     client: DiallerClient, emulator: Emulator
 ) -> None:
     with pytest.raises(ValueError, match="no campaign named"):
-        await client.import_contacts([contact(1)], campaign_name="Nope")
+        await client.import_contacts([contact(1)], campaign_name="Nope", keep_results=True)
     assert emulator.stats.requests["import_contact"] == 0
 
 
@@ -278,7 +288,9 @@ async def test_a_contact_changed_by_someone_else_is_ambiguous(
     await client.import_contact(contact(1, FirstName="Other"))  # same UserData, different data
     emulator.faults.script(FaultKind.DROP_BEFORE, times=1, operation="import_contact")
     before = Snapshot.take(emulator)
-    result = await client.import_contacts([contact(1)], overwrite_duplicates=False)
+    result = await client.import_contacts(
+        [contact(1)], overwrite_duplicates=False, keep_results=True
+    )
     assert_account(result, read=1, emulator=emulator, before=before, campaign_id=538)
     assert result.ambiguous == 1 and result.failures[0].outcome is Outcome.AMBIGUOUS
     assert emulator.stats.requests["import_contact"] == 2  # the setup's and ours, no resend
@@ -289,7 +301,9 @@ async def test_a_resend_that_fails_again_is_checked_but_never_sent_a_third_time(
     client: DiallerClient, emulator: Emulator
 ) -> None:
     emulator.faults.script(FaultKind.DROP_BEFORE, times=2, operation="import_contact")
-    result = await client.import_contacts([contact(1)], overwrite_duplicates=False)
+    result = await client.import_contacts(
+        [contact(1)], overwrite_duplicates=False, keep_results=True
+    )
     assert result.ambiguous == 1
     assert emulator.stats.requests["import_contact"] == 2
     assert emulator.store.contact_count() == 0
@@ -425,14 +439,14 @@ def test_a_file_without_the_error_columns_is_read_as_it_is(tmp_path: Path) -> No
 async def test_one_contact_named_by_id_and_by_user_data_ends_in_input_order(
     client: DiallerClient, emulator: Emulator
 ) -> None:
-    imported = await client.import_contacts([contact(n) for n in range(200)])
+    imported = await client.import_contacts([contact(n) for n in range(200)], keep_results=True)
     ids = [i.contact.id for i in sorted(imported.items or [], key=lambda i: i.index) if i.contact]
     emulator.configure(latency=0.001, latency_jitter=0.004, seed=5)
     updates: list[dict[str, object]] = []
     for n, contact_id in enumerate(ids):  # by ID first, then the same contact by UserData
         updates += [{"ID": contact_id, "Tag": "first"}, {"UserData": f"CRM-{n:06d}", "Tag": "last"}]
     before = Snapshot.take(emulator)
-    result = await asyncio.wait_for(client.update_contacts(updates), 60)
+    result = await asyncio.wait_for(client.update_contacts(updates, keep_results=True), 60)
     assert_account(result, read=400, emulator=emulator, before=before)
     assert result.succeeded == 400
     assert {c["Tag"] for c in emulator.store.all_contacts()} == {"last"}
@@ -510,7 +524,9 @@ async def test_a_lookup_that_fails_leaves_the_write_ambiguous_not_resent(
     emulator.faults.script(FaultKind.DROP_AFTER, times=1, operation="import_contact")
     emulator.faults.script(FaultKind.SERVER_ERROR, times=1, operation="find_contacts")
     before = Snapshot.take(emulator)
-    result = await client.import_contacts([contact(1)], overwrite_duplicates=False)
+    result = await client.import_contacts(
+        [contact(1)], overwrite_duplicates=False, keep_results=True
+    )
     assert_account(result, read=1, emulator=emulator, before=before, campaign_id=538)
     assert result.ambiguous == 1 and result.failures[0].error is not None
     assert emulator.stats.requests["import_contact"] == 1

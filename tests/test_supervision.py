@@ -60,7 +60,7 @@ def bulk_result_of(error: BaseException) -> BulkResult:
 
 async def test_a_key_that_cannot_be_parsed_is_invalid_not_lost(client: DiallerClient) -> None:
     ids: list[object] = [*range(1, 6), "12³", "١٢", *range(6, 10)]
-    result = await asyncio.wait_for(client.lock_contacts(ids=ids), LIMIT)
+    result = await asyncio.wait_for(client.lock_contacts(ids=ids, keep_results=True), LIMIT)
     assert_account(result, read=len(ids))
     assert result.invalid >= 2
     assert {f.index for f in result.failures if f.outcome is Outcome.INVALID} >= {5, 6}
@@ -72,7 +72,7 @@ async def test_an_unserialisable_value_is_invalid_with_a_checkpoint(
     data: list[dict[str, object]] = [*rows(4), {**contact(4), "Info1": decimal.Decimal("1.5")}]
     before = Snapshot.take(emulator)
     result = await asyncio.wait_for(
-        client.import_contacts(data, checkpoint=tmp_path / "ck.db"), LIMIT
+        client.import_contacts(data, checkpoint=tmp_path / "ck.db", keep_results=True), LIMIT
     )
     assert_account(result, read=5, emulator=emulator, before=before, upsert=True)
     assert result.succeeded == 4 and result.invalid == 1
@@ -131,9 +131,9 @@ async def test_an_input_iterator_that_raises_keeps_the_account(
 
     async def job() -> None:
         if api == "run":
-            await client.import_contacts(broken())
+            await client.import_contacts(broken(), keep_results=True)
         else:
-            async for _ in client.stream(Operation.IMPORT, broken()):
+            async for _ in client.stream(Operation.IMPORT, broken(), keep_results=True):
                 pass
 
     with pytest.raises(Boom) as info:
@@ -162,7 +162,9 @@ async def test_a_checkpoint_that_cannot_be_written_stops_the_job(
     before = Snapshot.take(emulator)
     with pytest.raises(CheckpointError) as info:
         await asyncio.wait_for(
-            client.import_contacts(data, checkpoint=tmp_path / "ck.db", overwrite_duplicates=False),
+            client.import_contacts(
+                data, checkpoint=tmp_path / "ck.db", overwrite_duplicates=False, keep_results=True
+            ),
             LIMIT,
         )
     result = bulk_result_of(info.value)
@@ -183,7 +185,9 @@ async def test_a_second_cancel_still_ends_every_worker_and_keeps_the_account(
     data = Counted(rows(2000))
     before = Snapshot.take(emulator)
     task = asyncio.create_task(
-        client.import_contacts(data, checkpoint=journal, grace=10.0, concurrency=8)
+        client.import_contacts(
+            data, checkpoint=journal, grace=10.0, concurrency=8, keep_results=True
+        )
     )
     while data.read < 40:
         await asyncio.sleep(0.01)
@@ -199,7 +203,9 @@ async def test_a_second_cancel_still_ends_every_worker_and_keeps_the_account(
     assert len(emulator.store.all_contacts()) == count, "writes after the job returned"
     assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
     # The checkpoint was closed and unlocked: the same job can resume at once.
-    again = await asyncio.wait_for(client.import_contacts(rows(2000), checkpoint=journal), LIMIT)
+    again = await asyncio.wait_for(
+        client.import_contacts(rows(2000), checkpoint=journal, keep_results=True), LIMIT
+    )
     assert again.skipped >= result.succeeded - 8 and again.ok
 
 
@@ -211,7 +217,7 @@ async def test_a_cancelled_stream_carries_its_account(
     seen: list[int] = []
 
     async def consume() -> None:
-        async for r in client.stream(Operation.IMPORT, data):
+        async for r in client.stream(Operation.IMPORT, data, keep_results=True):
             seen.append(r.index)
 
     task = asyncio.create_task(consume())
@@ -229,7 +235,7 @@ async def test_a_cancelled_stream_carries_its_account(
 
 async def test_a_dropped_stream_stops_sending(client: DiallerClient, emulator: Emulator) -> None:
     emulator.configure(latency=0.01)
-    async for _ in client.stream(Operation.IMPORT, rows(2000)):
+    async for _ in client.stream(Operation.IMPORT, rows(2000), keep_results=True):
         break  # no async with, no aclose: the stream is garbage now
     gc.collect()
     async with asyncio.timeout(LIMIT):
@@ -249,7 +255,9 @@ async def test_leaving_async_with_early_does_not_wait_the_grace(
     emulator.configure(latency=0.01)
     data = Counted(rows(2000))
     loop = asyncio.get_running_loop()
-    async with client.stream(Operation.IMPORT, data, ordered=ordered, grace=60.0) as s:
+    async with client.stream(
+        Operation.IMPORT, data, ordered=ordered, grace=60.0, keep_results=True
+    ) as s:
         async for _ in s:
             break
         started = loop.time()
@@ -263,7 +271,7 @@ async def test_ordered_output_reads_ahead_only_a_bounded_window(
 ) -> None:
     emulator.faults.script("slow", times=1)
     emulator.configure(slow_seconds=0.5)
-    s = client.stream(Operation.IMPORT, rows(600), ordered=True, concurrency=4)
+    s = client.stream(Operation.IMPORT, rows(600), ordered=True, concurrency=4, keep_results=True)
     engine = s._engine
     widest = 0
     indexes = []
@@ -281,7 +289,7 @@ async def test_closing_the_client_ends_its_jobs(emulator: Emulator) -> None:
     await client.__aenter__()
     emulator.configure(latency=0.01)
     data = Counted(rows(3000))
-    task = asyncio.create_task(client.import_contacts(data))
+    task = asyncio.create_task(client.import_contacts(data, keep_results=True))
     while data.read < 30:
         await asyncio.sleep(0.01)
     await asyncio.wait_for(client.aclose(), LIMIT)
@@ -299,11 +307,15 @@ async def test_resume_with_rows_inserted_and_moved_sends_nothing_twice(
 ) -> None:
     journal = tmp_path / "ck.db"
     first = rows(100)
-    result = await client.import_contacts(first, checkpoint=journal, overwrite_duplicates=False)
+    result = await client.import_contacts(
+        first, checkpoint=journal, overwrite_duplicates=False, keep_results=True
+    )
     assert result.ok
     second = [contact(1000), *first[50:], *first[:50]]  # a row inserted, halves swapped
     second.insert(30, contact(1001))
-    result = await client.import_contacts(second, checkpoint=journal, overwrite_duplicates=False)
+    result = await client.import_contacts(
+        second, checkpoint=journal, overwrite_duplicates=False, keep_results=True
+    )
     assert_account(result, read=102)
     assert result.skipped == 100 and result.succeeded == 2
     assert len(emulator.store.all_contacts()) == 102
@@ -314,8 +326,8 @@ async def test_identical_rows_without_user_data_keep_their_count_on_resume(
 ) -> None:
     journal = tmp_path / "ck.db"
     same = {"Name": "Twin", "PhoneNumber1": "+4930111", "DiallerCampaignsID": 538}
-    await client.import_contacts([same, same], checkpoint=journal)
-    result = await client.import_contacts([same, same, same], checkpoint=journal)
+    await client.import_contacts([same, same], checkpoint=journal, keep_results=True)
+    result = await client.import_contacts([same, same, same], checkpoint=journal, keep_results=True)
     assert_account(result, read=3)
     assert result.skipped == 2 and result.succeeded == 1
     assert len(emulator.store.all_contacts()) == 3
@@ -327,19 +339,21 @@ async def test_a_checkpoint_in_use_is_refused_at_once(
     emulator.configure(latency=0.01)
     journal = tmp_path / "ck.db"
     data = Counted(rows(1000))
-    first = asyncio.create_task(client.import_contacts(data, checkpoint=journal))
+    first = asyncio.create_task(client.import_contacts(data, checkpoint=journal, keep_results=True))
     while data.read < 10:
         await asyncio.sleep(0.01)
     with pytest.raises(ConfigurationError, match="in use"):
-        await asyncio.wait_for(client.import_contacts(rows(1000), checkpoint=journal), LIMIT)
+        await asyncio.wait_for(
+            client.import_contacts(rows(1000), checkpoint=journal, keep_results=True), LIMIT
+        )
     result = await asyncio.wait_for(first, LIMIT)
     assert result.ok and len(emulator.store.all_contacts()) == 1000
 
 
 async def test_import_and_stream_share_a_checkpoint(client: DiallerClient, tmp_path: Path) -> None:
     journal = tmp_path / "ck.db"
-    await client.import_contacts(rows(10), checkpoint=journal)
-    async with client.stream("import", rows(10), checkpoint=journal) as s:
+    await client.import_contacts(rows(10), checkpoint=journal, keep_results=True)
+    async with client.stream("import", rows(10), checkpoint=journal, keep_results=True) as s:
         outcomes = {r.outcome async for r in s}
     assert outcomes == {Outcome.SKIPPED}
     assert all(r.reason == "already done" for r in s.result.items or ())
@@ -352,7 +366,7 @@ async def test_a_file_that_is_not_a_checkpoint_is_a_configuration_error(
     journal = tmp_path / "notes.txt"
     journal.write_bytes(content * 100)
     with pytest.raises(ConfigurationError, match="not a checkpoint"):
-        await client.import_contacts(rows(3), checkpoint=journal)
+        await client.import_contacts(rows(3), checkpoint=journal, keep_results=True)
     assert journal.read_bytes() == content * 100
 
 
@@ -365,7 +379,7 @@ async def test_an_sqlite_file_of_something_else_is_refused(
     db.commit()
     db.close()
     with pytest.raises(ConfigurationError, match="not a checkpoint"):
-        await client.import_contacts(rows(3), checkpoint=journal)
+        await client.import_contacts(rows(3), checkpoint=journal, keep_results=True)
 
 
 def test_only_a_confirmed_outcome_replaces_a_pending_entry(tmp_path: Path) -> None:
@@ -388,7 +402,9 @@ async def test_a_resumed_check_that_is_cancelled_stays_a_check(
     client: DiallerClient, emulator: Emulator, tmp_path: Path
 ) -> None:
     path = tmp_path / "ck.db"
-    first = await client.import_contacts(rows(1), checkpoint=path, overwrite_duplicates=False)
+    first = await client.import_contacts(
+        rows(1), checkpoint=path, overwrite_duplicates=False, keep_results=True
+    )
     assert first.ok
     db = sqlite3.connect(path)
     db.execute("UPDATE items SET state='pending'")
@@ -397,7 +413,9 @@ async def test_a_resumed_check_that_is_cancelled_stays_a_check(
     emulator.faults.script("slow", times=1)  # the lookup hangs; cancel it
     emulator.configure(slow_seconds=2.0)
     task = asyncio.create_task(
-        client.import_contacts(rows(1), checkpoint=path, overwrite_duplicates=False, grace=0)
+        client.import_contacts(
+            rows(1), checkpoint=path, overwrite_duplicates=False, grace=0, keep_results=True
+        )
     )
     await asyncio.sleep(0.3)
     task.cancel()
@@ -408,7 +426,9 @@ async def test_a_resumed_check_that_is_cancelled_stays_a_check(
     db = sqlite3.connect(path)
     assert db.execute("SELECT state FROM items").fetchall() == [("ambiguous",)]
     db.close()
-    again = await client.import_contacts(rows(1), checkpoint=path, overwrite_duplicates=False)
+    again = await client.import_contacts(
+        rows(1), checkpoint=path, overwrite_duplicates=False, keep_results=True
+    )
     assert again.succeeded == 1 and again.items is not None and again.items[0].reconciled
     assert len(emulator.store.all_contacts()) == 1
 
@@ -450,7 +470,7 @@ async def test_an_input_is_closed_when_the_job_stops_early(client: DiallerClient
             closed.append("async")
 
     for items in (source(), asource(), CountedAsync(rows(5))):
-        async with client.stream(Operation.IMPORT, items) as s:
+        async with client.stream(Operation.IMPORT, items, keep_results=True) as s:
             async for _ in s:
                 break
     assert closed == ["sync", "async"]
