@@ -112,7 +112,6 @@ async def test_one_record_larger_than_max_answer_bytes_is_refused(
 # An answer cut short by the server (`count` 3, one record) or an error envelope carrying a
 # partial list (`status` 500) reads as a complete campaign: sync then imports a second copy of
 # every contact it did not see (plain imports) and counts the rest as missing.
-@pytest.mark.xfail(strict=True, reason="open: list answer's count/status not checked")  # break 3
 @pytest.mark.parametrize(
     "envelope",
     [
