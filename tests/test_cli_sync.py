@@ -61,6 +61,7 @@ def test_the_guard_refuses_a_truncated_input_and_exits_2(
         "missing": 70,
         "conflicts": 0,
         "invalid": 0,
+        "superseded": 0,
     }
     assert data["exit_status"] == 2
 
