@@ -101,8 +101,7 @@ class Planner:
         body.pop("DiallerCampaignsName", None)
         body.pop("DiallerCampaignsID", None)
         for name in emptied_fields(item):
-            if body.get(name) is None:
-                body[name] = None
+            body[name] = None  # blank text too: "no value" is sent as null, one way
         try:
             blob = orjson.dumps(body)  # journaled and sent as JSON: refuse it here, per row
         except TypeError as exc:

@@ -233,7 +233,6 @@ async def test_sync_clears_a_numeric_or_date_field_the_input_empties(
 # emptied (a customer's e-mail removed on request) is never cleared by `sync`: the row is
 # "unchanged" and the old value stays. `sync` has no --null-marker either (import/update
 # have none for sync to share: only `update` takes one), so the CLI cannot clear a field at all.
-@pytest.mark.xfail(strict=True, reason="open: the sync CLI cannot clear a field")  # break 8
 def test_cli_sync_clears_a_cell_the_crm_emptied(tmp_path: Path) -> None:
     db = tmp_path / "emu.db"
     source = tmp_path / "crm.csv"

@@ -363,3 +363,45 @@ async def test_the_list_must_be_of_the_campaign(emulator: Emulator, client: Dial
     with pytest.raises(ResponseFormatError, match="did not filter"):
         await client.sync_contacts([row(0)], campaign_id=CAMPAIGN, missing="delete", force=True)
     assert writes(emulator) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "changed"),
+    [
+        ({"Amount": None}, "Amount", True),
+        ({"amount": ""}, "Amount", True),  # the SDK's spelling
+        ({"City": "  "}, "City", True),
+        ({"Email": None}, "Email", False),  # no value on either side: unchanged
+        ({}, "Amount", False),  # a field the row does not carry is never compared
+    ],
+    ids=["none", "snake-case-blank", "blank-text", "already-empty", "absent"],
+)
+async def test_a_field_given_empty_asks_for_no_value(
+    emulator: Emulator,
+    client: DiallerClient,
+    changes: dict[str, Any],
+    field: str,
+    changed: bool,
+) -> None:
+    seed(emulator, 2)
+    base = row(0)
+    del base["Amount"]
+    result = await client.sync_contacts(
+        [{**base, **changes}, row(9, Amount=None, Email="")], campaign_id=CAMPAIGN
+    )
+    assert_account(result.rows, read=2)
+    assert (result.plan.changed, result.plan.new) == (int(changed), 1)
+    after = campaign_by_user_data(emulator)
+    value = after["U00000"][0][field]
+    assert (not value) if changed or field == "Email" else value == 10.5
+    assert after["U00009"][0]["Amount"] is None  # imported without the emptied fields
+
+
+async def test_an_emptied_name_is_invalid_not_cleared(
+    emulator: Emulator, client: DiallerClient
+) -> None:
+    seed(emulator, 1)
+    result = await client.sync_contacts([row(0, Name="")], campaign_id=CAMPAIGN)
+    assert_account(result.rows, read=1)
+    assert result.plan.invalid == 1
+    assert campaign_by_user_data(emulator)["U00000"][0]["Name"] == "Name0"
