@@ -35,12 +35,15 @@ COMPARED: Final[dict[str, F.Kind]] = {
 
 _SCHEMA: Final = """
 CREATE TABLE contacts (id INTEGER PRIMARY KEY, user_data TEXT, locked INTEGER, fields BLOB);
-CREATE TABLE seen (user_data TEXT PRIMARY KEY, state BLOB, idx INTEGER);
+CREATE TABLE seen (user_data TEXT PRIMARY KEY, state BLOB, idx INTEGER) WITHOUT ROWID;
 CREATE TABLE todo (idx INTEGER PRIMARY KEY, kind INTEGER, user_data TEXT, contact_id INTEGER,
                    payload BLOB, item BLOB, duplicate INTEGER);
 """
 
 _BATCH: Final = 2000
+_NAMES: Final = tuple(COMPARED)
+#: Parameters per ``IN (...)`` query (SQLite allows 999 in its oldest builds).
+_IN_LIMIT: Final = 900
 
 
 def comparable(kind: F.Kind, value: Any) -> Any:
@@ -71,7 +74,7 @@ def server_values(record: Mapping[str, Any]) -> dict[str, Any]:
     """The comparable fields of a server record that hold a value, as the server sent them
     (normalised only when compared: a row sends a handful of the ~50 fields)."""
     get = record.get
-    return {name: value for name in COMPARED if (value := get(name)) is not None}
+    return {name: value for name in _NAMES if (value := get(name)) is not None}
 
 
 def changed_fields(body: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,9 +82,15 @@ def changed_fields(body: Mapping[str, Any], current: Mapping[str, Any]) -> dict[
     values, absent = no value), as they would be sent. Fields outside :data:`COMPARED` are
     never part of an update."""
     out = {}
+    get = current.get
     for name, sent in body.items():
         kind = COMPARED.get(name)
-        if kind is not None and comparable(kind, sent) != comparable(kind, current.get(name)):
+        if kind is None:
+            continue
+        now = get(name)
+        if sent == now and type(sent) is type(now):
+            continue  # the usual case, the same text: equal without normalising
+        if comparable(kind, sent) != comparable(kind, now):
             out[name] = sent
     return out
 
@@ -156,23 +165,37 @@ class Workspace:
         (self.size,) = self.db.execute("SELECT count(*) FROM contacts").fetchone()
         return int(self.size)
 
-    def matches(self, user_data: str) -> list[tuple[int, dict[str, Any]]]:
-        """The campaign's contacts with this UserData (ID order), with their field values."""
-        rows = self.db.execute(
-            "SELECT id, fields FROM contacts WHERE user_data = ? ORDER BY id", (user_data,)
-        ).fetchall()
-        return [(row[0], orjson.loads(row[1])) for row in rows]
+    def matches_many(self, keys: list[str]) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+        """The campaign's contacts with each of these UserData (ID order), with their field
+        values; a UserData no contact has is absent."""
+        out: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for start in range(0, len(keys), _IN_LIMIT):
+            part = keys[start : start + _IN_LIMIT]
+            query = (
+                "SELECT user_data, id, fields FROM contacts WHERE user_data IN "
+                f"({','.join('?' * len(part))}) ORDER BY id"
+            )
+            for user_data, contact_id, fields in self.db.execute(query, part):
+                out.setdefault(user_data, []).append((contact_id, orjson.loads(fields)))
+        return out
 
     # -- plan ---------------------------------------------------------------------------
 
-    def first_seen(self, user_data: str, state: bytes | None, index: int | None) -> bool:
-        """Note that an input row has this UserData, with the state it asks for (``state``:
-        orjson of its fields; None for a conflict) and the row holding its planned request
-        (``index``; None: nothing to send). False, and nothing noted, if an earlier row had it."""
-        cursor = self.db.execute(
-            "INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (user_data, state, index)
-        )
-        return cursor.rowcount == 1
+    def seen_many(self, keys: list[str]) -> set[str]:
+        """Which of these UserData an earlier input row had (:meth:`first_seen_many`)."""
+        out: set[str] = set()
+        for start in range(0, len(keys), _IN_LIMIT):
+            part = keys[start : start + _IN_LIMIT]
+            query = f"SELECT user_data FROM seen WHERE user_data IN ({','.join('?' * len(part))})"
+            out.update(row[0] for row in self.db.execute(query, part))
+        return out
+
+    def first_seen_many(self, rows: list[tuple[str, bytes | None, int | None]]) -> None:
+        """Note UserData seen for the first time: each with the state its row asks for (JSON
+        of its fields; None for a conflict) and the row holding its planned request (None:
+        nothing to send)."""
+        if rows:
+            self.db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", rows)
 
     def prior(self, user_data: str) -> tuple[dict[str, Any] | None, int | None]:
         """What the earlier rows with this UserData ask for, merged in input order (None: a

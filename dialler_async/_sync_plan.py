@@ -19,7 +19,7 @@ cleared when the contact has one (an emptied amount or appointment must not read
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -33,6 +33,8 @@ from ._sync_run import SyncRun
 from ._sync_types import CHANGED, NEW, MissingPolicy, SyncPlan
 
 _NO_USER_DATA: Final = "UserData: sync needs UserData (the key that matches a row to a contact)"
+#: Rows classified together (one index query for all of them).
+_CHUNK: Final = 500
 SUPERSEDED: Final = "superseded by a later row with the same UserData"
 #: A compared field's API name from either spelling a mapping row may use.
 _SPELLING: Final = {
@@ -62,29 +64,41 @@ class Planner:
         self.ws = run.ws
 
     async def plan(self, rows: Iterable[Any] | AsyncIterable[Any]) -> None:
-        """Classify every input row (see the module docstring); journal those to send."""
+        """Classify every input row (see the module docstring); journal those to send. Rows
+        are classified in chunks (one index query per chunk, not per row); the rows of a
+        chunk already read are classified even when the source fails or the task is
+        cancelled, so every row read is in the account."""
         run = self.run
         rules = Import(overwrite_duplicates=False, campaign_id=run.campaign_id, campaign_name=None)
         await rules.resolve(run.client)
         db = self.ws.db
         db.execute("BEGIN")
         index = 0
-        classify = self._classify
+        chunk: list[tuple[int, Any]] = []
         try:
             if isinstance(rows, AsyncIterable):
                 async for item in rows:
-                    classify(rules, index, item)
+                    chunk.append((index, item))
                     index += 1
+                    if len(chunk) == _CHUNK:
+                        taken, chunk = chunk, []
+                        self._classify(rules, taken)
             else:
                 for item in rows:
-                    classify(rules, index, item)
+                    chunk.append((index, item))
                     index += 1
-                    if index % 1000 == 0:
+                    if len(chunk) == _CHUNK:
+                        taken, chunk = chunk, []
+                        self._classify(rules, taken)
                         await asyncio.sleep(0)  # let a cancellation in
             run.read_all = True
         finally:
-            db.execute("COMMIT")
-            run.total = index
+            try:
+                taken, chunk = chunk, []
+                self._classify(rules, taken)
+            finally:
+                db.execute("COMMIT")
+                run.total = index
 
     def _body(self, rules: Import, item: Any) -> tuple[str, dict[str, Any], bytes]:
         """The row's UserData, the fields it asks for (None: no value) and their JSON."""
@@ -110,32 +124,75 @@ class Planner:
             ) from None
         return user_data, body, blob
 
-    def _classify(self, rules: Import, index: int, item: Any) -> None:
-        run, ws, counts = self.run, self.ws, self.run.counts
+    def _classify(self, rules: Import, chunk: list[tuple[int, Any]]) -> None:
+        """Classify a chunk of rows in input order. Should the index fail (a full disk), the
+        rows not yet decided are accounted CANCELLED before the error goes on."""
+        run, counts = self.run, self.run.counts
+        valid: list[tuple[int, Any, str, dict[str, Any], bytes]] = []
+        for index, item in chunk:
+            try:
+                user_data, body, blob = self._body(rules, item)
+            except ContactValidationError as err:
+                counts["invalid"] += 1
+                key = err.key if isinstance(err.key, str) else None
+                run.account(run.row(index, item, Outcome.INVALID, key=key, error=err))
+            else:
+                valid.append((index, item, user_data, body, blob))
+        if not valid:
+            return
+        decided = 0
         try:
-            user_data, body, blob = self._body(rules, item)
-        except ContactValidationError as err:
-            counts["invalid"] += 1
-            key = err.key if isinstance(err.key, str) else None
-            run.account(run.row(index, item, Outcome.INVALID, key=key, error=err))
-            return
-        found = ws.matches(user_data)
-        if len(found) > 1:
-            first = ws.first_seen(user_data, None, None)  # seen: its contacts are not missing
-            counts["conflicts"] += 1
-            error = SyncConflictError(user_data, [contact_id for contact_id, _ in found])
-            run.account(
-                run.row(
-                    index, item, Outcome.FAILED, key=user_data, error=error, duplicate=not first
-                )
-            )
-            return
-        contact_id, server = found[0] if found else (None, None)
-        kind, payload = _needs(body, server)
-        if ws.first_seen(user_data, blob, index if kind else None):
-            self._decide(index, item, user_data, kind, contact_id, payload, duplicate=False)
-            return
-        # A repeated UserData: the rows so far and this one, merged, against the snapshot.
+            keys = list({v[2] for v in valid})
+            found = self.ws.matches_many(keys)
+            seen = self.ws.seen_many(keys)
+            fresh: list[tuple[str, bytes | None, int | None]] = []
+            for index, item, user_data, body, blob in valid:
+                contacts = found.get(user_data, ())
+                duplicate = user_data in seen
+                if not duplicate:
+                    seen.add(user_data)
+                if len(contacts) > 1:
+                    if not duplicate:
+                        fresh.append((user_data, None, None))  # seen: its contacts aren't missing
+                    counts["conflicts"] += 1
+                    ids = [contact_id for contact_id, _ in contacts]
+                    error = SyncConflictError(user_data, ids)
+                    run.account(
+                        run.row(
+                            index,
+                            item,
+                            Outcome.FAILED,
+                            key=user_data,
+                            error=error,
+                            duplicate=duplicate,
+                        )
+                    )
+                elif not duplicate:
+                    contact_id, server = contacts[0] if contacts else (None, None)
+                    kind, payload = _needs(body, server)
+                    fresh.append((user_data, blob, index if kind else None))
+                    self._decide(index, item, user_data, kind, contact_id, payload, duplicate=False)
+                else:
+                    self.ws.first_seen_many(fresh)  # the earlier rows, before they are read
+                    fresh.clear()
+                    self._repeated(index, item, user_data, body, contacts)
+                decided += 1
+            self.ws.first_seen_many(fresh)
+        except BaseException:
+            for index, item, user_data, _, _ in valid[decided:]:
+                run.account(run.row(index, item, Outcome.CANCELLED, key=user_data))
+            raise
+
+    def _repeated(
+        self,
+        index: int,
+        item: Any,
+        user_data: str,
+        body: dict[str, Any],
+        contacts: Sequence[tuple[int, dict[str, Any]]],
+    ) -> None:
+        """A repeated UserData: the rows so far and this one, merged, against the snapshot."""
+        run, ws, counts = self.run, self.ws, self.run.counts
         state, earlier = ws.prior(user_data)
         if earlier is not None:
             dropped = ws.drop(earlier)
@@ -153,6 +210,7 @@ class Planner:
                         duplicate=earlier_duplicate,
                     )
                 )
+        contact_id, server = contacts[0] if contacts else (None, None)
         net = {**(state or {}), **body}
         kind, payload = _needs(net, server)
         ws.remember(user_data, net, index if kind else None)
@@ -172,6 +230,12 @@ class Planner:
         run = self.run
         if kind is None or payload is None:
             run.counts["unchanged"] += 1
+            if not run.rows.keep:
+                # Most rows of a nightly sync: counted, no result object (nobody keeps it).
+                run.rows.count(Outcome.SKIPPED, duplicate=duplicate)
+                if run.on_progress is not None:
+                    run.progress()
+                return
             run.account(
                 run.row(
                     index,
