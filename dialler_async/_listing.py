@@ -158,6 +158,10 @@ async def _cut_records(
                 f"record {count} is larger than the {small_limit:,}-byte limit of one "
                 "contact (max_answer_bytes)",
             )
+    if _RECORDS_KEY.search(buf):
+        # A second "records" list after the first (no string can hold this pattern): which
+        # one is the campaign cannot be told, and a parser would silently keep only one.
+        raise _malformed(body, f"more than one 'records' list (after {count} records)")
     if cut_made and buf.lstrip().startswith(b"]"):
         raise _malformed(body, f"invalid JSON after {count} records (a comma before ']')")
     try:

@@ -108,9 +108,13 @@ class Applier:
                 else:
                     out[position] = [c for c in contacts if c.campaign_id == run.campaign_id]
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(workers, len(keys))):
-                group.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(workers, len(keys))):
+                    group.create_task(worker())
+        except BaseExceptionGroup as failed:
+            # Not a lookup's error (those are per row): the caller's, raised as itself.
+            raise failed.exceptions[0] from None
         return out
 
     def _recheck(

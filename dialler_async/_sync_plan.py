@@ -75,6 +75,7 @@ class Planner:
         db.execute("BEGIN")
         index = 0
         chunk: list[tuple[int, Any]] = []
+        run.deferring = True
         try:
             if isinstance(rows, AsyncIterable):
                 async for item in rows:
@@ -83,6 +84,7 @@ class Planner:
                     if len(chunk) == _CHUNK:
                         taken, chunk = chunk, []
                         self._classify(rules, taken)
+                        run.check()
             else:
                 for item in rows:
                     chunk.append((index, item))
@@ -90,6 +92,7 @@ class Planner:
                     if len(chunk) == _CHUNK:
                         taken, chunk = chunk, []
                         self._classify(rules, taken)
+                        run.check()
                         await asyncio.sleep(0)  # let a cancellation in
             run.read_all = True
         finally:
@@ -97,8 +100,10 @@ class Planner:
                 taken, chunk = chunk, []
                 self._classify(rules, taken)
             finally:
+                run.deferring = False
                 db.execute("COMMIT")
                 run.total = index
+        run.check()
 
     def _body(self, rules: Import, item: Any) -> tuple[str, dict[str, Any], bytes]:
         """The row's UserData, the fields it asks for (None: no value) and their JSON."""

@@ -58,6 +58,8 @@ class SyncRun:
         }
         self.total: int | None = None
         self.read_all = False
+        self.deferring = False
+        self.deferred: BaseException | None = None
         transport = client.transport
         self.clock = client._clock
         self.started = self.clock()
@@ -84,6 +86,26 @@ class SyncRun:
             self.progress()
 
     def progress(self, finished: bool = False) -> None:
+        """Report progress (at most every ``progress_interval``). While planning, an
+        ``on_progress`` that raises is held until :meth:`check` (the rows of the chunk being
+        classified are accounted first); elsewhere it stops the sync at once."""
+        try:
+            self._progress(finished)
+        except BaseException as exc:
+            self.on_progress = None  # never called again once it raised (nor while stopping)
+            if not self.deferring:
+                raise
+            self.stopped = True
+            if self.deferred is None:
+                self.deferred = exc
+
+    def check(self) -> None:
+        """Raise what :meth:`progress` held, if anything."""
+        exc, self.deferred = self.deferred, None
+        if exc is not None:
+            raise exc
+
+    def _progress(self, finished: bool) -> None:
         if self.on_progress is None:
             return
         now = self.clock()

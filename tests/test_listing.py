@@ -117,3 +117,11 @@ async def test_a_string_full_of_cut_candidates_is_one_record() -> None:
     records = [{"ID": 1, "Comment": comment}, {"ID": 2}]
     data = json.dumps({"records": records, "count": 2}).encode()
     assert await read(data, 512, limit=100_000) == records
+
+
+@pytest.mark.parametrize("size", [1, 4, 64, 4096])
+async def test_a_second_records_list_is_refused(size: int) -> None:
+    # A parser would keep one of the two lists silently; which is the campaign is unknown.
+    data = b'{"records":[{"ID":1},{"ID":2}],"count":2,"records":[{"ID":3}]}'
+    with pytest.raises(ResponseFormatError, match="more than one"):
+        await read(data, size)
