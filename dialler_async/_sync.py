@@ -20,7 +20,6 @@ against what the server then holds, so an interrupted sync is resumed by running
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -129,14 +128,15 @@ async def sync(
                 run.total = (run.total or 0) + plan.missing
                 await applier.apply_missing(action)
                 missing_result = run.result(run.missing, action, read_all=not run.stopped)
-        except asyncio.CancelledError as cancelled:
+        except BaseException as stopped:
+            # Cancelled, or the caller's on_progress raised: the account goes with it.
             rows_result = run.result(run.rows, Operation.SYNC, read_all=run.read_all)
-            cancelled.bulk_result = rows_result  # type: ignore[attr-defined]
+            stopped.bulk_result = rows_result  # type: ignore[attr-defined]
             # The missing policy's own account: what it already locked or deleted.
             missing_partial = None
             if missing != "keep":
                 missing_partial = run.result(run.missing, action, read_all=False)
-            cancelled.sync_result = SyncResult(  # type: ignore[attr-defined]
+            stopped.sync_result = SyncResult(  # type: ignore[attr-defined]
                 plan=plan, rows=rows_result, missing=missing_partial
             )
             raise

@@ -165,7 +165,12 @@ class Applier:
             run.stopped = True
             self.cancel_planned()
             raise
-        await self._phase(Operation.IMPORT, self._planned(NEW), self._restore_row, run.rows)
+        try:
+            await self._phase(Operation.IMPORT, self._planned(NEW), self._restore_row, run.rows)
+        except BaseException:
+            # The updates never started: every one of them is accounted all the same.
+            cancel_unread(Operation.UPDATE, self._planned(CHANGED), run.account)
+            raise
         await self._phase(Operation.UPDATE, self._planned(CHANGED), self._restore_row, run.rows)
 
     def _planned(self, kind: int) -> Iterator[tuple[int, Any]]:

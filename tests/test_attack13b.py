@@ -183,3 +183,40 @@ async def test_duplicates_across_chunks_are_merged(
     assert_account(result.rows, read=len(rows))
     assert (result.plan.superseded, result.plan.changed, result.plan.unchanged) == (1, 1, 1200)
     assert writes(emulator) == 1
+
+
+# BREAK (found, fixed): an on_progress that raised while the plan's rows were sent (or the
+# missing contacts deleted) came out of sync_contacts with no account at all, though writes
+# had been made: now it is raised with the rows' account (bulk_result) and the sync's
+# (sync_result), every row read accounted once.
+@pytest.mark.parametrize("missing", ["keep", "delete"])
+async def test_on_progress_raising_during_apply_is_raised_with_the_account(
+    emulator: Emulator, client: DiallerClient, missing: str
+) -> None:
+    seed(emulator, 120)
+    rows = [row(i, City="X") for i in range(100)]
+    threshold = 50 if missing == "keep" else 110
+
+    def progress(p: Any) -> None:
+        if p.done >= threshold:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop") as caught:
+        await client.sync_contacts(
+            rows,
+            campaign_id=CAMPAIGN,
+            missing=missing,  # type: ignore[arg-type]
+            force=True,
+            on_progress=progress,
+            progress_interval=0,
+        )
+    partial = getattr(caught.value, "bulk_result", None)
+    assert partial is not None
+    assert_account(partial, read=len(rows))
+    synced = caught.value.sync_result  # type: ignore[attr-defined]
+    if missing == "delete":
+        assert synced.missing is not None
+        assert_account(synced.missing, read=synced.missing.total)
+        assert 120 - emulator.store.contact_count() <= synced.missing.succeeded
+    changed = sum(1 for c in emulator.store.all_contacts() if c["City"] == "X")
+    assert changed <= partial.succeeded + partial.ambiguous
