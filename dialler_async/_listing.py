@@ -10,8 +10,10 @@ to the array (checked as ``head + "]}"``), runs of whole records (``"[" + run + 
 last record with the rest of the envelope (``'{"records":[' + rest``). A candidate cut is a
 ``}`` followed by a comma; one that falls inside a string or a nested value leaves its piece
 unbalanced, which orjson refuses, so the cut is moved, never trusted. Every byte is parsed
-once, about 20x less CPU than ijson's event parser on these records (benchmarks/README.md).
-Any other shape is read by ijson's push parser (its C backend where installed).
+once, about 10x less CPU than ijson's event parser on these records (benchmarks/README.md).
+Any other shape is read by ijson's push parser (its C backend where installed), and so is the
+rest of an answer from a record orjson refuses though JSON allows it (a lone surrogate escape).
+An integer beyond 64 bits reads as a float (orjson's rule; no contact field holds one).
 
 Either way the envelope is checked, not only its records: a ``status`` outside 2xx and a
 ``count`` that differs from the records received are refused (a truncated or error answer must
@@ -20,6 +22,7 @@ never read as a complete campaign: for a sync, everyone unread would be "missing
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Final
@@ -143,7 +146,9 @@ async def _cut_records(
             return batch  # type: ignore[no-any-return]
         return None
 
-    async for _ in _with(buf, chunks):
+    stuck = False  # no cut holds within one record's limit: orjson refuses what ijson may read
+    async for chunk in chunks:
+        buf += chunk
         batch = take()
         if batch is not None:
             cut_made = True
@@ -153,23 +158,27 @@ async def _cut_records(
                 count += 1
                 yield record
         if len(buf) > small_limit:
-            raise _malformed(
-                body,
-                f"record {count} is larger than the {small_limit:,}-byte limit of one "
-                "contact (max_answer_bytes)",
-            )
-    if _RECORDS_KEY.search(buf):
+            stuck = True
+            break
+    if not stuck and _RECORDS_KEY.search(buf):
         # A second "records" list after the first (no string can hold this pattern): which
         # one is the campaign cannot be told, and a parser would silently keep only one.
         raise _malformed(body, f"more than one 'records' list (after {count} records)")
     if cut_made and buf.lstrip().startswith(b"]"):
         raise _malformed(body, f"invalid JSON after {count} records (a comma before ']')")
-    try:
-        tail = orjson.loads(_OPEN + buf)
-    except orjson.JSONDecodeError as exc:
-        raise _malformed(body, f"invalid JSON after {count} records ({exc})") from None
-    if not isinstance(tail, dict):  # pragma: no cover - the text starts with '{'
-        raise _malformed(body, f"invalid JSON after {count} records")
+    tail: Any = None
+    if not stuck:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            tail = orjson.loads(_OPEN + buf)
+    if not isinstance(tail, dict):
+        # What orjson refuses and JSON allows (a lone surrogate escape), a record over the
+        # limit, or broken JSON: ijson reads on from this record boundary and tells which.
+        more = _ijson_records(
+            body, _OPEN + bytes(buf), chunks, small_limit, done=count, envelope=head
+        )
+        async for record in more:
+            yield record
+        return
     for record in tail.pop("records"):
         if type(record) is not dict:
             raise _malformed(body, f"record {count} is not a JSON object")
@@ -180,25 +189,26 @@ async def _cut_records(
     check_envelope(body, envelope, count)
 
 
-async def _with(buf: bytearray, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Each chunk of ``chunks``, appended to ``buf`` before it is handed on."""
-    async for chunk in chunks:
-        buf += chunk
-        yield chunk
-
-
 async def _ijson_records(
-    body: Body, head: bytes, chunks: AsyncIterator[bytes], small_limit: int
+    body: Body,
+    head: bytes,
+    chunks: AsyncIterator[bytes],
+    small_limit: int,
+    *,
+    done: int = 0,
+    envelope: dict[str, Any] | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Any other envelope shape, through ijson: the records, then the envelope's checks (its
-    ``count`` and ``status`` come from two more push parsers over the same bytes)."""
+    ``count`` and ``status`` come from two more push parsers over the same bytes). ``done``
+    and ``envelope``: the records already yielded and the envelope's head, when the records
+    are taken over from :func:`_cut_records` at a record boundary."""
     import ijson  # only for unusual answers
 
     found: Any = ijson.sendable_list()
     parser = ijson.items_coro(found, RECORDS_PREFIX, use_float=True)
     scalars = {name: ijson.sendable_list() for name in ("count", "status")}
     others = [ijson.items_coro(sink, name) for name, sink in scalars.items()]
-    count = 0
+    count = done
     pending = 0  # bytes fed since the last complete record: one record is one contact
 
     async def all_chunks() -> AsyncIterator[bytes]:
@@ -230,14 +240,15 @@ async def _ijson_records(
         parser.close()
         for other in others:
             other.close()
-    except ijson.JSONError as exc:
+    except (ijson.JSONError, UnicodeDecodeError) as exc:
+        # yajl turns a lone low surrogate escape into bytes that are not UTF-8.
         raise _malformed(body, f"invalid JSON after {count} records ({exc})") from None
     for record in found:  # completed by close()
         if not isinstance(record, dict):
             raise _malformed(body, f"record {count} is not a JSON object")
         count += 1
         yield record
-    if count == 0:
+    if count == 0 and envelope is None:
         raise _malformed(body, "a large answer without any record in a 'records' list")
-    envelope = {name: sink[0] for name, sink in scalars.items() if sink}
-    check_envelope(body, envelope, count)
+    found_scalars = {name: sink[0] for name, sink in scalars.items() if sink}
+    check_envelope(body, {**(envelope or {}), **found_scalars}, count)

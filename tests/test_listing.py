@@ -125,3 +125,33 @@ async def test_a_second_records_list_is_refused(size: int) -> None:
     data = b'{"records":[{"ID":1},{"ID":2}],"count":2,"records":[{"ID":3}]}'
     with pytest.raises(ResponseFormatError, match="more than one"):
         await read(data, size)
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 4096])
+@pytest.mark.parametrize(
+    "odd",
+    [b'"\\ud800"', b'"a\\ud83d b"'],
+    ids=["lone-surrogate", "lone-surrogate-in-text"],
+)
+async def test_what_orjson_refuses_but_json_allows_is_read_by_ijson(odd: bytes, size: int) -> None:
+    # A lone surrogate escape in one record (a broken UTF-16 value in the server's database):
+    # the answer is valid JSON, so it is read whole (from that record on by ijson), with its
+    # envelope checked. (An integer beyond 64 bits is read by orjson, as a float.)
+    records = b",".join(b'{"ID":%d,"Comment":"c"}' % i for i in range(50))
+    data = b'{"records":[' + records + b',{"ID":50,"X":' + odd + b"}," + records + b'],"count":101}'
+    got = await read(data, size, limit=1000)
+    assert [r["ID"] for r in got] == [*range(50), 50, *range(50)]
+    assert isinstance(got[50]["X"], str)
+    wrong = data.replace(b'"count":101', b'"count":100')
+    with pytest.raises(ResponseFormatError, match="count"):
+        await read(wrong, size, limit=1000)
+
+
+@pytest.mark.parametrize("size", [1, 64, 4096])
+async def test_an_undecodable_escape_is_a_response_format_error(size: int) -> None:
+    # A lone low surrogate: orjson refuses it and yajl's UTF-8 decoding fails on it; either
+    # way one of the SDK's errors, never a bare UnicodeDecodeError.
+    records = b",".join(b'{"ID":%d}' % i for i in range(50))
+    data = b'{"records":[' + records + b',{"ID":50,"X":"\\udc00"}],"count":51}'
+    with pytest.raises(ResponseFormatError):
+        await read(data, size, limit=1000)
