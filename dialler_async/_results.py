@@ -233,6 +233,15 @@ class Tally:
         if self.keep:
             self.items.append(result)
 
+    def count(self, outcome: Outcome, *, duplicate: bool = False) -> None:
+        """Count a successful or skipped item without building its :class:`ItemResult` (only
+        when results are not kept: then nothing else of it would be read)."""
+        assert not self.keep
+        assert outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED)
+        self.counts[outcome] += 1
+        if duplicate:
+            self.duplicates += 1
+
     def result(
         self,
         operation: Operation,

@@ -2,9 +2,9 @@
 
 The snapshot maps UserData to the server's contacts (ID, lock state, the comparable field
 values after normalisation); the plan journals each input row that needs a request (its kind,
-the body to send, the row as given), the UserData seen in the input (so *missing* is one
-query), and the IDs of contacts a sync created. Nothing of it is held in memory, so a sync of
-a campaign of millions runs in the same few MB as one of thousands.
+the body to send, the row as given) and, per UserData seen in the input (so *missing* is one
+query), the fields its rows ask for, merged in input order. Nothing of it is held in memory,
+so a sync of a campaign of millions runs in the same few MB as one of thousands.
 
 The file is scratch space: written without a journal or fsync and deleted when the sync ends.
 """
@@ -35,13 +35,15 @@ COMPARED: Final[dict[str, F.Kind]] = {
 
 _SCHEMA: Final = """
 CREATE TABLE contacts (id INTEGER PRIMARY KEY, user_data TEXT, locked INTEGER, fields BLOB);
-CREATE TABLE seen (user_data TEXT PRIMARY KEY, overlay BLOB);
+CREATE TABLE seen (user_data TEXT PRIMARY KEY, state BLOB, idx INTEGER) WITHOUT ROWID;
 CREATE TABLE todo (idx INTEGER PRIMARY KEY, kind INTEGER, user_data TEXT, contact_id INTEGER,
-                   payload BLOB, item BLOB);
-CREATE TABLE created (user_data TEXT PRIMARY KEY, id INTEGER);
+                   payload BLOB, item BLOB, duplicate INTEGER);
 """
 
 _BATCH: Final = 2000
+_NAMES: Final = tuple(COMPARED)
+#: Parameters per ``IN (...)`` query (SQLite allows 999 in its oldest builds).
+_IN_LIMIT: Final = 900
 
 
 def comparable(kind: F.Kind, value: Any) -> Any:
@@ -72,7 +74,7 @@ def server_values(record: Mapping[str, Any]) -> dict[str, Any]:
     """The comparable fields of a server record that hold a value, as the server sent them
     (normalised only when compared: a row sends a handful of the ~50 fields)."""
     get = record.get
-    return {name: value for name in COMPARED if (value := get(name)) is not None}
+    return {name: value for name in _NAMES if (value := get(name)) is not None}
 
 
 def changed_fields(body: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,9 +82,15 @@ def changed_fields(body: Mapping[str, Any], current: Mapping[str, Any]) -> dict[
     values, absent = no value), as they would be sent. Fields outside :data:`COMPARED` are
     never part of an update."""
     out = {}
+    get = current.get
     for name, sent in body.items():
         kind = COMPARED.get(name)
-        if kind is not None and comparable(kind, sent) != comparable(kind, current.get(name)):
+        if kind is None:
+            continue
+        now = get(name)
+        if sent == now and type(sent) is type(now):
+            continue  # the usual case, the same text: equal without normalising
+        if comparable(kind, sent) != comparable(kind, now):
             out[name] = sent
     return out
 
@@ -157,29 +165,53 @@ class Workspace:
         (self.size,) = self.db.execute("SELECT count(*) FROM contacts").fetchone()
         return int(self.size)
 
-    def matches(self, user_data: str) -> list[tuple[int, dict[str, Any]]]:
-        """The campaign's contacts with this UserData (ID order), with their field values."""
-        rows = self.db.execute(
-            "SELECT id, fields FROM contacts WHERE user_data = ? ORDER BY id", (user_data,)
-        ).fetchall()
-        return [(row[0], orjson.loads(row[1])) for row in rows]
+    def matches_many(self, keys: list[str]) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+        """The campaign's contacts with each of these UserData (ID order), with their field
+        values; a UserData no contact has is absent."""
+        out: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for start in range(0, len(keys), _IN_LIMIT):
+            part = keys[start : start + _IN_LIMIT]
+            query = (
+                "SELECT user_data, id, fields FROM contacts WHERE user_data IN "
+                f"({','.join('?' * len(part))}) ORDER BY id"
+            )
+            for user_data, contact_id, fields in self.db.execute(query, part):
+                out.setdefault(user_data, []).append((contact_id, orjson.loads(fields)))
+        return out
 
     # -- plan ---------------------------------------------------------------------------
 
-    def see(self, user_data: str) -> tuple[bool, dict[str, Any] | None]:
-        """Note that an input row has this UserData; returns whether an earlier one had it,
-        and the state the earlier rows planned to leave (None: nothing planned)."""
-        cursor = self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, NULL)", (user_data,))
-        if cursor.rowcount == 1:  # one statement for the common case: a first occurrence
-            return False, None
-        row = self.db.execute("SELECT overlay FROM seen WHERE user_data = ?", (user_data,))
-        found = row.fetchone()
-        return True, orjson.loads(found[0]) if found[0] is not None else None
+    def seen_many(self, keys: list[str]) -> set[str]:
+        """Which of these UserData an earlier input row had (:meth:`first_seen_many`)."""
+        out: set[str] = set()
+        for start in range(0, len(keys), _IN_LIMIT):
+            part = keys[start : start + _IN_LIMIT]
+            query = f"SELECT user_data FROM seen WHERE user_data IN ({','.join('?' * len(part))})"
+            out.update(row[0] for row in self.db.execute(query, part))
+        return out
 
-    def plan_state(self, user_data: str, overlay: Mapping[str, Any]) -> None:
-        """Remember the state the rows so far leave the contact in (for later duplicates)."""
-        blob = orjson.dumps(overlay)
-        self.db.execute("UPDATE seen SET overlay = ? WHERE user_data = ?", (blob, user_data))
+    def first_seen_many(self, rows: list[tuple[str, bytes | None, int | None]]) -> None:
+        """Note UserData seen for the first time: each with the state its row asks for (JSON
+        of its fields; None for a conflict) and the row holding its planned request (None:
+        nothing to send)."""
+        if rows:
+            self.db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", rows)
+
+    def prior(self, user_data: str) -> tuple[dict[str, Any] | None, int | None]:
+        """What the earlier rows with this UserData ask for, merged in input order (None: a
+        conflict), and the row holding their planned request (None: nothing to send)."""
+        found = self.db.execute(
+            "SELECT state, idx FROM seen WHERE user_data = ?", (user_data,)
+        ).fetchone()
+        state = orjson.loads(found[0]) if found[0] is not None else None
+        return state, found[1]
+
+    def remember(self, user_data: str, state: Mapping[str, Any], index: int | None) -> None:
+        """Replace what the rows so far with this UserData ask for (see :meth:`prior`)."""
+        self.db.execute(
+            "UPDATE seen SET state = ?, idx = ? WHERE user_data = ?",
+            (orjson.dumps(state), index, user_data),
+        )
 
     def plan(
         self,
@@ -189,10 +221,11 @@ class Workspace:
         contact_id: int | None,
         payload: Mapping[str, Any],
         item: Any,
+        duplicate: bool,
     ) -> None:
         """Journal one input row that needs a request (``item``: the row as given)."""
         self.db.execute(
-            "INSERT INTO todo VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO todo VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 index,
                 kind,
@@ -200,21 +233,42 @@ class Workspace:
                 contact_id,
                 orjson.dumps(payload),
                 _pickled(item),
+                1 if duplicate else 0,
             ),
         )
 
-    def todo(self, kinds: tuple[int, ...]) -> Iterator[tuple[int, int, str, int | None, Any]]:
+    def replan(
+        self, index: int, kind: int, contact_id: int | None, payload: Mapping[str, Any]
+    ) -> None:
+        """Change what the journaled row ``index`` is to send."""
+        self.db.execute(
+            "UPDATE todo SET kind = ?, contact_id = ?, payload = ? WHERE idx = ?",
+            (kind, contact_id, orjson.dumps(payload), index),
+        )
+
+    def drop(self, index: int) -> tuple[int, Any, bool] | None:
+        """Take the journaled row ``index`` out of the plan: its kind, the row as given, and
+        whether it was a duplicate (None: no such row)."""
+        found = self.db.execute(
+            "SELECT kind, item, duplicate FROM todo WHERE idx = ?", (index,)
+        ).fetchone()
+        if found is None:
+            return None
+        self.db.execute("DELETE FROM todo WHERE idx = ?", (index,))
+        return found[0], pickle.loads(found[1]), bool(found[2])  # noqa: S301 - our own file
+
+    def todo(self, kinds: tuple[int, ...]) -> Iterator[tuple[int, int, str, int | None, Any, bool]]:
         """The journaled rows of these kinds in input order: index, kind, UserData, contact ID,
-        body (the row as given: :meth:`item`)."""
+        body, duplicate (the row as given: :meth:`item`)."""
         marks = ",".join("?" * len(kinds))
         cursor = self.db.execute(
-            f"SELECT idx, kind, user_data, contact_id, payload FROM todo "
+            f"SELECT idx, kind, user_data, contact_id, payload, duplicate FROM todo "
             f"WHERE kind IN ({marks}) ORDER BY idx",
             kinds,
         )
         while rows := cursor.fetchmany(_BATCH):
-            for idx, kind, user_data, contact_id, payload in rows:
-                yield idx, kind, user_data, contact_id, orjson.loads(payload)
+            for idx, kind, user_data, contact_id, payload, duplicate in rows:
+                yield idx, kind, user_data, contact_id, orjson.loads(payload), bool(duplicate)
 
     def user_data(self, index: int) -> str | None:
         """The UserData of the journaled input row ``index``."""
@@ -247,11 +301,3 @@ class Workspace:
             "WHERE s.user_data IS NULL"
         )
         return int(self.db.execute(query).fetchone()[0])
-
-    def note_created(self, user_data: str, contact_id: int) -> None:
-        self.db.execute("INSERT OR IGNORE INTO created VALUES (?, ?)", (user_data, contact_id))
-
-    def created(self, user_data: str) -> int | None:
-        row = self.db.execute("SELECT id FROM created WHERE user_data = ?", (user_data,))
-        found = row.fetchone()
-        return int(found[0]) if found is not None else None

@@ -8,7 +8,6 @@ account, and what it never read is CANCELLED here: every position is accounted e
 
 from __future__ import annotations
 
-import asyncio
 from array import array
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,9 @@ async def run_phase(
 ) -> bool:
     """Run ``source`` (position, engine item) through the engine with ``options``; ``restore``
     turns an engine result into the sync's (its position, the input as given). Returns True
-    when the engine stopped before the end (``max_failures``, ``on_error="raise"``)."""
+    when the engine stopped before the end (``max_failures``, ``on_error="raise"``). Any
+    other exception (a cancel, an ``on_progress`` that raised) goes on once every position is
+    accounted."""
     positions = array("q")
     received = bytearray()
 
@@ -52,13 +53,15 @@ async def run_phase(
                     received.extend(bytes(result.index + 1024 - len(received)))
                 received[result.index] = 1
                 account(restore(result, positions[result.index]))
-    except asyncio.CancelledError as cancelled:
-        partial = getattr(cancelled, "bulk_result", None) or stream.result
+    except BulkError:
+        stopped = True  # on_error="raise": the sync raises it again with its whole account
+    except BaseException as exc:
+        # Cancelled, or the caller's own callback raised: the stream is shut down; what it
+        # read is settled from its account, what it never read is CANCELLED.
+        partial = getattr(exc, "bulk_result", None) or stream.result
         settle(partial, positions, received, restore, account)
         cancel_unread(operation, source, account)
         raise
-    except BulkError:
-        stopped = True  # on_error="raise": the sync raises it again with its whole account
     partial = stream.result
     settle(partial, positions, received, restore, account)
     cancel_unread(operation, source, account)

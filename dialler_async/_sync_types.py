@@ -10,22 +10,24 @@ import attrs
 
 from ._exceptions import BulkError
 from ._results import BulkResult
-from ._snapshot import COMPARED, comparable
 
 MissingPolicy = Literal["keep", "lock", "delete"]
 
-#: Kinds of journaled rows: an import, an update by ID, an update of a contact an earlier row
-#: of the same input creates (its ID is known only once that import succeeded).
+#: Kinds of journaled rows: an import, an update by ID.
 NEW: Final = 1
 CHANGED: Final = 2
-AFTER_NEW: Final = 3
 
 
 @attrs.frozen(kw_only=True)
 class SyncPlan:
     """What a sync does. ``new`` + ``changed`` + ``unchanged`` + ``conflicts`` + ``invalid``
-    is the number of input rows; ``missing`` counts contacts of the campaign (of
-    ``campaign_size``) that no input row names; ``missing_policy`` is what is done to them."""
+    + ``superseded`` is the number of input rows; ``missing`` counts contacts of the campaign
+    (of ``campaign_size``) that no input row names; ``missing_policy`` is what is done to them.
+
+    ``superseded``: rows whose UserData a later row repeats. All rows with one UserData are
+    merged in input order (later fields win) and compared with the server as one, so only the
+    last row that needs a request sends it (with the merged fields); the earlier ones are
+    SKIPPED with the reason ``"superseded by a later row with the same UserData"``."""
 
     campaign_id: int
     campaign_size: int
@@ -36,6 +38,7 @@ class SyncPlan:
     conflicts: int
     invalid: int
     missing_policy: MissingPolicy
+    superseded: int = 0
 
     @property
     def missing_share(self) -> float:
@@ -44,11 +47,18 @@ class SyncPlan:
 
     @property
     def rows(self) -> int:
-        return self.new + self.changed + self.unchanged + self.conflicts + self.invalid
+        return (
+            self.new
+            + self.changed
+            + self.unchanged
+            + self.conflicts
+            + self.invalid
+            + self.superseded
+        )
 
     def as_dict(self) -> dict[str, int]:
         """The counts, as the CLI's report writes them."""
-        names = ("new", "changed", "unchanged", "missing", "conflicts", "invalid")
+        names = ("new", "changed", "unchanged", "missing", "conflicts", "invalid", "superseded")
         return {name: getattr(self, name) for name in names}
 
 
@@ -98,18 +108,3 @@ class Planned(dict[str, Any]):
         self.original = original
         self.user_data = user_data
         self.duplicate = duplicate
-
-
-def merged(current: Mapping[str, Any], sent: Mapping[str, Any]) -> dict[str, Any]:
-    """The comparable state of a contact after ``sent`` is written over ``current``."""
-    state = dict(current)
-    for name, value in sent.items():
-        kind = COMPARED.get(name)
-        if kind is None:
-            continue
-        value = comparable(kind, value)
-        if value is None:
-            state.pop(name, None)
-        else:
-            state[name] = value
-    return state

@@ -112,7 +112,6 @@ async def test_one_record_larger_than_max_answer_bytes_is_refused(
 # An answer cut short by the server (`count` 3, one record) or an error envelope carrying a
 # partial list (`status` 500) reads as a complete campaign: sync then imports a second copy of
 # every contact it did not see (plain imports) and counts the rest as missing.
-@pytest.mark.xfail(strict=True, reason="open: list answer's count/status not checked")  # break 3
 @pytest.mark.parametrize(
     "envelope",
     [
@@ -215,7 +214,6 @@ async def test_one_row_that_cannot_be_journaled_does_not_stop_the_sync(
 # the CRM cancels an appointment (FollowUpDateTime emptied) or clears an amount, the sync
 # reports the row "unchanged" and the dialler keeps calling at the old appointment. A text
 # field emptied the same way ("") is cleared; the docs say an empty value equals no value.
-@pytest.mark.xfail(strict=True, reason="open: an emptied number or date is not compared")  # break 7
 async def test_sync_clears_a_numeric_or_date_field_the_input_empties(
     emulator: Emulator, client: DiallerClient
 ) -> None:
@@ -235,7 +233,6 @@ async def test_sync_clears_a_numeric_or_date_field_the_input_empties(
 # emptied (a customer's e-mail removed on request) is never cleared by `sync`: the row is
 # "unchanged" and the old value stays. `sync` has no --null-marker either (import/update
 # have none for sync to share: only `update` takes one), so the CLI cannot clear a field at all.
-@pytest.mark.xfail(strict=True, reason="open: the sync CLI cannot clear a field")  # break 8
 def test_cli_sync_clears_a_cell_the_crm_emptied(tmp_path: Path) -> None:
     db = tmp_path / "emu.db"
     source = tmp_path / "crm.csv"
@@ -465,7 +462,6 @@ async def test_a_silent_server_still_times_out_the_streamed_read(
 # first row with what the last one left and sends both rows again, so "a second run of the
 # same file sends no write at all" fails and the contact flips to the first row's value and
 # back on every run.
-@pytest.mark.xfail(strict=True, reason="open: differing duplicates re-sent")  # break 14
 async def test_rerunning_an_input_with_differing_duplicates_sends_nothing(
     emulator: Emulator, client: DiallerClient
 ) -> None:
@@ -508,7 +504,6 @@ async def test_a_missing_contact_already_deleted_by_another_writer_is_not_a_fail
 # the snapshot; the sync's plain import then creates a second one. The account says nothing
 # (one SUCCEEDED import), the campaign now holds two contacts with that UserData, and every
 # later sync reports it as a conflict and never touches it again.
-@pytest.mark.xfail(strict=True, reason="open: no lookup before importing a new row")  # break 16
 async def test_a_contact_created_by_another_writer_after_the_snapshot_is_not_duplicated(
     emulator: Emulator, client: DiallerClient
 ) -> None:

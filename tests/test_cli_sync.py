@@ -61,6 +61,7 @@ def test_the_guard_refuses_a_truncated_input_and_exits_2(
         "missing": 70,
         "conflicts": 0,
         "invalid": 0,
+        "superseded": 0,
     }
     assert data["exit_status"] == 2
 
@@ -104,3 +105,37 @@ def test_sync_report_plan_rejects_and_rerun(tmp_path: Path) -> None:
     assert main(["export", "--campaign-id", "538", "--emulator-db", str(db), "-o", str(out)]) == 0
     with out.open(encoding="utf-8") as fh:
         assert len(list(csv.DictReader(fh))) == 50
+
+
+def _cities(db: Path) -> dict[str, object]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT data FROM contacts").fetchall()
+    return {json.loads(d)["UserData"]: json.loads(d)["City"] for (d,) in rows}
+
+
+@pytest.mark.parametrize(
+    ("options", "cell", "expected"),
+    [
+        ([], "", None),  # default: an empty cell is "no value", the file is the whole truth
+        (["--empty-cells", "keep"], "", "Berlin"),  # empty means "not given"
+        (["--empty-cells", "keep", "--null-marker", "NULL"], "NULL", None),
+        (["--null-marker", "NULL"], "NULL", None),
+        (["--empty-cells", "keep", "--null-marker", "NULL"], "", "Berlin"),
+    ],
+    ids=["default-clears", "keep", "keep-marker", "marker", "keep-marker-empty"],
+)
+def test_sync_empty_cells_rule(
+    tmp_path: Path, options: list[str], cell: str, expected: object
+) -> None:
+    db = tmp_path / "emu.db"
+    args = ["sync", "--campaign-id", "538", "--emulator-db", str(db), "-q"]
+    assert main([*args, str(_write(tmp_path / "a.csv", range(3)))]) == 0
+    emptied = _write(tmp_path / "b.csv", range(3), city=cell)
+    assert main([*args, str(emptied), *options]) == 0
+    cities = _cities(db)
+    assert cities["K0001"] in ((None, "") if expected is None else (expected,)), cities
+    # Run again: whatever the rule, the campaign already holds the file, so nothing changes.
+    report = tmp_path / "r.json"
+    assert main([*args, str(emptied), *options, "--report", str(report)]) == 0
+    plan = json.loads(report.read_text())["plan"]
+    assert plan["changed"] == 0 and plan["unchanged"] == 3, plan

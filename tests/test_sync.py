@@ -15,6 +15,7 @@ from dialler_async import (
     SyncConflictError,
     SyncGuardError,
 )
+from dialler_async._sync_plan import SUPERSEDED
 from dialler_async.emulator import Emulator
 from dialler_async.emulator._records import new_contact
 
@@ -118,11 +119,14 @@ async def test_sync_plans_exactly_and_sends_only_the_changes(
         "missing": 20,
         "conflicts": 2,
         "invalid": 0,
+        "superseded": 0,
     }
     assert seen_plans == [plan]
     assert plan.campaign_size == 2002
     assert emulator.stats.requests["list_contacts"] == 1
     assert emulator.stats.requests["import_contact"] == 10
+    # Each new row is looked up first (another writer may have created it since the snapshot).
+    assert emulator.stats.requests["find_contacts"] == 10
     assert emulator.stats.requests["update_contact"] == 40
     assert writes(emulator) == 50
     assert result.missing is None
@@ -176,6 +180,7 @@ async def test_sync_plans_exactly_and_sends_only_the_changes(
         "missing": 20,
         "conflicts": 2,
         "invalid": 0,
+        "superseded": 0,
     }
 
 
@@ -282,28 +287,50 @@ async def test_rows_without_user_data_or_of_another_campaign_are_invalid(
 async def test_duplicate_rows_end_as_in_input_order(
     emulator: Emulator, client: DiallerClient
 ) -> None:
-    """Rows sharing a UserData act in input order: the last value wins, and a row equal to
-    the state an earlier row leaves is unchanged."""
+    """Rows sharing a UserData are merged in input order (the last value wins) and compared
+    with the server as one: only the last row that needs a request sends it, the earlier ones
+    are superseded, and a net effect equal to the server's value sends nothing."""
     seed(emulator, 3)
     rows = [
-        row(0, City="A"),
-        row(0, City="B"),  # changed again
-        row(1, City="C"),
-        row(1),  # back to the server's value: sequentially a change, so sent
-        row(7, City="X"),  # new
-        row(7, City="Y"),  # updates the contact the row before creates
-        row(7, City="Y"),  # equal to what the rows before leave: unchanged
+        row(0, City="A"),  # superseded
+        row(0, City="B"),  # the net change: sent
+        row(1, City="C"),  # superseded
+        row(1),  # back to the server's value: nothing to send
+        row(7, City="X", Email="x@example.com"),  # new, superseded
+        row(7, City="Y"),  # superseded by the next one
+        row(7, City="Y"),  # imported with the merged fields (City Y, the Email above)
     ]
     result = await client.sync_contacts(rows, campaign_id=CAMPAIGN)
     assert_account(result.rows, read=len(rows))
     items = list(result.rows.items or ())
     assert [i.duplicate_in_input for i in items] == [False, True, False, True, False, True, True]
-    assert [i.outcome for i in items].count(Outcome.SUCCEEDED) == 6
-    assert items[6].reason == "unchanged"
+    assert [i.outcome for i in items] == [
+        Outcome.SKIPPED,
+        Outcome.SUCCEEDED,
+        Outcome.SKIPPED,
+        Outcome.SKIPPED,
+        Outcome.SKIPPED,
+        Outcome.SKIPPED,
+        Outcome.SUCCEEDED,
+    ]
+    assert [i.reason for i in items] == [
+        SUPERSEDED,
+        None,
+        SUPERSEDED,
+        "unchanged",
+        SUPERSEDED,
+        SUPERSEDED,
+        None,
+    ]
+    assert result.plan.superseded == 4 and result.plan.rows == len(rows)
+    assert (result.plan.new, result.plan.changed, result.plan.unchanged) == (1, 1, 1)
     after = campaign_by_user_data(emulator)
     assert after["U00000"][0]["City"] == "B"
     assert after["U00001"][0]["City"] == "Berlin"
-    assert [c["City"] for c in after["U00007"]] == ["Y"]
+    assert [(c["City"], c["Email"]) for c in after["U00007"]] == [("Y", "x@example.com")]
+    emulator.stats.reset()
+    again = await client.sync_contacts(rows, campaign_id=CAMPAIGN)
+    assert writes(emulator) == 0, again.plan
 
 
 async def test_the_list_must_be_of_the_campaign(emulator: Emulator, client: DiallerClient) -> None:
@@ -336,3 +363,45 @@ async def test_the_list_must_be_of_the_campaign(emulator: Emulator, client: Dial
     with pytest.raises(ResponseFormatError, match="did not filter"):
         await client.sync_contacts([row(0)], campaign_id=CAMPAIGN, missing="delete", force=True)
     assert writes(emulator) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "changed"),
+    [
+        ({"Amount": None}, "Amount", True),
+        ({"amount": ""}, "Amount", True),  # the SDK's spelling
+        ({"City": "  "}, "City", True),
+        ({"Email": None}, "Email", False),  # no value on either side: unchanged
+        ({}, "Amount", False),  # a field the row does not carry is never compared
+    ],
+    ids=["none", "snake-case-blank", "blank-text", "already-empty", "absent"],
+)
+async def test_a_field_given_empty_asks_for_no_value(
+    emulator: Emulator,
+    client: DiallerClient,
+    changes: dict[str, Any],
+    field: str,
+    changed: bool,
+) -> None:
+    seed(emulator, 2)
+    base = row(0)
+    del base["Amount"]
+    result = await client.sync_contacts(
+        [{**base, **changes}, row(9, Amount=None, Email="")], campaign_id=CAMPAIGN
+    )
+    assert_account(result.rows, read=2)
+    assert (result.plan.changed, result.plan.new) == (int(changed), 1)
+    after = campaign_by_user_data(emulator)
+    value = after["U00000"][0][field]
+    assert (not value) if changed or field == "Email" else value == 10.5
+    assert after["U00009"][0]["Amount"] is None  # imported without the emptied fields
+
+
+async def test_an_emptied_name_is_invalid_not_cleared(
+    emulator: Emulator, client: DiallerClient
+) -> None:
+    seed(emulator, 1)
+    result = await client.sync_contacts([row(0, Name="")], campaign_id=CAMPAIGN)
+    assert_account(result.rows, read=1)
+    assert result.plan.invalid == 1
+    assert campaign_by_user_data(emulator)["U00000"][0]["Name"] == "Name0"

@@ -304,10 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
         "that several contacts of the campaign hold is a conflict (reported, not touched). "
         "Contacts of the campaign missing from the file are kept, locked or deleted "
         "(--missing); locking or deleting more than --max-missing of the campaign is refused "
-        "(exit 2) unless --force. --dry-run prints the plan and writes nothing.",
+        "(exit 2) unless --force. --dry-run prints the plan and writes nothing. An empty cell "
+        "means the field has no value: the contact's value is cleared (--empty-cells keep "
+        "leaves it as it is; then --null-marker clears).",
         [common, job],
     )
     _input(p)
+    group = p.add_argument_group("empty cells")
+    group.add_argument(
+        "--empty-cells",
+        choices=["clear", "keep"],
+        default="clear",
+        help="clear: an empty cell means 'no value' and clears the field (the file is the "
+        "whole truth for its columns; default); keep: an empty cell means 'not given' and "
+        "leaves the field as the campaign has it (for files that fill only some cells)",
+    )
+    group.add_argument(
+        "--null-marker", metavar="TEXT", help="a cell holding exactly TEXT clears the field"
+    )
     group = p.add_argument_group("campaign and missing contacts")
     campaign = group.add_mutually_exclusive_group(required=True)
     campaign.add_argument("--campaign-id", type=int, metavar="N", help="the campaign to sync")

@@ -118,7 +118,9 @@ class Job:
         else:
             assert self.columns is not None
             source = self.reader.rows(
-                self.columns, null_marker=getattr(self.args, "null_marker", None)
+                self.columns,
+                null_marker=getattr(self.args, "null_marker", None),
+                empty_is_null=getattr(self.args, "empty_cells", "keep") == "clear",
             )
         seen = (len(self.columns.unknown), len(self.columns.ignored)) if self.columns else (0, 0)
         for item in source:

@@ -270,13 +270,14 @@ class Columns:
         return targets
 
 
-def _cell(value: Any, null_marker: str | None) -> tuple[bool, Any]:
-    """(given, value) of one cell: empty means "not given"; the null marker means null."""
+def _cell(value: Any, null_marker: str | None, empty_is_null: bool) -> tuple[bool, Any]:
+    """(given, value) of one cell: the null marker means null; an empty cell means "not
+    given", or null (no value) with ``empty_is_null`` (sync: the file is the whole truth)."""
     if isinstance(value, str):
         if null_marker is not None and value == null_marker:
             return True, None
         if not value.strip():
-            return False, None
+            return empty_is_null, None
     return True, value
 
 
@@ -420,8 +421,11 @@ class Reader:
                         yield line, UnparsableLine(text.rstrip("\r\n"), line, "not a JSON object")
             text = self.stream.readline()
 
-    def rows(self, columns: Columns, *, null_marker: str | None = None) -> Iterator[Any]:
-        """:class:`Row` per data row (or :class:`UnparsableLine`), mapped by ``columns``."""
+    def rows(
+        self, columns: Columns, *, null_marker: str | None = None, empty_is_null: bool = False
+    ) -> Iterator[Any]:
+        """:class:`Row` per data row (or :class:`UnparsableLine`), mapped by ``columns``;
+        cells read by :func:`_cell`."""
         targets = columns.plan(self.header) if self.format == "csv" else None
         for line, raw in self.records():
             if not isinstance(raw, dict):
@@ -431,7 +435,7 @@ class Reader:
             if targets is not None:
                 for api, value in zip(targets, raw.values(), strict=True):
                     if api is not None:
-                        given, cell = _cell(value, null_marker)
+                        given, cell = _cell(value, null_marker, empty_is_null)
                         if given:
                             row[api] = cell
             else:
@@ -442,7 +446,7 @@ class Reader:
                     if value is None:  # JSON null: sent as null (clears in an update)
                         row[api] = None
                         continue
-                    given, cell = _cell(value, null_marker)
+                    given, cell = _cell(value, null_marker, empty_is_null)
                     if given:
                         row[api] = cell
             yield row

@@ -27,6 +27,7 @@ def plan_table(console: Console, plan: SyncPlan, *, title: str) -> None:
         ("unchanged", plan.unchanged, "no request"),
         ("conflicts", plan.conflicts, "several contacts with the UserData: not touched"),
         ("invalid", plan.invalid, "not sent"),
+        ("superseded", plan.superseded, "a later row has the same UserData: merged into it"),
         (
             "missing",
             plan.missing,
