@@ -282,7 +282,7 @@ class Import:
             screened = self.phones.check(
                 item, campaign_given=campaign_given, server_timezone=self.zone
             )
-            body, user_data = screened.body, screened.contact.user_data
+            body, user_data = screened.body, screened.user_data
             skip, warnings = screened.skip, screened.warnings
         # Most rows are plain text dicts that need no conversion: take the short path for
         # them (same body); the full one converts everything else and names every problem.

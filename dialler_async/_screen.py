@@ -15,12 +15,13 @@ from typing import Any, Final
 import attrs
 
 from ._converter import in_zone, to_new_contact, unstructure
+from ._digests import DigestSet, key_digest
 from ._exceptions import ConfigurationError, ContactValidationError
 from ._models import NewContact
-from ._phones import screen_numbers
+from ._phones import Normaliser, screen_numbers
 from ._policy import PhonePolicy
 from ._suppress import SuppressionList
-from ._validation import new_contact_problems
+from ._validation import new_contact_problems, plain_import_body
 
 SUPPRESSED: Final = "suppressed"
 DUPLICATE_PHONE: Final = "duplicate phone"
@@ -68,11 +69,11 @@ class PhoneCounts:
 
 @attrs.frozen(slots=True)
 class Verdict:
-    """One row after the screen: its contact and request body, what was changed (warnings),
+    """One row after the screen: its request body and UserData, what was changed (warnings),
     and ``skip``, a reason not to send it at all (None: send it)."""
 
-    contact: NewContact
     body: dict[str, Any]
+    user_data: str | None
     warnings: tuple[str, ...] = ()
     skip: str | None = None
 
@@ -82,7 +83,9 @@ class PhoneScreen:
     overwriting import must not leave it on an existing contact) rather than left out.
 
     Rows must be screened in input order for ``dedupe``'s "an earlier row" to mean the input's
-    order (the engine prepares rows in the order it reads them).
+    order (the engine prepares rows in the order it reads them). The numbers earlier rows dial
+    are kept as 64-bit digests in a :class:`DigestSet` (~12 bytes a number, exact: an E.164
+    key fits in 50 bits and its digest is a bijection of it).
     """
 
     def __init__(
@@ -96,8 +99,9 @@ class PhoneScreen:
         self.policy = policy
         self.suppress = suppress
         self.clear_suppressed = clear_suppressed
-        self.seen: set[int] | None = set() if dedupe else None
+        self.seen: DigestSet | None = DigestSet() if dedupe else None
         self.counts = PhoneCounts()
+        self.normaliser = Normaliser(policy)
 
     def check(
         self,
@@ -108,9 +112,18 @@ class PhoneScreen:
     ) -> Verdict:
         """Convert, normalise and validate one row; raises :class:`ContactValidationError`
         naming every problem (each failing number with its reason among them)."""
-        contact = in_zone(to_new_contact(data), server_timezone)
-        body = unstructure(contact)
-        screened = screen_numbers(body, self.policy)
+        # A plain text row needs no conversion (the import's short path); its body is what
+        # converting it would give, so only the number fields are left to judge.
+        plain = plain_import_body(data, campaign_given=campaign_given)
+        if plain is not None:
+            body = plain
+            user_data = body.get("UserData")
+            contact = None
+        else:
+            contact = in_zone(to_new_contact(data), server_timezone)
+            body = unstructure(contact)
+            user_data = contact.user_data
+        screened = screen_numbers(body, self.policy, self.normaliser)
         counts = self.counts
         if screened.problems:
             counts.invalid += len(screened.problems)
@@ -119,12 +132,11 @@ class PhoneScreen:
         for field, why in screened.dropped.items():
             del body[field]
             warnings.append(f"{field}: dropped, {why}")
-        problems = [
-            *screened.problems,
-            *new_contact_problems(contact, campaign_given=campaign_given, body=body),
-        ]
+        problems = list(screened.problems)
+        if contact is not None:
+            problems += new_contact_problems(contact, campaign_given=campaign_given, body=body)
         if problems:
-            raise ContactValidationError(problems, key=contact.user_data)
+            raise ContactValidationError(problems, key=user_data)
         counts.normalised += len(screened.sent)
         counts.dropped += len(screened.dropped)
         keys = screened.keys
@@ -140,10 +152,13 @@ class PhoneScreen:
                     warnings.append(f"{field}: suppressed (do not call)")
             if not keys:
                 counts.rows_suppressed += 1
-                return Verdict(contact, body, tuple(warnings), SUPPRESSED)
-        if self.seen is not None:
-            if all(key in self.seen for key in keys.values()):
+                return Verdict(body, user_data, tuple(warnings), SUPPRESSED)
+        seen = self.seen
+        if seen is not None:
+            digests = [key_digest(key) for key in keys.values()]
+            if all(digest in seen for digest in digests):
                 counts.rows_duplicate += 1
-                return Verdict(contact, body, tuple(warnings), DUPLICATE_PHONE)
-            self.seen.update(keys.values())
-        return Verdict(contact, body, tuple(warnings))
+                return Verdict(body, user_data, tuple(warnings), DUPLICATE_PHONE)
+            for digest in digests:
+                seen.add(digest)
+        return Verdict(body, user_data, tuple(warnings))

@@ -38,16 +38,18 @@ def problems(
                 verdict = screen.check(item, campaign_given=given)
                 if verdict.skip is not None:
                     raise Skip(verdict.skip)
-                checked: Any = verdict.contact
+                cid = verdict.body.get("DiallerCampaignsID")
+                cname = verdict.body.get("DiallerCampaignsName")
             else:
-                checked = validate_contact(item, campaign_given=given)
+                checked: Any = validate_contact(item, campaign_given=given)
+                cid, cname = checked.campaign_id, checked.campaign_name
         else:
             checked = validate_update(item)
+            cid, cname = checked.campaign_id, checked.campaign_name
     except ContactValidationError as exc:
         return "; ".join(exc.problems)
     if campaigns is None:
         return None
-    cid, cname = checked.campaign_id, checked.campaign_name
     if isinstance(cid, int) and all(c.id != cid for c in campaigns):
         return f"DiallerCampaignsID: no campaign {cid} on this server"
     if (
