@@ -55,6 +55,13 @@ class ImportOptions(BulkOptions, total=False):
     dedupe_phone: bool
 
 
+class UpdateOptions(BulkOptions, total=False):
+    """An update's options beyond every job's."""
+
+    phone_policy: PhonePolicy | None
+    """Normalise the numbers each update sets, as an import does (None: the client's)."""
+
+
 class StreamOptions(ImportOptions, total=False):
     """What :meth:`DiallerClient.stream` takes: any job's options, plus an import's
     (``overwrite_duplicates``, ``campaign_id``, ``campaign_name``) and ``by_user_data`` for the

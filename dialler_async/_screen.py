@@ -14,14 +14,14 @@ from typing import Any, Final
 
 import attrs
 
-from ._converter import in_zone, to_new_contact, unstructure
+from ._converter import in_zone, to_new_contact, to_update, unstructure
 from ._digests import DigestSet, key_digest
 from ._exceptions import ConfigurationError, ContactValidationError
-from ._models import NewContact
+from ._models import ContactUpdate, NewContact
 from ._phones import Normaliser, screen_numbers
 from ._policy import PhonePolicy
 from ._suppress import SuppressionList
-from ._validation import new_contact_problems, plain_import_body
+from ._validation import new_contact_problems, plain_import_body, update_problems
 
 SUPPRESSED: Final = "suppressed"
 DUPLICATE_PHONE: Final = "duplicate phone"
@@ -162,3 +162,29 @@ class PhoneScreen:
             for digest in digests:
                 seen.add(digest)
         return Verdict(body, user_data, tuple(warnings))
+
+
+def screen_update(
+    data: ContactUpdate | Mapping[str, Any],
+    normaliser: Normaliser,
+    *,
+    server_timezone: tzinfo | None = None,
+) -> tuple[str | int | None, dict[str, Any], tuple[str, ...]]:
+    """An update's key, request body and warnings under a phone policy: the numbers it sets
+    are normalised as an import's are (a field it clears, ``None``, is left alone). A number
+    that fails is dropped from the update (the contact keeps its number; a warning) when
+    another dial field of the update passed; otherwise the update is INVALID
+    (:class:`ContactValidationError`), as an import row would be."""
+    update = in_zone(to_update(data), server_timezone)
+    body = unstructure(update)
+    screened = screen_numbers(body, normaliser.policy, normaliser)
+    body.update(screened.sent)
+    warnings = []
+    for field, why in screened.dropped.items():
+        del body[field]
+        warnings.append(f"{field}: dropped, {why}")
+    # Lengths are judged on what is sent: "+49 (0)30 1234567 ext." fits once it is E.164.
+    problems = [*screened.problems, *update_problems(update, body=body)]
+    if problems:
+        raise ContactValidationError(problems, key=update.key)
+    return update.key, body, tuple(warnings)

@@ -197,7 +197,7 @@ async def test_suppression_and_dedupe_need_a_policy(
     with pytest.raises(TypeError, match="unknown bulk options"):
         await client.update_contacts(
             [{"UserData": "x", "City": "B"}],
-            phone_policy=DE,  # type: ignore[call-arg]  # refused at run time too
+            suppress=["+49301111111"],  # type: ignore[call-arg]  # refused at run time too
         )
     with pytest.raises(ConfigurationError):
         DiallerClient(emulator.base_url, 1, "t", phone_policy="DE")  # type: ignore[arg-type]
@@ -266,3 +266,79 @@ async def test_an_on_result_that_raises_stops_the_job_and_is_raised(
     with pytest.raises(OSError, match="disk full"):
         await client.import_contacts(rows, on_result=broken, concurrency=2)
     assert calls < 200
+
+
+async def test_updates_normalise_the_numbers_they_set_as_imports_do(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    await client.import_contacts([row(n, f"+4930{1000000 + n}") for n in range(5)])
+    updates = [
+        {"UserData": "CRM-0", "PhoneNumber1": "030 7654321", "FaxNumber": "(030) 765-4322"},
+        {"UserData": "CRM-1", "PhoneNumber1": "abc"},  # no good number: INVALID, untouched
+        {"UserData": "CRM-2", "PhoneNumber1": "12", "PhoneNumber2": "0171 1234567"},
+        {"UserData": "CRM-3", "PhoneNumber2": None, "City": "Bonn"},  # clearing is no number
+        {"UserData": "CRM-4", "PhoneNumber1": "+49 (0)30 9999999 "},  # 33 characters as typed
+    ]
+    before = Snapshot.take(emulator)
+    result = await client.update_contacts(updates, phone_policy=DE, keep_results=True)
+    assert_account(result, read=5, emulator=emulator, before=before)
+    items = sorted(result.items or (), key=lambda i: i.index)
+    assert [i.outcome for i in items] == [
+        Outcome.SUCCEEDED,
+        Outcome.INVALID,
+        Outcome.SUCCEEDED,
+        Outcome.SUCCEEDED,
+        Outcome.SUCCEEDED,
+    ]
+    assert "PhoneNumber1: not a number ('abc')" in str(items[1].error)
+    assert items[2].warnings == ("PhoneNumber1: dropped, too short ('12')",)
+    stored = on_server(emulator)
+    assert stored["CRM-0"]["PhoneNumber1"] == "+49307654321"
+    assert stored["CRM-0"]["FaxNumber"] == "+49307654322"
+    assert stored["CRM-1"]["PhoneNumber1"] == "+49301000001"
+    assert stored["CRM-2"]["PhoneNumber1"] == "+49301000002"  # the dropped number is kept
+    assert stored["CRM-2"]["PhoneNumber2"] == "+491711234567"
+    assert stored["CRM-3"]["City"] == "Bonn"
+    assert stored["CRM-4"]["PhoneNumber1"] == "+49309999999"
+
+
+async def test_a_single_update_takes_the_client_policy(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    async with DiallerClient(
+        emulator.base_url,
+        emulator.client_id,
+        emulator.token,
+        retry=FAST_RETRY,
+        clock=clock,
+        sleep=clock.sleep,
+        phone_policy=PhonePolicy("GB", format="e164-no-plus"),
+    ) as client:
+        await client.import_contact(row(0, "020 7946 0958"), overwrite_duplicates=True)
+        updated = await client.update_contact(
+            {"UserData": "CRM-0", "PhoneNumber1": "020 7946 0959"}
+        )
+    assert updated.phone_number1 == "442079460959"
+
+
+async def test_a_sync_reads_each_number_once_even_in_e164_without_plus(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    """The plan screens the rows; its output ("12024561111") read again in region DE would be
+    a German number (+4912024561111)."""
+    async with DiallerClient(
+        emulator.base_url,
+        emulator.client_id,
+        emulator.token,
+        retry=FAST_RETRY,
+        clock=clock,
+        sleep=clock.sleep,
+        phone_policy=PhonePolicy("DE", format="e164-no-plus"),
+    ) as client:
+        first = await client.sync_contacts([row(0, "+1 202 456 1111")], campaign_id=538)
+        again = await client.sync_contacts(
+            [row(0, "+1 202 456 1111", "+1 202 456 1112")], campaign_id=538
+        )
+    assert first.rows.succeeded == again.rows.succeeded == 1
+    stored = on_server(emulator)["CRM-0"]
+    assert (stored["PhoneNumber1"], stored["PhoneNumber2"]) == ("12024561111", "12024561112")
