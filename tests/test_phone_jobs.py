@@ -272,7 +272,7 @@ async def test_updates_normalise_the_numbers_they_set_as_imports_do(
     client: DiallerClient, emulator: Emulator
 ) -> None:
     await client.import_contacts([row(n, f"+4930{1000000 + n}") for n in range(5)])
-    updates = [
+    updates: list[dict[str, object]] = [
         {"UserData": "CRM-0", "PhoneNumber1": "030 7654321", "FaxNumber": "(030) 765-4322"},
         {"UserData": "CRM-1", "PhoneNumber1": "abc"},  # no good number: INVALID, untouched
         {"UserData": "CRM-2", "PhoneNumber1": "12", "PhoneNumber2": "0171 1234567"},
