@@ -20,7 +20,6 @@ The write-safety policy is four pure functions, used by bulk jobs and single cal
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Final
@@ -247,12 +246,13 @@ class Import:
                 )
             return
         # Imported here: it brings phonenumbers (~0.1 s), which a job without a policy never needs.
-        from ._screen import PhoneScreen, suppression_list
+        from ._screen import PhoneScreen, load_suppression
 
         suppress = None
         if self.suppress is not None:
-            # Millions of numbers take seconds to normalise: not on the event loop.
-            suppress = await asyncio.to_thread(suppression_list, self.suppress, policy)
+            # Millions of numbers take seconds to normalise: off the event loop, in a thread
+            # that a cancelled job stops (and waits for).
+            suppress = await load_suppression(self.suppress, policy)
         self.phones = PhoneScreen(
             policy,
             suppress=suppress,

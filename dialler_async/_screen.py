@@ -7,7 +7,10 @@ reason to skip it. :mod:`._operations` calls it from ``Import.prepare``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import tzinfo
 from typing import Any, Final
@@ -30,9 +33,12 @@ DUPLICATE_PHONE: Final = "duplicate phone"
 SuppressInput = SuppressionList | str | os.PathLike[str] | Iterable[str | int]
 
 
-def suppression_list(suppress: SuppressInput, policy: PhonePolicy) -> SuppressionList:
+def suppression_list(
+    suppress: SuppressInput, policy: PhonePolicy, stop: threading.Event | None = None
+) -> SuppressionList:
     """``suppress=`` as a :class:`SuppressionList` for ``policy`` (slow for millions of
-    numbers: run it off the event loop)."""
+    numbers: :func:`load_suppression` runs it off the event loop). ``stop``: once set, the
+    build gives up (:class:`BuildStopped`)."""
     if isinstance(suppress, SuppressionList):
         if suppress.region != policy.region:
             raise ConfigurationError(
@@ -44,10 +50,60 @@ def suppression_list(suppress: SuppressInput, policy: PhonePolicy) -> Suppressio
         raise ConfigurationError("suppress= takes a path, numbers or a SuppressionList, not bytes")
     if isinstance(suppress, str | os.PathLike):
         try:
-            return SuppressionList.from_file(suppress, policy)
+            return SuppressionList.from_file(suppress, policy, _stop=stop)
         except OSError as exc:
             raise ConfigurationError(f"cannot read the suppression list: {exc}") from exc
-    return SuppressionList(suppress, policy)
+    return SuppressionList(suppress, policy, _stop=stop)
+
+
+async def load_suppression(suppress: SuppressInput, policy: PhonePolicy) -> SuppressionList:
+    """:func:`suppression_list` in a thread of its own, which never outlives the caller.
+
+    Normalising millions of numbers takes seconds, so it runs off the event loop. If the caller
+    is cancelled meanwhile (the job was), the build is told to stop, and the cancellation is
+    raised only once the thread has returned (it looks every 1,024 numbers): a further cancel
+    while it winds down is absorbed, not a reason to leave the thread running.
+    """
+    if isinstance(suppress, SuppressionList):
+        return suppression_list(suppress, policy)  # nothing to build
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[SuppressionList] = loop.create_future()
+    stop = threading.Event()
+
+    def settle(result: SuppressionList | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert result is not None
+            done.set_result(result)
+
+    def build() -> None:
+        result: SuppressionList | None = None
+        error: BaseException | None = None
+        try:
+            result = suppression_list(suppress, policy, stop)
+        except BaseException as exc:  # handed to the caller, whatever it is
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    thread = threading.Thread(target=build, name="dialler-async-suppression", daemon=True)
+    thread.start()
+    try:
+        await asyncio.wait({done})
+    except asyncio.CancelledError:
+        stop.set()
+        while not done.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({done})
+        if not done.cancelled():
+            done.exception()  # retrieved: a BuildStopped is the expected answer to stop
+        thread.join()
+        raise
+    thread.join()  # it has set the future: returns at once
+    return done.result()
 
 
 @attrs.define(slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -342,3 +344,61 @@ async def test_a_sync_reads_each_number_once_even_in_e164_without_plus(
     assert first.rows.succeeded == again.rows.succeeded == 1
     stored = on_server(emulator)["CRM-0"]
     assert (stored["PhoneNumber1"], stored["PhoneNumber2"]) == ("12024561111", "12024561112")
+
+
+class _Endless:
+    """An endless suppression list that blocks at number ``block_at`` until released."""
+
+    def __init__(self, block_at: int) -> None:
+        self.block_at = block_at
+        self.calls = 0
+        self.threads: set[threading.Thread] = set()
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def __iter__(self) -> _Endless:
+        return self
+
+    def __next__(self) -> str:
+        self.calls += 1
+        self.threads.add(threading.current_thread())
+        if self.calls == self.block_at:
+            self.reached.set()
+            self.release.wait(30)
+        return f"+4930{self.calls:08d}"
+
+
+async def test_cancelling_a_job_stops_its_suppression_build_before_the_cancel_is_raised(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    numbers = _Endless(block_at=5_000)
+    task = asyncio.create_task(
+        client.import_contacts([row(0, "030 1234567")], phone_policy=DE, suppress=numbers)
+    )
+    assert await asyncio.to_thread(numbers.reached.wait, 30)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()  # twice: the second must not leave the build behind either
+    numbers.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (thread,) = numbers.threads
+    assert not thread.is_alive()  # returned (not parked in a pool) before the cancel came out
+    assert numbers.calls <= 5_000 + 1_024  # it looks at the stop every 1,024 numbers
+    assert emulator.stats.requests.get("import_contact", 0) == 0
+
+
+async def test_a_suppression_build_that_finishes_leaves_no_thread(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    before = set(threading.enumerate())
+    result = await client.import_contacts(
+        [row(0, "030 1234567"), row(1, "030 7654321")],
+        phone_policy=DE,
+        suppress=iter(["030 1234567"]),
+    )
+    assert [i.reason for i in sorted(result.items or (), key=lambda i: i.index)] == [
+        "suppressed",
+        None,
+    ]
+    assert set(threading.enumerate()) <= before
