@@ -51,7 +51,7 @@ class ImportOptions(BulkOptions, total=False):
     """An import's options beyond every job's: phone hygiene (README, "Phone numbers")."""
 
     phone_policy: PhonePolicy | None
-    suppress: SuppressionList | str | os.PathLike[str] | Iterable[str] | None
+    suppress: SuppressionList | str | os.PathLike[str] | Iterable[str | int | float] | None
     dedupe_phone: bool
 
 

@@ -59,6 +59,8 @@ _POSSIBLE_REASONS: Final = {
 # A spreadsheet's float: "4930123456.0". Only an all-digit value with a zero fraction, so a
 # number written with dots ("030.123.4567") is left to the parser.
 _FLOAT_TEXT: Final = re.compile(r"(\+?[0-9]+)\.0+")
+# A negative number: what a spreadsheet makes of an unquoted 030-1234567 (30 - 1234567).
+_NEGATIVE_TEXT: Final = re.compile(r"-[0-9]+(?:\.[0-9]+)?")
 # A spreadsheet's exponent form ("4.93012E+09"): the digits after the mantissa are lost.
 _EXPONENT_TEXT: Final = re.compile(r"[0-9]+(?:[.,][0-9]+)?[eE]\+?[0-9]+")
 
@@ -116,6 +118,9 @@ def readable(value: str) -> str:
     if len(text) > _MAX_TEXT:
         # What the library refuses unread; checked first so a huge cell costs no regex pass.
         raise PhoneError(TOO_LONG)
+    if text[:1] == "-" and _NEGATIVE_TEXT.fullmatch(text):
+        # No one types a number as negative; a spreadsheet computes =030-1234567 as one.
+        raise PhoneError(NOT_A_NUMBER, "a negative number (a spreadsheet formula's result?)")
     if _PLAIN_TEXT.fullmatch(text) is not None:
         if "." in text:
             whole = _FLOAT_TEXT.fullmatch(text)

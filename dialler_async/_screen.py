@@ -30,7 +30,7 @@ SUPPRESSED: Final = "suppressed"
 DUPLICATE_PHONE: Final = "duplicate phone"
 
 #: What ``suppress=`` accepts: a built list, a file of numbers, or the numbers themselves.
-SuppressInput = SuppressionList | str | os.PathLike[str] | Iterable[str | int]
+SuppressInput = SuppressionList | str | os.PathLike[str] | Iterable[str | int | float]
 
 
 def suppression_list(
@@ -53,6 +53,12 @@ def suppression_list(
             return SuppressionList.from_file(suppress, policy, _stop=stop)
         except OSError as exc:
             raise ConfigurationError(f"cannot read the suppression list: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"cannot read the suppression list {os.fspath(suppress)!r}: not UTF-8 text "
+                f"(byte {exc.object[exc.start]:#04x} at offset {exc.start} of a read); save it "
+                "as UTF-8 or pass the numbers as an iterable"
+            ) from exc
     return SuppressionList(suppress, policy, _stop=stop)
 
 

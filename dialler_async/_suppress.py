@@ -47,7 +47,7 @@ class SuppressionList:
 
     def __init__(
         self,
-        numbers: Iterable[str | int],
+        numbers: Iterable[str | int | float],
         policy: PhonePolicy,
         *,
         _stop: threading.Event | None = None,
@@ -65,19 +65,27 @@ class SuppressionList:
         encoding: str = "utf-8-sig",
         _stop: threading.Event | None = None,
     ) -> SuppressionList:
-        """One number a line; blank lines and lines starting with ``#`` are skipped."""
+        """One number a line; blank lines and lines starting with ``#`` are skipped. UTF-8
+        (with or without a BOM); a file that starts with a UTF-16 BOM (a spreadsheet's
+        "Unicode text") is read as UTF-16."""
+        if encoding == "utf-8-sig":
+            with open(path, "rb") as raw:
+                if raw.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+                    encoding = "utf-16"
         with open(path, encoding=encoding) as fh:
             lines = (line for line in fh if line.strip() and not line.lstrip().startswith("#"))
             return cls(lines, policy, _stop=_stop)
 
     def _each_key(
-        self, numbers: Iterable[str | int], stop: threading.Event | None
+        self, numbers: Iterable[str | int | float], stop: threading.Event | None
     ) -> Iterator[int]:
         from ._phones import number_key  # brings phonenumbers: only once a list is built
 
         region = self.region
         for count, value in enumerate(numbers):
             _check(stop, count)
+            if isinstance(value, float) and value.is_integer() and value > 0:
+                value = int(value)  # a spreadsheet's number: read as its digits, as rows are
             if isinstance(value, int) and not isinstance(value, bool):
                 value = f"+{value}"  # an integer is taken as E.164 digits without the +
             key = number_key(value, region) if isinstance(value, str) else None
