@@ -59,6 +59,11 @@ def suppression_list(
                 f"(byte {exc.object[exc.start]:#04x} at offset {exc.start} of a read); save it "
                 "as UTF-8 or pass the numbers as an iterable"
             ) from exc
+    if not isinstance(suppress, Iterable):  # e.g. an async generator: it would fail mid-build
+        raise ConfigurationError(
+            "suppress= takes a path, an iterable of numbers or a SuppressionList, "
+            f"not {type(suppress).__name__}"
+        )
     return SuppressionList(suppress, policy, _stop=stop)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,12 @@ def test_results_file_that_cannot_be_written_exits_2_before_the_job(tmp_path: Pa
         assert "Traceback" not in done.stderr
         assert "results" in done.stderr
     assert count(db) == 0
+
+
+async def test_a_suppress_that_is_not_an_iterable_is_a_configuration_error() -> None:
+    async def numbers() -> AsyncIterator[str]:
+        yield "+49301234567"
+
+    for wrong in (numbers(), 49301234567):
+        with pytest.raises(ConfigurationError, match="suppress= takes"):
+            suppression_list(wrong, DE)  # type: ignore[arg-type]

@@ -366,3 +366,32 @@ def test_the_memo_answers_repeats_as_the_library_did_and_stays_bounded(
     judge("030 1234567")
     assert calls[-1] == "030 1234567"  # aged out: parsed again, same answer
     assert all(not isinstance(v, BaseException) for v in judge._memo.values())
+
+
+@pytest.mark.parametrize(
+    "phones",
+    [
+        ("030 1234567",),
+        ("030 1234567", "12"),  # one dropped with a warning
+        ("abc", "12"),  # INVALID
+        ("+49 (0)30 1234567 ext. 12345678901",),  # 35 characters: too long as typed, fits sent
+        ("030 1234567", "030 1234567"),
+        ("", "  ", "0171 1234567"),
+    ],
+)
+def test_a_plain_row_is_screened_exactly_as_the_full_conversion_would(
+    phones: tuple[str, ...],
+) -> None:
+    """The short path (a plain dict) and the full one (any other mapping) give one verdict."""
+    from types import MappingProxyType
+
+    data = row("CRM-1", *phones, FaxNumber="030 7654321", City="Berlin")
+
+    def verdict(value: object) -> object:
+        try:
+            v = PhoneScreen(DE, dedupe=True).check(value)  # type: ignore[arg-type]
+        except ContactValidationError as exc:
+            return exc.problems
+        return (v.body, v.user_data, v.warnings, v.skip)
+
+    assert verdict(data) == verdict(MappingProxyType(data))
