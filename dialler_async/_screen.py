@@ -236,12 +236,14 @@ def screen_update(
     normaliser: Normaliser,
     *,
     server_timezone: tzinfo | None = None,
+    counts: PhoneCounts | None = None,
 ) -> tuple[str | int | None, dict[str, Any], tuple[str, ...]]:
     """An update's key, request body and warnings under a phone policy: the numbers it sets
     are normalised as an import's are (a field it clears, ``None``, is left alone). A number
     that fails is dropped from the update (the contact keeps its number; a warning) when
     another dial field of the update passed; otherwise the update is INVALID
-    (:class:`ContactValidationError`), as an import row would be."""
+    (:class:`ContactValidationError`), as an import row would be. ``counts``: a tally to add
+    this update's numbers to (a dry run's)."""
     update = in_zone(to_update(data), server_timezone)
     body = unstructure(update)
     screened = screen_numbers(body, normaliser.policy, normaliser)
@@ -252,6 +254,11 @@ def screen_update(
         warnings.append(f"{field}: dropped, {why}")
     # Lengths are judged on what is sent: "+49 (0)30 1234567 ext." fits once it is E.164.
     problems = [*screened.problems, *update_problems(update, body=body)]
+    if counts is not None:  # a dry run's tally
+        counts.invalid += len(screened.problems)
+        if not problems:
+            counts.normalised += len(screened.sent)
+            counts.dropped += len(screened.dropped)
     if problems:
         raise ContactValidationError(problems, key=update.key)
     return update.key, body, tuple(warnings)
