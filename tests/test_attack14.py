@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from dialler_async import ConfigurationError, ContactValidationError, PhonePolicy, SuppressionList
+from dialler_async import (
+    ConfigurationError,
+    ContactValidationError,
+    DiallerClient,
+    PhonePolicy,
+    SuppressionList,
+)
+from dialler_async._options import ImportOptions
 from dialler_async._screen import PhoneScreen, suppression_list
+from dialler_async.emulator import Emulator
+from tests.invariants import assert_account
 from tests.test_cli import cli, count, emu
 from tests.test_cli_phones import ROWS
 
@@ -110,3 +119,22 @@ async def test_a_suppress_that_is_not_an_iterable_is_a_configuration_error() -> 
     for wrong in (numbers(), 49301234567):
         with pytest.raises(ConfigurationError, match="suppress= takes"):
             suppression_list(wrong, DE)  # type: ignore[arg-type]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="open: dedupe_phone judges 'earlier' in the resumed run's order"
+)
+async def test_a_resumed_dedupe_with_reordered_rows_imports_no_twin(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    first = {"UserData": "A", "Name": "A", "DiallerCampaignsID": 538, "PhoneNumber1": "030 1111111"}
+    twin = {**first, "UserData": "B", "Name": "B"}
+    options: ImportOptions = {
+        "phone_policy": DE,
+        "dedupe_phone": True,
+        "checkpoint": str(tmp_path / "job.db"),
+    }
+    await client.import_contacts([first, twin], **options)
+    again = await client.import_contacts([twin, first], **options)
+    assert_account(again, read=2)
+    assert emulator.store.contact_count() == 1  # B would dial A's number a second time
