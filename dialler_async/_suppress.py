@@ -22,16 +22,16 @@ from typing import Final
 from ._policy import PhonePolicy
 
 _CHUNK: Final = 1 << 18
-# How many numbers a build reads (or merges) between two looks at its stop event.
-_STOP_EVERY: Final = 1 << 10
+# A build looks at its stop event once every _STOP_MASK + 1 (1,024) numbers read or merged.
+_STOP_MASK: Final = (1 << 10) - 1
 
 
 class BuildStopped(Exception):
     """A build whose ``_stop`` event was set gave up (the job that wanted it was cancelled)."""
 
 
-def _check(stop: threading.Event | None, count: int) -> None:
-    if stop is not None and not count % _STOP_EVERY and stop.is_set():
+def _check(stop: threading.Event, count: int) -> None:
+    if not count & _STOP_MASK and stop.is_set():
         raise BuildStopped
 
 
@@ -83,7 +83,8 @@ class SuppressionList:
 
         region = self.region
         for count, value in enumerate(numbers):
-            _check(stop, count)
+            if stop is not None:
+                _check(stop, count)
             if isinstance(value, float) and value.is_integer() and value > 0:
                 value = int(value)  # a spreadsheet's number: read as its digits, as rows are
             if isinstance(value, int) and not isinstance(value, bool):
@@ -130,7 +131,8 @@ def _sorted_unique(keys: Iterator[int], stop: threading.Event | None) -> array.a
     out = array.array("q")
     last = None
     for count, key in enumerate(heapq.merge(*runs)):
-        _check(stop, count)
+        if stop is not None:
+            _check(stop, count)
         if key != last:
             out.append(key)
             last = key
