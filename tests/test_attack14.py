@@ -138,3 +138,21 @@ async def test_a_resumed_dedupe_with_reordered_rows_imports_no_twin(
     again = await client.import_contacts([twin, first], **options)
     assert_account(again, read=2)
     assert emulator.store.contact_count() == 1  # B would dial A's number a second time
+
+
+def test_the_screen_never_changes_the_callers_row() -> None:
+    data = {
+        "UserData": "u",
+        "Name": "n",
+        "DiallerCampaignsID": 538,
+        "PhoneNumber1": "030 1234567",
+        "PhoneNumber2": "12",
+        "PhoneNumber3": "030 7654321",
+        "City": None,
+    }
+    before = dict(data)
+    screen = PhoneScreen(DE, suppress=SuppressionList(["030 7654321"], DE), dedupe=True)
+    verdict = screen.check(data)
+    assert data == before
+    assert verdict.body["PhoneNumber1"] == "+49301234567"
+    assert "PhoneNumber2" not in verdict.body and verdict.body["PhoneNumber3"] is None
