@@ -1,6 +1,7 @@
 """(9) Phone numbers: what a ``PhonePolicy`` costs per contact, the SDK's throughput with a
-policy on against the hand-written aiohttp loop (which normalises nothing), and the memory of a
-large suppression list (built in a fresh child process)."""
+policy on against the hand-written aiohttp loops (``naive`` and the worker pool with orjson;
+both normalise nothing), and the memory of a large suppression list and of ``dedupe_phone``'s
+set (each built in a fresh child process)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from typing import Any
 import orjson
 
 from benchmarks._config import TOKEN, Sizes
-from benchmarks._contenders import aiohttp_loop, sdk
+from benchmarks._contenders import aiohttp_loop, pool_orjson, sdk
 from benchmarks._payloads import CAMPAIGN_ID, contact
 from benchmarks._procs import fast_server
 from benchmarks._stats import Log, cpus, interleave, rates, ratio, spread, summarize
 from dialler_async import PhonePolicy
+from dialler_async._operations import Import
+from dialler_async._phones import normalise
 from dialler_async._screen import PhoneScreen
-from dialler_async._validation import checked_contact
 
 POLICY = PhonePolicy("DE")
 
@@ -45,32 +47,52 @@ def e164(i: int) -> dict[str, Any]:
     return {**contact(i, "phone"), "DiallerCampaignsID": CAMPAIGN_ID}
 
 
+def switchboard(i: int) -> dict[str, Any]:
+    """A CRM export's contact: its own number, and its company's switchboard as the second
+    (20 contacts a company), both typed nationally."""
+    row = national(i)
+    row["PhoneNumber2"] = f"030 {9_000_000 + i // 20:07d}"
+    return row
+
+
+def _prepare(policy: bool) -> Callable[[dict[str, Any]], object]:
+    """``Import.prepare`` as a bulk job runs it, with or without the policy's screen."""
+    rules = Import(overwrite_duplicates=True, campaign_id=None, campaign_name=None)
+    if policy:
+        rules.phones = PhoneScreen(POLICY)
+    return rules.prepare
+
+
+def _numbers_only(row: dict[str, Any]) -> None:
+    """Normalisation alone: the library's work on the row's two numbers, no memo."""
+    normalise(row["PhoneNumber1"], POLICY)
+    normalise(row["PhoneNumber2"], POLICY)
+
+
 def cpu_per_contact(n: int, reps: int) -> dict[str, Any]:
-    """Client CPU to prepare one contact (2 numbers) without a policy, and with one for
-    numbers typed nationally and in E.164, interleaved."""
-    national_rows = [national(i) for i in range(n)]
-    e164_rows = [e164(i) for i in range(n)]
-    runs: dict[str, list[float]] = {"plain": [], "national": [], "e164": []}
+    """Client CPU to prepare one contact (2 numbers) as a bulk import does, without a policy
+    and with one, for numbers typed nationally, in E.164, and nationally with a repeated
+    switchboard number; and normalisation's own cost (two numbers, no memo), interleaved."""
+    sets = {
+        "national": [national(i) for i in range(n)],
+        "e164": [e164(i) for i in range(n)],
+        "switchboard": [switchboard(i) for i in range(n)],
+    }
+    runs: dict[str, list[float]] = {}
     for rep in range(reps + 1):
-        measured = {
-            "plain": _per_contact(checked_contact, national_rows),
-            "national": _per_contact(PhoneScreen(POLICY).check, national_rows),
-            "e164": _per_contact(PhoneScreen(POLICY).check, e164_rows),
-        }
+        measured = {"normalise_only_national": _per_contact(_numbers_only, sets["national"])}
+        for name, rows in sets.items():
+            measured[f"{name}_without_policy"] = _per_contact(_prepare(False), rows)
+            measured[f"{name}_with_policy"] = _per_contact(_prepare(True), rows)
         if rep:  # the first round warms up (metadata loading)
             for name, value in measured.items():
-                runs[name].append(value)
-    return {
-        "contacts": n,
-        "numbers_per_contact": 2,
-        "without_policy_us": spread(runs["plain"]),
-        "national_us": spread(runs["national"]),
-        "e164_us": spread(runs["e164"]),
-        "added_national_us": spread(
-            [b - a for a, b in zip(runs["plain"], runs["national"], strict=True)]
-        ),
-        "added_e164_us": spread([b - a for a, b in zip(runs["plain"], runs["e164"], strict=True)]),
-    }
+                runs.setdefault(name, []).append(value)
+    out: dict[str, Any] = {"contacts": n, "numbers_per_contact": 2}
+    out.update({f"{name}_us": spread(values) for name, values in runs.items()})
+    for name in sets:
+        added = zip(runs[f"{name}_without_policy"], runs[f"{name}_with_policy"], strict=True)
+        out[f"added_{name}_us"] = spread([b - a for a, b in added])
+    return out
 
 
 async def _compare(
@@ -84,6 +106,7 @@ async def _compare(
                 "sdk+policy": lambda: sdk(base, TOKEN, data, c, phone_policy=POLICY),
                 "sdk": lambda: sdk(base, TOKEN, data, c),
                 "aiohttp": lambda: aiohttp_loop(base, TOKEN, data, c),
+                "pool_orjson": lambda: pool_orjson(base, TOKEN, data, c),
             },
             sizes.reps,
             log=log,
@@ -96,6 +119,10 @@ async def _compare(
                 "throughput": ratio(rates(runs["sdk+policy"]), rates(runs["aiohttp"])),
                 "cpu_per_contact": ratio(cpus(runs["sdk+policy"]), cpus(runs["aiohttp"])),
             },
+            "sdk+policy/pool_orjson": {
+                "throughput": ratio(rates(runs["sdk+policy"]), rates(runs["pool_orjson"])),
+                "cpu_per_contact": ratio(cpus(runs["sdk+policy"]), cpus(runs["pool_orjson"])),
+            },
             "sdk+policy/sdk": {
                 "throughput": ratio(rates(runs["sdk+policy"]), rates(runs["sdk"])),
                 "cpu_per_contact": ratio(cpus(runs["sdk+policy"]), cpus(runs["sdk"])),
@@ -105,6 +132,8 @@ async def _compare(
 
 
 def suppression_memory(n: int, form: str = "e164") -> dict[str, Any]:
+    """``form``: "e164" or "national" lines for a suppression list; "dedupe" for the set of
+    numbers ``dedupe_phone`` keeps."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks._suppress_child", str(n), form],
         capture_output=True,
@@ -120,8 +149,10 @@ async def run(sizes: Sizes, log: Log) -> dict[str, Any]:
     log("    CPU per contact")
     cpu = cpu_per_contact(sizes.phone_cpu_n, sizes.reps)
     log(
-        f"      {cpu['national_us']['median']:.1f} µs national, {cpu['e164_us']['median']:.1f} µs "
-        f"E.164, {cpu['without_policy_us']['median']:.1f} µs without a policy"
+        f"      added by the policy: {cpu['added_national_us']['median']:.1f} µs national, "
+        f"{cpu['added_e164_us']['median']:.1f} µs E.164, "
+        f"{cpu['added_switchboard_us']['median']:.1f} µs with a switchboard number; "
+        f"normalisation alone {cpu['normalise_only_national_us']['median']:.1f} µs"
     )
     national_rows = [national(i) for i in range(sizes.overhead_n)]
     log("    fast server (client-CPU-bound)")
@@ -132,6 +163,7 @@ async def run(sizes: Sizes, log: Log) -> dict[str, Any]:
     log("    suppression list memory")
     memory = suppression_memory(sizes.suppress_n)
     parse = suppression_memory(sizes.suppress_national_n, "national")
+    dedupe = suppression_memory(sizes.suppress_n, "dedupe")
     return {
         "concurrency": sizes.concurrency,
         "cpu": cpu,
@@ -139,4 +171,5 @@ async def run(sizes: Sizes, log: Log) -> dict[str, Any]:
         "latency": slow,
         "suppression": memory,
         "suppression_national": parse,
+        "dedupe": dedupe,
     }

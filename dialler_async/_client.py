@@ -36,7 +36,7 @@ from ._item import ItemRunner, Verdict
 from ._limits import Clock, Governor, Limits, Sleep
 from ._models import Campaign, Contact, ContactUpdate, HistoryEntry, NewContact
 from ._operations import Import, KeyedAction, OperationRules, Update
-from ._options import BulkOptions, ImportOptions, StreamOptions
+from ._options import BulkOptions, ImportOptions, StreamOptions, UpdateOptions
 from ._policy import PhonePolicy
 from ._results import BulkResult, Operation, Outcome
 from ._retry import RetryPolicy
@@ -101,8 +101,9 @@ class DiallerClient:
     (logged as a warning); pass an ``ssl.SSLContext`` for a private CA instead.
     ``server_timezone``: the server's zone; an aware date-time is converted to it before it is
     sent as wall-clock time (default None: the machine's local zone).
-    ``phone_policy``: a :class:`PhonePolicy` every import (single or bulk, unless the job gives
-    its own) applies to its phone numbers (default None: numbers are sent as given).
+    ``phone_policy``: a :class:`PhonePolicy` every import and update (single or bulk, unless
+    the job gives its own) applies to its phone numbers (default None: numbers are sent as
+    given).
     ``timeout`` also sets how long an unconfirmed write that is not safe to repeat is given to
     settle before the final lookup (docs/reliability.md).
     ``clock``/``sleep`` exist so tests can drive time; leave them alone otherwise.
@@ -382,7 +383,8 @@ class DiallerClient:
         return route.method, path
 
     async def update_contact(self, update: UpdateInput) -> Contact:
-        """Change only the fields given (``None`` clears); found by ``id`` or ``user_data``."""
+        """Change only the fields given (``None`` clears); found by ``id`` or ``user_data``.
+        The client's ``phone_policy`` normalises the numbers it sets, as an import's."""
         verdict = await self._single(Update(), update)
         return structure(verdict.record, Contact)
 
@@ -501,9 +503,10 @@ class DiallerClient:
     async def update_contacts(
         self,
         updates: Iterable[UpdateInput] | AsyncIterable[UpdateInput],
-        **options: Unpack[BulkOptions],
+        **options: Unpack[UpdateOptions],
     ) -> BulkResult:
-        """Apply many partial updates concurrently."""
+        """Apply many partial updates concurrently. With a ``phone_policy`` (the job's, else
+        the client's) the numbers an update sets are normalised and checked as an import's."""
         return await _bulk.run(self, Operation.UPDATE, updates, **options)
 
     async def sync_contacts(

@@ -20,7 +20,6 @@ The write-safety policy is four pure functions, used by bulk jobs and single cal
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Final
@@ -40,6 +39,7 @@ from ._validation import checked_contact, checked_update, plain_import_body, val
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
+    from ._phones import Normaliser
     from ._screen import PhoneScreen, SuppressInput
 
 
@@ -201,6 +201,7 @@ class Import:
         phone_policy: PhonePolicy | None = None,
         suppress: SuppressInput | None = None,
         dedupe_phone: bool = False,
+        phones_screened: bool = False,
     ) -> None:
         if phone_policy is not None and not isinstance(phone_policy, PhonePolicy):
             raise TypeError(f"phone_policy must be a PhonePolicy, got {phone_policy!r}")
@@ -208,6 +209,7 @@ class Import:
         self.phone_policy = phone_policy
         self.suppress = suppress
         self.dedupe_phone = dedupe_phone
+        self.phones_screened = phones_screened  # as Update's
         self.phones: PhoneScreen | None = None
         self.campaign_name = campaign_name
         self.default_campaign: dict[str, Any] = {}
@@ -236,6 +238,8 @@ class Import:
 
     async def _resolve_phones(self, client_policy: PhonePolicy | None) -> None:
         policy = self.phone_policy or client_policy
+        if self.phones_screened:
+            return
         if policy is None:
             if self.suppress is not None or self.dedupe_phone:
                 raise ConfigurationError(
@@ -244,12 +248,13 @@ class Import:
                 )
             return
         # Imported here: it brings phonenumbers (~0.1 s), which a job without a policy never needs.
-        from ._screen import PhoneScreen, suppression_list
+        from ._screen import PhoneScreen, load_suppression
 
         suppress = None
         if self.suppress is not None:
-            # Millions of numbers take seconds to normalise: not on the event loop.
-            suppress = await asyncio.to_thread(suppression_list, self.suppress, policy)
+            # Millions of numbers take seconds to normalise: off the event loop, in a thread
+            # that a cancelled job stops (and waits for).
+            suppress = await load_suppression(self.suppress, policy)
         self.phones = PhoneScreen(
             policy,
             suppress=suppress,
@@ -284,7 +289,7 @@ class Import:
             screened = self.phones.check(
                 item, campaign_given=campaign_given, server_timezone=self.zone
             )
-            body, user_data = screened.body, screened.contact.user_data
+            body, user_data = screened.body, screened.user_data
             skip, warnings = screened.skip, screened.warnings
         # Most rows are plain text dicts that need no conversion: take the short path for
         # them (same body); the full one converts everything else and names every problem.
@@ -325,18 +330,42 @@ class Import:
 
 
 class Update:
-    """Apply one partial update per item (``ContactUpdate`` or dict with ID or UserData)."""
+    """Apply one partial update per item (``ContactUpdate`` or dict with ID or UserData).
+
+    ``phone_policy`` (else the client's) normalises the numbers an update sets, as an import's;
+    ``phones_screened``: the items hold numbers a policy already wrote (a sync's changed
+    fields), which must not be read a second time (``e164-no-plus`` text is not E.164 input).
+    """
 
     operation = Operation.UPDATE
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, phone_policy: PhonePolicy | None = None, phones_screened: bool = False
+    ) -> None:
+        if phone_policy is not None and not isinstance(phone_policy, PhonePolicy):
+            raise TypeError(f"phone_policy must be a PhonePolicy, got {phone_policy!r}")
         self.zone: tzinfo | None = None
+        self.phone_policy = phone_policy
+        self.phones_screened = phones_screened
+        self.normaliser: Normaliser | None = None
 
     async def resolve(self, client: DiallerClient) -> None:
-        """Take the client's time zone, before row one."""
+        """Take the client's time zone and phone policy, before row one."""
         self.zone = client.server_timezone
+        policy = self.phone_policy or client.phone_policy
+        if policy is not None and not self.phones_screened:
+            from ._phones import Normaliser  # brings phonenumbers: only with a policy
+
+            self.normaliser = Normaliser(policy)
 
     def prepare(self, item: Any) -> Prepared:
+        if self.normaliser is not None:
+            from ._screen import screen_update
+
+            key, body, warnings = screen_update(item, self.normaliser, server_timezone=self.zone)
+            return Prepared(
+                key=key, serial_key=key, payload=body, idempotent=True, warnings=warnings
+            )
         update, body = checked_update(item, server_timezone=self.zone)
         key = update.key
         return Prepared(key=key, serial_key=key, payload=body, idempotent=True)
@@ -396,9 +425,13 @@ def rules_for(operation: Operation, options: dict[str, Any]) -> OperationRules:
             phone_policy=options.pop("phone_policy", None),
             suppress=options.pop("suppress", None),
             dedupe_phone=options.pop("dedupe_phone", False),
+            phones_screened=options.pop("_phones_screened", False),
         )
     if operation is Operation.UPDATE:
-        return Update()
+        return Update(
+            phone_policy=options.pop("phone_policy", None),
+            phones_screened=options.pop("_phones_screened", False),
+        )
     if operation is Operation.SYNC:
         raise ValueError("a sync is not a per-item job: use DiallerClient.sync_contacts")
     return KeyedAction(operation, by_user_data=options.pop("by_user_data", False))

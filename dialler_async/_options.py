@@ -52,8 +52,15 @@ class ImportOptions(BulkOptions, total=False):
     """An import's options beyond every job's: phone hygiene (README, "Phone numbers")."""
 
     phone_policy: PhonePolicy | None
-    suppress: SuppressionList | str | os.PathLike[str] | Iterable[str] | None
+    suppress: SuppressionList | str | os.PathLike[str] | Iterable[str | int | float] | None
     dedupe_phone: bool
+
+
+class UpdateOptions(BulkOptions, total=False):
+    """An update's options beyond every job's."""
+
+    phone_policy: PhonePolicy | None
+    """Normalise the numbers each update sets, as an import does (None: the client's)."""
 
 
 class StreamOptions(ImportOptions, total=False):

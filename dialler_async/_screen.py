@@ -7,31 +7,38 @@ reason to skip it. :mod:`._operations` calls it from ``Import.prepare``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import tzinfo
 from typing import Any, Final
 
 import attrs
 
-from ._converter import in_zone, to_new_contact, unstructure
+from ._converter import in_zone, to_new_contact, to_update, unstructure
+from ._digests import DigestSet, key_digest
 from ._exceptions import ConfigurationError, ContactValidationError
-from ._models import NewContact
-from ._phones import screen_numbers
+from ._models import ContactUpdate, NewContact
+from ._phones import Normaliser, screen_numbers
 from ._policy import PhonePolicy
 from ._suppress import SuppressionList
-from ._validation import new_contact_problems
+from ._validation import new_contact_problems, plain_import_body, update_problems
 
 SUPPRESSED: Final = "suppressed"
 DUPLICATE_PHONE: Final = "duplicate phone"
 
 #: What ``suppress=`` accepts: a built list, a file of numbers, or the numbers themselves.
-SuppressInput = SuppressionList | str | os.PathLike[str] | Iterable[str | int]
+SuppressInput = SuppressionList | str | os.PathLike[str] | Iterable[str | int | float]
 
 
-def suppression_list(suppress: SuppressInput, policy: PhonePolicy) -> SuppressionList:
+def suppression_list(
+    suppress: SuppressInput, policy: PhonePolicy, stop: threading.Event | None = None
+) -> SuppressionList:
     """``suppress=`` as a :class:`SuppressionList` for ``policy`` (slow for millions of
-    numbers: run it off the event loop)."""
+    numbers: :func:`load_suppression` runs it off the event loop). ``stop``: once set, the
+    build gives up (:class:`BuildStopped`)."""
     if isinstance(suppress, SuppressionList):
         if suppress.region != policy.region:
             raise ConfigurationError(
@@ -43,10 +50,71 @@ def suppression_list(suppress: SuppressInput, policy: PhonePolicy) -> Suppressio
         raise ConfigurationError("suppress= takes a path, numbers or a SuppressionList, not bytes")
     if isinstance(suppress, str | os.PathLike):
         try:
-            return SuppressionList.from_file(suppress, policy)
+            return SuppressionList.from_file(suppress, policy, _stop=stop)
         except OSError as exc:
             raise ConfigurationError(f"cannot read the suppression list: {exc}") from exc
-    return SuppressionList(suppress, policy)
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"cannot read the suppression list {os.fspath(suppress)!r}: not UTF-8 text "
+                f"(byte {exc.object[exc.start]:#04x} at offset {exc.start} of a read); save it "
+                "as UTF-8 or pass the numbers as an iterable"
+            ) from exc
+    if not isinstance(suppress, Iterable):  # e.g. an async generator: it would fail mid-build
+        raise ConfigurationError(
+            "suppress= takes a path, an iterable of numbers or a SuppressionList, "
+            f"not {type(suppress).__name__}"
+        )
+    return SuppressionList(suppress, policy, _stop=stop)
+
+
+async def load_suppression(suppress: SuppressInput, policy: PhonePolicy) -> SuppressionList:
+    """:func:`suppression_list` in a thread of its own, which never outlives the caller.
+
+    Normalising millions of numbers takes seconds, so it runs off the event loop. If the caller
+    is cancelled meanwhile (the job was), the build is told to stop, and the cancellation is
+    raised only once the thread has returned (it looks every 1,024 numbers): a further cancel
+    while it winds down is absorbed, not a reason to leave the thread running.
+    """
+    if isinstance(suppress, SuppressionList):
+        return suppression_list(suppress, policy)  # nothing to build
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[SuppressionList] = loop.create_future()
+    stop = threading.Event()
+
+    def settle(result: SuppressionList | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert result is not None
+            done.set_result(result)
+
+    def build() -> None:
+        result: SuppressionList | None = None
+        error: BaseException | None = None
+        try:
+            result = suppression_list(suppress, policy, stop)
+        except BaseException as exc:  # handed to the caller, whatever it is
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    thread = threading.Thread(target=build, name="dialler-async-suppression", daemon=True)
+    thread.start()
+    try:
+        await asyncio.wait({done})
+    except asyncio.CancelledError:
+        stop.set()
+        while not done.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({done})
+        if not done.cancelled():
+            done.exception()  # retrieved: a BuildStopped is the expected answer to stop
+        thread.join()
+        raise
+    thread.join()  # it has set the future: returns at once
+    return done.result()
 
 
 @attrs.define(slots=True)
@@ -68,11 +136,11 @@ class PhoneCounts:
 
 @attrs.frozen(slots=True)
 class Verdict:
-    """One row after the screen: its contact and request body, what was changed (warnings),
+    """One row after the screen: its request body and UserData, what was changed (warnings),
     and ``skip``, a reason not to send it at all (None: send it)."""
 
-    contact: NewContact
     body: dict[str, Any]
+    user_data: str | None
     warnings: tuple[str, ...] = ()
     skip: str | None = None
 
@@ -82,7 +150,9 @@ class PhoneScreen:
     overwriting import must not leave it on an existing contact) rather than left out.
 
     Rows must be screened in input order for ``dedupe``'s "an earlier row" to mean the input's
-    order (the engine prepares rows in the order it reads them).
+    order (the engine prepares rows in the order it reads them). The numbers earlier rows dial
+    are kept as 64-bit digests in a :class:`DigestSet` (~12 bytes a number, exact: an E.164
+    key fits in 50 bits and its digest is a bijection of it).
     """
 
     def __init__(
@@ -96,8 +166,9 @@ class PhoneScreen:
         self.policy = policy
         self.suppress = suppress
         self.clear_suppressed = clear_suppressed
-        self.seen: set[int] | None = set() if dedupe else None
+        self.seen: DigestSet | None = DigestSet() if dedupe else None
         self.counts = PhoneCounts()
+        self.normaliser = Normaliser(policy)
 
     def check(
         self,
@@ -108,9 +179,18 @@ class PhoneScreen:
     ) -> Verdict:
         """Convert, normalise and validate one row; raises :class:`ContactValidationError`
         naming every problem (each failing number with its reason among them)."""
-        contact = in_zone(to_new_contact(data), server_timezone)
-        body = unstructure(contact)
-        screened = screen_numbers(body, self.policy)
+        # A plain text row needs no conversion (the import's short path); its body is what
+        # converting it would give, so only the number fields are left to judge.
+        plain = plain_import_body(data, campaign_given=campaign_given)
+        if plain is not None:
+            body = plain
+            user_data = body.get("UserData")
+            contact = None
+        else:
+            contact = in_zone(to_new_contact(data), server_timezone)
+            body = unstructure(contact)
+            user_data = contact.user_data
+        screened = screen_numbers(body, self.policy, self.normaliser)
         counts = self.counts
         if screened.problems:
             counts.invalid += len(screened.problems)
@@ -119,12 +199,11 @@ class PhoneScreen:
         for field, why in screened.dropped.items():
             del body[field]
             warnings.append(f"{field}: dropped, {why}")
-        problems = [
-            *screened.problems,
-            *new_contact_problems(contact, campaign_given=campaign_given, body=body),
-        ]
+        problems = list(screened.problems)
+        if contact is not None:
+            problems += new_contact_problems(contact, campaign_given=campaign_given, body=body)
         if problems:
-            raise ContactValidationError(problems, key=contact.user_data)
+            raise ContactValidationError(problems, key=user_data)
         counts.normalised += len(screened.sent)
         counts.dropped += len(screened.dropped)
         keys = screened.keys
@@ -140,10 +219,46 @@ class PhoneScreen:
                     warnings.append(f"{field}: suppressed (do not call)")
             if not keys:
                 counts.rows_suppressed += 1
-                return Verdict(contact, body, tuple(warnings), SUPPRESSED)
-        if self.seen is not None:
-            if all(key in self.seen for key in keys.values()):
+                return Verdict(body, user_data, tuple(warnings), SUPPRESSED)
+        seen = self.seen
+        if seen is not None:
+            digests = [key_digest(key) for key in keys.values()]
+            if all(digest in seen for digest in digests):
                 counts.rows_duplicate += 1
-                return Verdict(contact, body, tuple(warnings), DUPLICATE_PHONE)
-            self.seen.update(keys.values())
-        return Verdict(contact, body, tuple(warnings))
+                return Verdict(body, user_data, tuple(warnings), DUPLICATE_PHONE)
+            for digest in digests:
+                seen.add(digest)
+        return Verdict(body, user_data, tuple(warnings))
+
+
+def screen_update(
+    data: ContactUpdate | Mapping[str, Any],
+    normaliser: Normaliser,
+    *,
+    server_timezone: tzinfo | None = None,
+    counts: PhoneCounts | None = None,
+) -> tuple[str | int | None, dict[str, Any], tuple[str, ...]]:
+    """An update's key, request body and warnings under a phone policy: the numbers it sets
+    are normalised as an import's are (a field it clears, ``None``, is left alone). A number
+    that fails is dropped from the update (the contact keeps its number; a warning) when
+    another dial field of the update passed; otherwise the update is INVALID
+    (:class:`ContactValidationError`), as an import row would be. ``counts``: a tally to add
+    this update's numbers to (a dry run's)."""
+    update = in_zone(to_update(data), server_timezone)
+    body = unstructure(update)
+    screened = screen_numbers(body, normaliser.policy, normaliser)
+    body.update(screened.sent)
+    warnings = []
+    for field, why in screened.dropped.items():
+        del body[field]
+        warnings.append(f"{field}: dropped, {why}")
+    # Lengths are judged on what is sent: "+49 (0)30 1234567 ext." fits once it is E.164.
+    problems = [*screened.problems, *update_problems(update, body=body)]
+    if counts is not None:  # a dry run's tally
+        counts.invalid += len(screened.problems)
+        if not problems:
+            counts.normalised += len(screened.sent)
+            counts.dropped += len(screened.dropped)
+    if problems:
+        raise ContactValidationError(problems, key=update.key)
+    return update.key, body, tuple(warnings)

@@ -15,12 +15,24 @@ import array
 import bisect
 import heapq
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Final
 
 from ._policy import PhonePolicy
 
 _CHUNK: Final = 1 << 18
+# A build looks at its stop event once every _STOP_MASK + 1 (1,024) numbers read or merged.
+_STOP_MASK: Final = (1 << 10) - 1
+
+
+class BuildStopped(Exception):
+    """A build whose ``_stop`` event was set gave up (the job that wanted it was cancelled)."""
+
+
+def _check(stop: threading.Event, count: int) -> None:
+    if not count & _STOP_MASK and stop.is_set():
+        raise BuildStopped
 
 
 class SuppressionList:
@@ -33,25 +45,48 @@ class SuppressionList:
 
     __slots__ = ("_keys", "region", "rejected")
 
-    def __init__(self, numbers: Iterable[str | int], policy: PhonePolicy) -> None:
+    def __init__(
+        self,
+        numbers: Iterable[str | int | float],
+        policy: PhonePolicy,
+        *,
+        _stop: threading.Event | None = None,
+    ) -> None:
         self.region = policy.region
         self.rejected = 0
-        self._keys = _sorted_unique(self._each_key(numbers))
+        self._keys = _sorted_unique(self._each_key(numbers, _stop), _stop)
 
     @classmethod
     def from_file(
-        cls, path: str | os.PathLike[str], policy: PhonePolicy, *, encoding: str = "utf-8-sig"
+        cls,
+        path: str | os.PathLike[str],
+        policy: PhonePolicy,
+        *,
+        encoding: str = "utf-8-sig",
+        _stop: threading.Event | None = None,
     ) -> SuppressionList:
-        """One number a line; blank lines and lines starting with ``#`` are skipped."""
+        """One number a line; blank lines and lines starting with ``#`` are skipped. UTF-8
+        (with or without a BOM); a file that starts with a UTF-16 BOM (a spreadsheet's
+        "Unicode text") is read as UTF-16."""
+        if encoding == "utf-8-sig":
+            with open(path, "rb") as raw:
+                if raw.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+                    encoding = "utf-16"
         with open(path, encoding=encoding) as fh:
             lines = (line for line in fh if line.strip() and not line.lstrip().startswith("#"))
-            return cls(lines, policy)
+            return cls(lines, policy, _stop=_stop)
 
-    def _each_key(self, numbers: Iterable[str | int]) -> Iterator[int]:
+    def _each_key(
+        self, numbers: Iterable[str | int | float], stop: threading.Event | None
+    ) -> Iterator[int]:
         from ._phones import number_key  # brings phonenumbers: only once a list is built
 
         region = self.region
-        for value in numbers:
+        for count, value in enumerate(numbers):
+            if stop is not None:
+                _check(stop, count)
+            if isinstance(value, float) and value.is_integer() and value > 0:
+                value = int(value)  # a spreadsheet's number: read as its digits, as rows are
             if isinstance(value, int) and not isinstance(value, bool):
                 value = f"+{value}"  # an integer is taken as E.164 digits without the +
             key = number_key(value, region) if isinstance(value, str) else None
@@ -79,7 +114,7 @@ class SuppressionList:
         return f"SuppressionList({len(self)} numbers, region={self.region!r})"
 
 
-def _sorted_unique(keys: Iterator[int]) -> array.array[int]:
+def _sorted_unique(keys: Iterator[int], stop: threading.Event | None) -> array.array[int]:
     """Sort in chunks and merge, so building never holds more than one chunk as Python ints
     (a plain ``sorted()`` of two million ints peaks near 90 MB; this stays near 2 x 16 MB)."""
     runs: list[array.array[int]] = []
@@ -95,7 +130,9 @@ def _sorted_unique(keys: Iterator[int]) -> array.array[int]:
     del chunk
     out = array.array("q")
     last = None
-    for key in heapq.merge(*runs):
+    for count, key in enumerate(heapq.merge(*runs)):
+        if stop is not None:
+            _check(stop, count)
         if key != last:
             out.append(key)
             last = key

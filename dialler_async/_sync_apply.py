@@ -264,6 +264,10 @@ class Applier:
             options["on_error"] = "raise"
         if operation is Operation.IMPORT:
             options.update(overwrite_duplicates=False, campaign_id=run.campaign_id)
+        if operation in (Operation.IMPORT, Operation.UPDATE):
+            # The plan screened the rows with the client's phone policy already; its output is
+            # not input for a second reading ("e164-no-plus" text is not E.164).
+            options["_phones_screened"] = True
         try:
             stopped = await run_phase(run.client, operation, source, restore, account, options)
         except BaseException:

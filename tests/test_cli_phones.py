@@ -156,3 +156,29 @@ def test_results_file_after_ctrl_c_has_every_row_read(tmp_path: Path) -> None:
         outcomes = [r["outcome"] for r in lines]
         assert outcomes.count("succeeded") == account["counts"]["succeeded"] == count(srv.db)
         assert outcomes.count("cancelled") == account["counts"]["cancelled"] > 0
+
+
+def test_update_takes_the_phone_policy(tmp_path: Path) -> None:
+    db = tmp_path / "emulator.db"
+    source = tmp_path / "rows.csv"
+    source.write_text(ROWS)
+    done = cli("import", source, "--campaign-id", "538", *emu(db), "--phone-region", "DE")
+    assert done.returncode == 1, done.stderr  # A2 is invalid
+    updates = tmp_path / "updates.csv"
+    updates.write_text(
+        "UserData;PhoneNumber1;PhoneNumber2\nA1;(030) 999-9999;\nA3;abc;\nA5;12;0171 1234567\n"
+    )
+    dry = cli("update", updates, *emu(db), "--phone-region", "DE", "--dry-run")
+    assert dry.returncode == 1, dry.stderr
+    assert "2 normalised, 1 dropped, 1 invalid" in dry.stderr
+    done = cli(
+        "update", updates, *emu(db), "--phone-region", "DE", "--phone-format", "e164-no-plus"
+    )
+    assert done.returncode == 1, done.stderr  # A3: no good number
+    stored = {c["UserData"]: c for c in contacts(db)}
+    assert stored["A1"]["PhoneNumber1"] == "49309999999"
+    assert stored["A3"]["PhoneNumber1"] == "+49302222222"  # untouched
+    assert stored["A5"]["PhoneNumber1"] == "+49303333333"  # the bad one dropped, kept
+    assert stored["A5"]["PhoneNumber2"] == "491711234567"
+    usage = cli("update", updates, *emu(db), "--phone-region", "DE", "--suppress", updates)
+    assert usage.returncode == 2

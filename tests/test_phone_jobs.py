@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -211,7 +213,7 @@ async def test_suppression_and_dedupe_need_a_policy(
     with pytest.raises(TypeError, match="unknown bulk options"):
         await client.update_contacts(
             [{"UserData": "x", "City": "B"}],
-            phone_policy=DE,  # type: ignore[call-arg]  # refused at run time too, keep_results=True
+            suppress=["+49301111111"],  # type: ignore[call-arg]  # refused at run time too
         )
     with pytest.raises(ConfigurationError):
         DiallerClient(emulator.base_url, 1, "t", phone_policy="DE")  # type: ignore[arg-type]
@@ -288,3 +290,137 @@ async def test_an_on_result_that_raises_stops_the_job_and_is_raised(
     with pytest.raises(OSError, match="disk full"):
         await client.import_contacts(rows, on_result=broken, concurrency=2, keep_results=True)
     assert calls < 200
+
+
+async def test_updates_normalise_the_numbers_they_set_as_imports_do(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    await client.import_contacts([row(n, f"+4930{1000000 + n}") for n in range(5)])
+    updates: list[dict[str, object]] = [
+        {"UserData": "CRM-0", "PhoneNumber1": "030 7654321", "FaxNumber": "(030) 765-4322"},
+        {"UserData": "CRM-1", "PhoneNumber1": "abc"},  # no good number: INVALID, untouched
+        {"UserData": "CRM-2", "PhoneNumber1": "12", "PhoneNumber2": "0171 1234567"},
+        {"UserData": "CRM-3", "PhoneNumber2": None, "City": "Bonn"},  # clearing is no number
+        {"UserData": "CRM-4", "PhoneNumber1": "+49 (0)30 9999999 "},  # 33 characters as typed
+    ]
+    before = Snapshot.take(emulator)
+    result = await client.update_contacts(updates, phone_policy=DE, keep_results=True)
+    assert_account(result, read=5, emulator=emulator, before=before)
+    items = sorted(result.items or (), key=lambda i: i.index)
+    assert [i.outcome for i in items] == [
+        Outcome.SUCCEEDED,
+        Outcome.INVALID,
+        Outcome.SUCCEEDED,
+        Outcome.SUCCEEDED,
+        Outcome.SUCCEEDED,
+    ]
+    assert "PhoneNumber1: not a number ('abc')" in str(items[1].error)
+    assert items[2].warnings == ("PhoneNumber1: dropped, too short ('12')",)
+    stored = on_server(emulator)
+    assert stored["CRM-0"]["PhoneNumber1"] == "+49307654321"
+    assert stored["CRM-0"]["FaxNumber"] == "+49307654322"
+    assert stored["CRM-1"]["PhoneNumber1"] == "+49301000001"
+    assert stored["CRM-2"]["PhoneNumber1"] == "+49301000002"  # the dropped number is kept
+    assert stored["CRM-2"]["PhoneNumber2"] == "+491711234567"
+    assert stored["CRM-3"]["City"] == "Bonn"
+    assert stored["CRM-4"]["PhoneNumber1"] == "+49309999999"
+
+
+async def test_a_single_update_takes_the_client_policy(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    async with DiallerClient(
+        emulator.base_url,
+        emulator.client_id,
+        emulator.token,
+        retry=FAST_RETRY,
+        clock=clock,
+        sleep=clock.sleep,
+        phone_policy=PhonePolicy("GB", format="e164-no-plus"),
+    ) as client:
+        await client.import_contact(row(0, "020 7946 0958"), overwrite_duplicates=True)
+        updated = await client.update_contact(
+            {"UserData": "CRM-0", "PhoneNumber1": "020 7946 0959"}
+        )
+    assert updated.phone_number1 == "442079460959"
+
+
+async def test_a_sync_reads_each_number_once_even_in_e164_without_plus(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    """The plan screens the rows; its output ("12024561111") read again in region DE would be
+    a German number (+4912024561111)."""
+    async with DiallerClient(
+        emulator.base_url,
+        emulator.client_id,
+        emulator.token,
+        retry=FAST_RETRY,
+        clock=clock,
+        sleep=clock.sleep,
+        phone_policy=PhonePolicy("DE", format="e164-no-plus"),
+    ) as client:
+        first = await client.sync_contacts([row(0, "+1 202 456 1111")], campaign_id=538)
+        again = await client.sync_contacts(
+            [row(0, "+1 202 456 1111", "+1 202 456 1112")], campaign_id=538
+        )
+    assert first.rows.succeeded == again.rows.succeeded == 1
+    stored = on_server(emulator)["CRM-0"]
+    assert (stored["PhoneNumber1"], stored["PhoneNumber2"]) == ("12024561111", "12024561112")
+
+
+class _Endless:
+    """An endless suppression list that blocks at number ``block_at`` until released."""
+
+    def __init__(self, block_at: int) -> None:
+        self.block_at = block_at
+        self.calls = 0
+        self.threads: set[threading.Thread] = set()
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def __iter__(self) -> _Endless:
+        return self
+
+    def __next__(self) -> str:
+        self.calls += 1
+        self.threads.add(threading.current_thread())
+        if self.calls == self.block_at:
+            self.reached.set()
+            self.release.wait(30)
+        return f"+4930{self.calls:08d}"
+
+
+async def test_cancelling_a_job_stops_its_suppression_build_before_the_cancel_is_raised(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    numbers = _Endless(block_at=5_000)
+    task = asyncio.create_task(
+        client.import_contacts([row(0, "030 1234567")], phone_policy=DE, suppress=numbers)
+    )
+    assert await asyncio.to_thread(numbers.reached.wait, 30)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()  # twice: the second must not leave the build behind either
+    numbers.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (thread,) = numbers.threads
+    assert not thread.is_alive()  # returned (not parked in a pool) before the cancel came out
+    assert numbers.calls <= 5_000 + 1_024  # it looks at the stop every 1,024 numbers
+    assert emulator.stats.requests.get("import_contact", 0) == 0
+
+
+async def test_a_suppression_build_that_finishes_leaves_no_thread(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    before = set(threading.enumerate())
+    result = await client.import_contacts(
+        [row(0, "030 1234567"), row(1, "030 7654321")],
+        phone_policy=DE,
+        suppress=iter(["030 1234567"]),
+    )
+    assert [i.reason for i in sorted(result.items or (), key=lambda i: i.index)] == [
+        "suppressed",
+        None,
+    ]
+    assert set(threading.enumerate()) <= before

@@ -19,7 +19,15 @@ from dialler_async import (
     PhonePolicy,
     SuppressionList,
 )
-from dialler_async._phones import PhoneError, normalise, number_key, quick_parse, screen_numbers
+from dialler_async._phones import (
+    Normaliser,
+    PhoneError,
+    normalise,
+    number_key,
+    plain_digits,
+    quick_parse,
+    screen_numbers,
+)
 from dialler_async._screen import DUPLICATE_PHONE, SUPPRESSED, PhoneScreen, suppression_list
 
 # (region, as typed, E.164). Every country in the formats a CRM export holds them: national with
@@ -294,3 +302,96 @@ def test_screen_reads_spreadsheet_floats_and_models() -> None:
     )
     body = screen.check(model).body
     assert (body["PhoneNumber1"], body["FaxNumber"]) == ("49301234567", "49307654321")
+
+
+def _parsed(text: str, region: str) -> object:
+    try:
+        return phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        return exc.error_type
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    region=st.sampled_from(["DE", "AT", "CH", "GB", "US", "IT", "FR", "AR", "BR", "RU", "JP"]),
+    plus=st.booleans(),
+    body=st.text(alphabet="0123456789 ()./-", max_size=30),
+)
+def test_dropping_typed_punctuation_changes_nothing_the_library_reads(
+    region: str, plus: bool, body: str
+) -> None:
+    """The library's answer (number or error) for digits with typed punctuation is its answer
+    for the digits alone: ``plain_digits`` only saves it the work."""
+    text = ("+" if plus else "") + body
+    assert _parsed(plain_digits(text), region) == _parsed(text, region)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "030 1234567 ext. 12",
+        "030 1234567 x12",
+        "030 1234567#12",
+        "tel:+49-30-1234567",
+        "0800 FLOWERS",
+    ],
+)
+def test_text_with_more_than_digits_and_punctuation_goes_to_the_library_as_typed(text: str) -> None:
+    assert plain_digits(text) == text
+
+
+def test_the_memo_answers_repeats_as_the_library_did_and_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dialler_async import _phones
+
+    calls: list[str] = []
+    real = _phones.normalise
+
+    def counted(value: str, policy: PhonePolicy) -> object:
+        calls.append(value)
+        return real(value, policy)
+
+    monkeypatch.setattr(_phones, "normalise", counted)
+    judge = Normaliser(DE, size=3)
+    for _ in range(3):
+        assert judge("030 1234567") == real("030 1234567", DE)
+        with pytest.raises(PhoneError) as info:
+            judge("abc")
+        assert info.value.reason == "not a number"
+    assert calls == ["030 1234567", "abc"]  # repeats cost no parse
+    for n in range(10):
+        judge(f"030 765432{n}")
+    assert len(judge._memo) == 3  # the oldest went
+    judge("030 1234567")
+    assert calls[-1] == "030 1234567"  # aged out: parsed again, same answer
+    assert all(not isinstance(v, BaseException) for v in judge._memo.values())
+
+
+@pytest.mark.parametrize(
+    "phones",
+    [
+        ("030 1234567",),
+        ("030 1234567", "12"),  # one dropped with a warning
+        ("abc", "12"),  # INVALID
+        ("+49 (0)30 1234567 ext. 12345678901",),  # 35 characters: too long as typed, fits sent
+        ("030 1234567", "030 1234567"),
+        ("", "  ", "0171 1234567"),
+    ],
+)
+def test_a_plain_row_is_screened_exactly_as_the_full_conversion_would(
+    phones: tuple[str, ...],
+) -> None:
+    """The short path (a plain dict) and the full one (any other mapping) give one verdict."""
+    from types import MappingProxyType
+
+    data = row("CRM-1", *phones, FaxNumber="030 7654321", City="Berlin")
+
+    def verdict(value: object) -> object:
+        try:
+            v = PhoneScreen(DE, dedupe=True).check(value)  # type: ignore[arg-type]
+        except ContactValidationError as exc:
+            return exc.problems
+        return (v.body, v.user_data, v.warnings, v.skip)
+
+    assert verdict(data) == verdict(MappingProxyType(data))

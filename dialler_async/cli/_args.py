@@ -183,7 +183,8 @@ def _input(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _phones(parser: argparse.ArgumentParser) -> None:
+def _phones(parser: argparse.ArgumentParser, *, import_only: bool = True) -> None:
+    """The phone options; ``import_only=False`` (update): only the policy's three."""
     group = parser.add_argument_group("phone numbers")
     add = group.add_argument
     add(
@@ -205,6 +206,8 @@ def _phones(parser: argparse.ArgumentParser) -> None:
         help="possible: a plausible length for its country (default); valid: also an assigned "
         "range (stricter; depends on the phonenumbers release, recorded in --report)",
     )
+    if not import_only:
+        return
     add(
         "--suppress",
         metavar="FILE",
@@ -294,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _input(p)
     p.add_argument("--null-marker", metavar="TEXT", help="a cell holding exactly TEXT clears")
+    _phones(p, import_only=False)
 
     p = command(
         "sync",

@@ -225,6 +225,8 @@ class Job:
                 options["phone_policy"] = self.phones.policy
                 options["suppress"] = self.phones.suppress
                 options["dedupe_phone"] = self.phones.dedupe
+        elif self.operation is Operation.UPDATE and self.phones is not None:
+            options["phone_policy"] = self.phones.policy
         if self.keyed:
             options["by_user_data"] = self.by_user_data
         if self.results is not None:

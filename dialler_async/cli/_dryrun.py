@@ -12,7 +12,7 @@ from .._exceptions import ContactValidationError
 from .._models import Campaign
 from .._results import Operation, Outcome
 from .._results import Progress as Snapshot
-from .._screen import PhoneScreen
+from .._screen import PhoneScreen, screen_update
 from .._validation import validate_contact, validate_key, validate_update
 from ._input import UnparsableLine
 from ._output import Account, key_of, line_of, raw_of
@@ -38,16 +38,21 @@ def problems(
                 verdict = screen.check(item, campaign_given=given)
                 if verdict.skip is not None:
                     raise Skip(verdict.skip)
-                checked: Any = verdict.contact
+                cid = verdict.body.get("DiallerCampaignsID")
+                cname = verdict.body.get("DiallerCampaignsName")
             else:
-                checked = validate_contact(item, campaign_given=given)
+                checked: Any = validate_contact(item, campaign_given=given)
+                cid, cname = checked.campaign_id, checked.campaign_name
+        elif screen is not None:  # an update under a phone policy
+            _, body, _ = screen_update(item, screen.normaliser, counts=screen.counts)
+            cid, cname = body.get("DiallerCampaignsID"), body.get("DiallerCampaignsName")
         else:
             checked = validate_update(item)
+            cid, cname = checked.campaign_id, checked.campaign_name
     except ContactValidationError as exc:
         return "; ".join(exc.problems)
     if campaigns is None:
         return None
-    cid, cname = checked.campaign_id, checked.campaign_name
     if isinstance(cid, int) and all(c.id != cid for c in campaigns):
         return f"DiallerCampaignsID: no campaign {cid} on this server"
     if (
@@ -70,7 +75,7 @@ async def dry_run(job: Job, display: Display, campaigns: list[Campaign] | None) 
     valid = invalid = 0
     skipped: dict[str, int] = {}
     failures: list[dict[str, Any]] = []
-    phones = job.phones if job.operation is Operation.IMPORT else None
+    phones = job.phones if job.operation in (Operation.IMPORT, Operation.UPDATE) else None
     screen = phones.screen() if phones is not None else None
     for index, item in enumerate(job.items()):
         try:

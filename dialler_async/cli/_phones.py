@@ -39,7 +39,7 @@ class PhoneRules:
         except ValueError as exc:
             raise UsageError(f"--phone-region: {exc}") from exc
         suppress = None
-        if args.suppress:
+        if getattr(args, "suppress", None):
             try:
                 suppress = SuppressionList.from_file(args.suppress, policy)
             except (OSError, UnicodeDecodeError) as exc:
@@ -50,7 +50,8 @@ class PhoneRules:
                 rejected = suppress.rejected
                 extra = f" ({rejected:,} lines that are not numbers left out)" if rejected else ""
                 note(console, f"suppression list: {len(suppress):,} numbers{extra}", "dim")
-        return cls(policy, suppress, bool(args.dedupe_phone), bool(args.overwrite_duplicates))
+        dedupe = bool(getattr(args, "dedupe_phone", False))
+        return cls(policy, suppress, dedupe, bool(getattr(args, "overwrite_duplicates", True)))
 
     def screen(self) -> PhoneScreen:
         """A fresh screen with these rules (a dry run applies it itself)."""
