@@ -11,13 +11,16 @@ Where we differ, and why:
 * One decision per *window*, and a window counts only requests that started after the last
   change, so a cut is judged by the requests it governs (TCP Vegas decides once per round trip
   for the same reason) and one burst of slow answers cannot cut twice.
-* The window's *lower quartile* round trip stands for it: a standing queue in the server delays
-  every request, while our own stalls (a client process waiting for a shared CPU, a garbage
-  collection) delay the answers that arrive during them, so a low quantile sees the first and
-  mostly ignores the second. TCP Vegas takes the minimum, but against a FIFO server the minimum
-  catches the rare request that found the queue empty and lets the limit (and the latency)
-  drift up; the median counts our stalls as the server's queue and holds the limit too low on a
-  loaded client machine.
+* The window's round trip is the *mean of its faster three quarters*. A standing queue in
+  the server delays every request, while our own stalls (a client process waiting for a shared
+  CPU, a garbage collection) delay the answers that arrive during them; dropping the slowest
+  quarter drops most of the second. The mean is what TCP Vegas's queue estimate assumes
+  (Little's law) and what concurrency-limits' default window takes. A low quantile is not
+  enough: a server that serves K at once answers in waves (K answers after one service time,
+  the next K after two), so while fewer than 4K are in flight the lower quartile only ever
+  sees the first wave, reads "no queue" and lets the limit climb to four times the capacity
+  (``tests/test_adaptive.py``, the recorded waves). The minimum (TCP Vegas) has the same flaw
+  worse; the plain median counts our stalls as the server's queue on a loaded client machine.
 * Thresholds are proportional to the limit (:func:`thresholds`), so the latency target is a
   ratio to the baseline, as in Gradient2Limit's tolerance.
 * A cut goes straight to the estimated capacity plus ``alpha`` (``inflight * baseline / rtt +
@@ -84,7 +87,7 @@ def signal_for(status: int) -> Signal:
 class Window:
     """What one window of finished requests measured.
 
-    ``rtt``: the lower quartile of its answers' round trips (None: no answer).
+    ``rtt``: the mean of its answers' faster three quarters of round trips (None: no answer).
     ``dropped``: a timeout, connection failure, 5xx or 429 was among them.
     ``inflight``: the most requests at the server at once while the window ran.
     """
@@ -98,6 +101,13 @@ def low_quartile(rtts: list[float]) -> float:
     """The round trip a quarter of ``rtts`` are at or below (the lower of two when between)."""
     ordered = sorted(rtts)
     return ordered[(len(ordered) - 1) // 4]
+
+
+def window_rtt(rtts: list[float]) -> float:
+    """The mean of ``rtts`` without the slowest quarter (all of them below four)."""
+    ordered = sorted(rtts)
+    kept = ordered[: len(ordered) - len(ordered) // 4]
+    return math.fsum(kept) / len(kept)
 
 
 def thresholds(limit: float) -> tuple[float, float]:
@@ -248,7 +258,7 @@ class AdaptiveLimit:
             return
         if self._count < max(MIN_WINDOW, self.limit):
             return
-        rtt = low_quartile(self._rtts) if self._rtts else None
+        rtt = window_rtt(self._rtts) if self._rtts else None
         window = Window(rtt=rtt, dropped=self._dropped, inflight=self._inflight)
         value, self._slow_start = next_limit(
             self.value,
