@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,7 @@ from dialler_async._adaptive import (
     LoopLag,
     Signal,
     Window,
+    median,
     next_limit,
     signal_for,
     thresholds,
@@ -241,6 +244,45 @@ def test_recorded_waves_hold_the_limit_near_the_capacity() -> None:
         current = limit.limit
         seen += feed(limit, clock, waves(current, 4), inflight=current)
     assert max(seen[-100:]) <= 8 and min(seen[-100:]) >= 4
+
+
+RECORDED = json.loads((Path(__file__).parent / "fixtures" / "adaptive_rtts.json").read_text())
+
+
+def recorded_windows(concurrency: int) -> list[Window]:
+    """The recorded answers at ``concurrency`` in windows of that many, as the limiter sees
+    them."""
+    answers = [rtt for rtt, _ in RECORDED["runs"][str(concurrency)]]
+    return [
+        Window(rtt=window_rtt(answers[i : i + concurrency]), dropped=False, inflight=concurrency)
+        for i in range(0, len(answers) - concurrency + 1, concurrency)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "lowest", "highest"),
+    [
+        (4, 4.0, 5.0),  # the capacity: no queue, grow (or hold)
+        (5, 5.0, 6.0),  # one more: part of each round trip is outside the server, still no cut
+        (8, 4.0, 7.5),  # twice the capacity, a full wave waiting: every window cuts, never below 4
+    ],
+)
+def test_recorded_round_trips_at_capacity_4(
+    concurrency: int, lowest: float, highest: float
+) -> None:
+    """Round trips recorded against the emulator (capacity 4 x 20 ms, its own process, a loaded
+    machine): the baseline is the median of the first five answers at concurrency 1, as a probe
+    takes it; each window of the runs at 4, 5 and 8 goes through the rule."""
+    baseline = median([rtt for rtt, _ in RECORDED["runs"]["1"][:PROBE_SAMPLES]])
+    windows = recorded_windows(concurrency)
+    assert len(windows) >= 20
+    after = [
+        next_limit(float(concurrency), w, baseline, floor=1, ceiling=64, slow_start=False)[0]
+        for w in windows
+    ]
+    assert lowest <= min(after) and max(after) <= highest
+    if concurrency == 8:
+        assert max(after) < 8.0
 
 
 @pytest.mark.parametrize(
