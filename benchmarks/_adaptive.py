@@ -1,6 +1,6 @@
 """Adaptive concurrency against a server with a fixed capacity (issue 15).
 
-``python -m benchmarks._adaptive [--n 20000] [--reps 2] [--quick]``
+``python -m benchmarks._adaptive [--n 20000] [--reps 2] [--drop-n 12000] [--drop-adaptive-only]``
 
 The emulator runs in its own process with the capacity model on: ``capacity`` requests in
 service at once, ``service_time`` each, the rest queued inside the server (capacity 8 x 20 ms:
@@ -11,8 +11,13 @@ queueing included, so a loaded client machine does not colour it.
    adaptive_concurrency=True)``, starting from its default limit), ``n`` imports each,
    interleaved, ``reps`` rounds: throughput and p50/p95 latency.
 2. *Capacity drop*: capacity 16, dropped to 4 after ``drop_at`` seconds, back to 16 after
-   ``restore_at``: adaptive and fixed 16, with the time until the p95 (per 0.5 s of arrivals)
-   is back under 2 x the service time, and the throughput per phase.
+   ``restore_at``: adaptive, fixed 16 and fixed 4 (the drop's capacity known in advance: the
+   best any limit can do), with the p95 during the drop, the time until the p95 (per 0.5 s of
+   arrivals) is back under 2 x the service time, and the throughput per phase.
+
+Every run also reports the client's and the emulator's CPU (share of one core) and the client
+event loop's lag, and is called CPU-starved (:func:`starvation`) when either says the machine,
+not the limiter, set the pace.
 
 Results go to ``benchmarks/results/adaptive.json``, ``adaptive.md`` and a plot of limit and
 latency over time, ``adaptive_concurrency.png``.
