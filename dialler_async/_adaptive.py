@@ -11,13 +11,16 @@ Where we differ, and why:
 * One decision per *window*, and a window counts only requests that started after the last
   change, so a cut is judged by the requests it governs (TCP Vegas decides once per round trip
   for the same reason) and one burst of slow answers cannot cut twice.
-* The window's *lower quartile* round trip stands for it: a standing queue in the server delays
-  every request, while our own stalls (a client process waiting for a shared CPU, a garbage
-  collection) delay the answers that arrive during them, so a low quantile sees the first and
-  mostly ignores the second. TCP Vegas takes the minimum, but against a FIFO server the minimum
-  catches the rare request that found the queue empty and lets the limit (and the latency)
-  drift up; the median counts our stalls as the server's queue and holds the limit too low on a
-  loaded client machine.
+* The window's round trip is the *mean of its faster three quarters*. A standing queue in
+  the server delays every request, while our own stalls (a client process waiting for a shared
+  CPU, a garbage collection) delay the answers that arrive during them; dropping the slowest
+  quarter drops most of the second. The mean is what TCP Vegas's queue estimate assumes
+  (Little's law) and what concurrency-limits' default window takes. A low quantile is not
+  enough: a server that serves K at once answers in waves (K answers after one service time,
+  the next K after two), so while fewer than 4K are in flight the lower quartile only ever
+  sees the first wave, reads "no queue" and lets the limit climb to four times the capacity
+  (``tests/test_adaptive.py``, the recorded waves). The minimum (TCP Vegas) has the same flaw
+  worse; the plain median counts our stalls as the server's queue on a loaded client machine.
 * Thresholds are proportional to the limit (:func:`thresholds`), so the latency target is a
   ratio to the baseline, as in Gradient2Limit's tolerance.
 * A cut goes straight to the estimated capacity plus ``alpha`` (``inflight * baseline / rtt +
@@ -25,10 +28,13 @@ Where we differ, and why:
   trip: when the server loses capacity the queue drains within a round trip or two.
 * The baseline is measured only by *probes*: at the start and then every ``probe_interval``
   seconds the limit drops to the floor until a few requests have been measured alone, and
-  their lower quartile becomes the baseline (Envoy's adaptive concurrency filter does this).
+  their median becomes the baseline (Envoy's adaptive concurrency filter does this).
   Without probes the baseline of a long job creeps up to the latency of our own standing
   queue and the limit ratchets up with it; a baseline that any lower window may lower drifts
-  down into the noise instead, and the limit with it.
+  down into the noise instead, and the limit with it. The median, not the lower quartile:
+  one lucky fast answer among five set a baseline below what the client sees without a
+  queue once it has more than one request to handle, and held the limit under the
+  server's capacity until the next probe.
 * Our own stalls (:class:`LoopLag`: how late the event loop runs a timer) are taken out of each
   round trip before the rule sees it.
 
@@ -84,7 +90,7 @@ def signal_for(status: int) -> Signal:
 class Window:
     """What one window of finished requests measured.
 
-    ``rtt``: the lower quartile of its answers' round trips (None: no answer).
+    ``rtt``: the mean of its answers' faster three quarters of round trips (None: no answer).
     ``dropped``: a timeout, connection failure, 5xx or 429 was among them.
     ``inflight``: the most requests at the server at once while the window ran.
     """
@@ -94,23 +100,36 @@ class Window:
     inflight: int
 
 
-def low_quartile(rtts: list[float]) -> float:
-    """The round trip a quarter of ``rtts`` are at or below (the lower of two when between)."""
+def median(rtts: list[float]) -> float:
+    """The middle round trip of ``rtts`` (the lower of the two middle ones)."""
     ordered = sorted(rtts)
-    return ordered[(len(ordered) - 1) // 4]
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def window_rtt(rtts: list[float]) -> float:
+    """The mean of ``rtts`` without the slowest quarter (all of them below four)."""
+    ordered = sorted(rtts)
+    kept = ordered[: len(ordered) - len(ordered) // 4]
+    return math.fsum(kept) / len(kept)
 
 
 def thresholds(limit: float) -> tuple[float, float]:
     """``(alpha, beta)``: grow below ``alpha`` queued requests, cut above ``beta``.
 
     A sixth and two sevenths of the limit: the limit grows while round trips stay within 1.2
-    times the baseline and is cut beyond 1.4 times, whatever the server's capacity. Fixed numbers
-    (TCP Vegas's 2 and 4 packets) would double the latency of a server that serves four at
-    once and starve one that serves hundreds. At least one and one and a half, so small limits
-    still keep about one request waiting (the server never idles between two of ours) without
-    doubling the latency of a server that serves four at once.
+    times the baseline and is cut beyond 1.4 times, whatever the server's capacity. Fixed
+    numbers (TCP Vegas's 2 and 4 packets) would double the latency of a server that serves four
+    at once and starve one that serves hundreds. At least 0.75 and 1.25, so a small limit still
+    grows to keep about one request on its way (the server never idles between two of ours)
+    but is cut as soon as more than one waits inside a server that serves four at once (with
+    1 and 1.5 a server serving 4 was held 5-7 deep, its p95 at 2.0-2.3 times the service time).
+
+    Tighter proportions (an eighth and a fifth) were tried and measured worse: the part of the
+    round trip that is our own work grows with the requests in flight, and against a
+    1.14x target that alone held the limit under the server's capacity (0.71 of the best fixed
+    throughput with a p95 of only 1.4 times the service time).
     """
-    return max(1.0, limit / 6.0), max(1.5, limit * 2.0 / 7.0)
+    return max(0.75, limit / 6.0), max(1.25, limit * 2.0 / 7.0)
 
 
 def next_limit(
@@ -237,14 +256,14 @@ class AdaptiveLimit:
         self._inflight = max(self._inflight, inflight + 1)
         if self._probing:
             if self._count >= PROBE_SAMPLES and self._rtts:
-                self.baseline = low_quartile(self._rtts)
+                self.baseline = median(self._rtts)
                 self._probing = False
                 self._next_probe = self._clock() + self._probe_interval
                 self._set(self._saved)
             return
         if self._count < max(MIN_WINDOW, self.limit):
             return
-        rtt = low_quartile(self._rtts) if self._rtts else None
+        rtt = window_rtt(self._rtts) if self._rtts else None
         window = Window(rtt=rtt, dropped=self._dropped, inflight=self._inflight)
         value, self._slow_start = next_limit(
             self.value,

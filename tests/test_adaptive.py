@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +21,11 @@ from dialler_async._adaptive import (
     LoopLag,
     Signal,
     Window,
+    median,
     next_limit,
     signal_for,
     thresholds,
+    window_rtt,
 )
 from dialler_async._limits import ConcurrencyGate, Governor
 
@@ -47,8 +51,16 @@ B = 0.020  # the no-load round trip of the tables
         (12.0, B * 1.1, 12, False, False, 13.0, False),
         # 1.3 x baseline: between alpha and beta, hold (and slow start ends)
         (12.0, B * 1.3, 12, False, True, 12.0, False),
+        # 1.5 x baseline: beyond beta (two sevenths): cut to the estimated capacity + alpha
+        (12.0, B * 1.5, 12, False, False, 8.0 + 2.0, False),
         # 2 x baseline with 16 in flight: 8 would do; cut to 8 + alpha
         (16.0, B * 2, 16, False, False, 8.0 + 16.0 / 6.0, False),
+        # small limits: one request waiting at a server that serves four is tolerated (hold),
+        # two are not (cut)
+        (5.0, B * 5 / 4, 5, False, False, 5.0, False),
+        (6.0, B * 6 / 4, 6, False, False, 4.0 + 1.0, False),
+        # and a limit below the capacity grows (nothing waits: 0 < alpha)
+        (4.0, B, 4, False, False, 5.0, False),
         # 10 x baseline: never below half in one step
         (16.0, B * 10, 16, False, False, 8.0, False),
         # a timeout, 5xx or 429 in the window: x BACKOFF, whatever the latency says
@@ -87,7 +99,13 @@ def test_next_limit_without_a_baseline_holds() -> None:
 
 @pytest.mark.parametrize(
     ("limit", "alpha", "beta"),
-    [(1.0, 1.0, 1.5), (6.0, 1.0, 12 / 7), (12.0, 2.0, 24 / 7), (70.0, 70 / 6, 20.0)],
+    [
+        (1.0, 0.75, 1.25),
+        (4.0, 0.75, 1.25),
+        (6.0, 1.0, 12 / 7),
+        (12.0, 2.0, 24 / 7),
+        (70.0, 70 / 6, 20.0),
+    ],
 )
 def test_thresholds(limit: float, alpha: float, beta: float) -> None:
     assert thresholds(limit) == pytest.approx((alpha, beta))
@@ -208,6 +226,78 @@ def test_the_baseline_moves_only_at_probes() -> None:
     assert limit.baseline == pytest.approx(B)
 
 
+def waves(limit: int, capacity: int) -> list[float]:
+    """One window as a server serving ``capacity`` at once answers it when the requests come
+    in step (the emulator on a loaded machine did): the first ``capacity`` after one service
+    time, the next after two, ..."""
+    return [B * (1 + i // capacity) for i in range(limit)]
+
+
+def test_recorded_waves_hold_the_limit_near_the_capacity() -> None:
+    """A server serving 4 at once, answering in waves: the limit settles between the capacity
+    and twice it (at most one wave waiting). With the window's lower quartile standing for it,
+    the first wave hid the queue from the rule and the limit climbed to 17."""
+    clock = Clock()
+    limit = fresh(clock, initial=4, probe_interval=1e9)
+    seen: list[int] = []
+    for _ in range(200):
+        current = limit.limit
+        seen += feed(limit, clock, waves(current, 4), inflight=current)
+    assert max(seen[-100:]) <= 8 and min(seen[-100:]) >= 4
+
+
+RECORDED = json.loads((Path(__file__).parent / "fixtures" / "adaptive_rtts.json").read_text())
+
+
+def recorded_windows(concurrency: int) -> list[Window]:
+    """The recorded answers at ``concurrency`` in windows of that many, as the limiter sees
+    them."""
+    answers = [rtt for rtt, _ in RECORDED["runs"][str(concurrency)]]
+    return [
+        Window(rtt=window_rtt(answers[i : i + concurrency]), dropped=False, inflight=concurrency)
+        for i in range(0, len(answers) - concurrency + 1, concurrency)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "lowest", "highest"),
+    [
+        (4, 4.0, 5.0),  # the capacity: no queue, grow (or hold)
+        (5, 5.0, 6.0),  # one more: part of each round trip is outside the server, still no cut
+        (8, 4.0, 7.5),  # twice the capacity, a full wave waiting: every window cuts, never below 4
+    ],
+)
+def test_recorded_round_trips_at_capacity_4(
+    concurrency: int, lowest: float, highest: float
+) -> None:
+    """Round trips recorded against the emulator (capacity 4 x 20 ms, its own process, a loaded
+    machine): the baseline is the median of the first five answers at concurrency 1, as a probe
+    takes it; each window of the runs at 4, 5 and 8 goes through the rule."""
+    baseline = median([rtt for rtt, _ in RECORDED["runs"]["1"][:PROBE_SAMPLES]])
+    windows = recorded_windows(concurrency)
+    assert len(windows) >= 20
+    after = [
+        next_limit(float(concurrency), w, baseline, floor=1, ceiling=64, slow_start=False)[0]
+        for w in windows
+    ]
+    assert lowest <= min(after) and max(after) <= highest
+    if concurrency == 8:
+        assert max(after) < 8.0
+
+
+@pytest.mark.parametrize(
+    ("rtts", "expected"),
+    [
+        ([B], B),
+        ([B, 3 * B], 2 * B),  # fewer than four: nothing dropped
+        ([B, B, B, 9 * B], B),  # one in four dropped: a stall of ours
+        ([B, B, 2 * B, 2 * B, 2 * B, 2 * B, 2 * B, 2 * B], 1.6667 * B),  # a queue shows
+    ],
+)
+def test_window_rtt_drops_the_slowest_quarter(rtts: list[float], expected: float) -> None:
+    assert window_rtt(rtts) == pytest.approx(expected, rel=1e-3)
+
+
 def test_adaptive_limit_validates_floor_and_ceiling() -> None:
     with pytest.raises(ValueError, match="floor"):
         AdaptiveLimit(floor=0, ceiling=4, initial=2)
@@ -228,18 +318,21 @@ def simulate(
     stall: float = 0.0,
     floor: int = 1,
     ceiling: int = 64,
-) -> list[tuple[float, int, float]]:
+    outside: float = 0.0,
+) -> list[tuple[float, int, float, float]]:
     """A closed loop: as many requests as the limit allows, served first come first served by
     ``capacity(t)`` workers taking ``service`` (± 20%, seeded) each, plus up to ``stall``
-    seconds of client-side delay on a tenth of the answers (a loaded machine; seeded).
-    Returns ``(time, limit, rtt)`` per answer.
+    seconds of client-side delay on a tenth of the answers (a loaded machine; seeded), plus
+    ``outside`` seconds on every round trip that no queue causes (the network, parsing, the
+    client's own work: half on the way there, half back).
+    Returns ``(time, limit, rtt, server latency)`` per answer.
     """
     clock = Clock()
     rng = random.Random(7)
     limit = AdaptiveLimit(floor=floor, ceiling=ceiling, initial=4, clock=clock)
     free: list[float] = []  # when each worker is next free
-    outstanding: list[tuple[float, float]] = []  # (answered at, admitted at)
-    seen: list[tuple[float, int, float]] = []
+    outstanding: list[tuple[float, float, float]] = []  # (answered at, admitted at, at server)
+    seen: list[tuple[float, int, float, float]] = []
     while clock.now < duration:
         workers = capacity(clock.now)
         while len(free) < workers:
@@ -247,21 +340,28 @@ def simulate(
         while len(free) > workers:
             free.remove(max(free))  # that worker finishes its request and leaves
         while len(outstanding) < limit.limit:
+            arrives = clock.now + outside / 2
             i = free.index(min(free))
-            done = max(clock.now, free[i]) + service * rng.uniform(0.8, 1.2)
+            done = max(arrives, free[i]) + service * rng.uniform(0.8, 1.2)
             free[i] = done
             extra = stall * rng.random() if rng.random() < 0.1 else 0.0
-            heapq.heappush(outstanding, (done + extra, clock.now))
-        answered, admitted = heapq.heappop(outstanding)
+            heapq.heappush(outstanding, (done + outside / 2 + extra, clock.now, done - arrives))
+        answered, admitted, at_server = heapq.heappop(outstanding)
         clock.now = answered
         limit.on_sample(admitted, answered - admitted, False, len(outstanding))
         assert floor <= limit.limit <= ceiling
-        seen.append((answered, limit.limit, answered - admitted))
+        seen.append((answered, limit.limit, answered - admitted, at_server))
     return seen
 
 
-def _between(seen: list[tuple[float, int, float]], lo: float, hi: float) -> list[float]:
-    return [rtt for t, _, rtt in seen if lo <= t < hi]
+def _between(seen: list[tuple[float, int, float, float]], lo: float, hi: float) -> list[float]:
+    return [rtt for t, _, rtt, _ in seen if lo <= t < hi]
+
+
+def _server_between(
+    seen: list[tuple[float, int, float, float]], lo: float, hi: float
+) -> list[float]:
+    return [latency for t, _, _, latency in seen if lo <= t < hi]
 
 
 def _p95(values: list[float]) -> float:
@@ -274,7 +374,7 @@ def test_simulated_capacity_8_full_throughput_and_a_short_queue(stall: float) ->
     rtts = _between(seen, 2.0, 20.0)
     assert len(rtts) / 18.0 >= 0.9 * 400  # the server's ceiling: 8 / 20 ms
     assert _p95(rtts) <= 2 * B + stall
-    assert max(limit for t, limit, _ in seen if t >= 2.0) <= 16
+    assert max(limit for t, limit, *_ in seen if t >= 2.0) <= 16
 
 
 def test_simulated_capacity_drop_and_return() -> None:
@@ -290,9 +390,26 @@ def test_simulated_capacity_drop_and_return() -> None:
     assert len(_between(seen, 22.0, 30.0)) / 8.0 >= 0.9 * 800
 
 
+@pytest.mark.parametrize("outside", [0.002, 0.005, 0.010])
+def test_simulated_round_trips_with_a_part_no_queue_causes(outside: float) -> None:
+    """Part of every round trip is the network and the client (a quarter to a half of the
+    service time here): the limit must rise above the capacity to keep the server busy, yet keep
+    the latency the SERVER measures (its queue) under twice the service time, steady and after
+    a drop from 16 to 4."""
+    seen = simulate(lambda t: 8, 20.0, outside=outside)
+    assert len(_server_between(seen, 2.0, 20.0)) / 18.0 >= 0.9 * 400
+    assert _p95(_server_between(seen, 2.0, 20.0)) <= 2 * B
+
+    seen = simulate(lambda t: 4 if 10.0 <= t < 20.0 else 16, 30.0, outside=outside)
+    during = _server_between(seen, 11.0, 20.0)
+    assert _p95(during) <= 2 * B
+    assert len(during) / 9.0 >= 0.9 * 200
+    assert len(_server_between(seen, 22.0, 30.0)) / 8.0 >= 0.9 * 800
+
+
 def test_simulated_limit_stays_within_floor_and_ceiling() -> None:
     seen = simulate(lambda t: 1 if t < 5 else 200, 10.0, floor=3, ceiling=12)
-    limits = [limit for _, limit, _ in seen]
+    limits = [limit for _, limit, *_ in seen]
     assert min(limits) == 3 and max(limits) == 12
 
 

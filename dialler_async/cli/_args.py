@@ -134,6 +134,12 @@ def _job() -> argparse.ArgumentParser:
         "--rate", type=_positive_float, metavar="R", help="at most R requests per second (no limit)"
     )
     add(
+        "--adaptive",
+        action="store_true",
+        help="let the requests in flight follow the server's latency, at most --concurrency: "
+        "fewer when a queue builds up inside the server (off)",
+    )
+    add(
         "--checkpoint",
         metavar="FILE",
         help="journal of done rows; after a crash or Ctrl-C, run the same command to resume",

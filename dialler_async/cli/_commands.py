@@ -283,10 +283,19 @@ async def bulk_command(args: argparse.Namespace, console: Console) -> int:
     label = "checking" if args.dry_run else job.operation.value
     ended: str | None = None
     try:
-        async with connect(args, console, concurrency=args.concurrency, rate=args.rate) as client:
+        async with connect(
+            args, console, concurrency=args.concurrency, rate=args.rate, adaptive=args.adaptive
+        ) as client:
             campaigns = await job.preflight(client)
             job.open_rejects()  # only now: a job refused above leaves no empty rejects file
-            with Display(console, label, job.total, quiet=args.quiet, source=job.path) as display:
+            with Display(
+                console,
+                label,
+                job.total,
+                quiet=args.quiet,
+                source=job.path,
+                adaptive=args.adaptive,
+            ) as display:
                 if args.dry_run:
                     account = await dry_run(job, display, campaigns)
                 else:

@@ -125,13 +125,18 @@ async def connect(
     *,
     concurrency: int = 16,
     rate: float | None = None,
+    adaptive: bool = False,
     announce: bool = True,
 ) -> AsyncIterator[DiallerClient]:
     """An open client for the configured server (or a fresh in-process emulator)."""
     options: dict[str, Any] = {
         "routes": load_routes(args.routes),
         "timeout": args.timeout,
-        "limits": Limits(max_concurrency=max(1, concurrency), max_per_second=rate),
+        "limits": Limits(
+            max_concurrency=max(1, concurrency),
+            max_per_second=rate,
+            adaptive_concurrency=adaptive,
+        ),
     }
     if args.emulator or args.emulator_db:
         db = args.emulator_db or ":memory:"

@@ -60,6 +60,16 @@ def _eta(done: int, total: int | None, rate: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
 
 
+def _limit(p: Snapshot) -> str:
+    """The adaptive limit and the baseline it is judged against, e.g. ``limit 12 (rtt 21 ms)``;
+    '' before the first snapshot that has one."""
+    if p.concurrency_limit is None:
+        return ""
+    if p.baseline_rtt is None:  # still measuring the baseline, at the floor
+        return f"limit {p.concurrency_limit} (measuring rtt)"
+    return f"limit {p.concurrency_limit} (rtt {p.baseline_rtt * 1000:.0f} ms)"
+
+
 def _split(p: Snapshot) -> tuple[int, int]:
     """(failed, invalid) of a snapshot: an INVALID row was never sent, so it is not "failed"."""
     invalid = p.counts.get(Outcome.INVALID, 0)
@@ -80,9 +90,18 @@ class Display:
     """Shows a job's progress; fed by the SDK's ``on_progress`` snapshots."""
 
     def __init__(
-        self, console: Console, label: str, total: int | None, *, quiet: bool, source: str = ""
+        self,
+        console: Console,
+        label: str,
+        total: int | None,
+        *,
+        quiet: bool,
+        source: str = "",
+        adaptive: bool = False,
     ) -> None:
         self.console = console
+        #: show the adaptive concurrency limit and its baseline round trip (``--adaptive``)
+        self.adaptive = adaptive
         self.label = label
         self.source = source
         self.total = total
@@ -101,13 +120,14 @@ class Display:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[speed]}"),
                 TextColumn("{task.fields[trouble]}"),
+                TextColumn("[dim]{task.fields[limit]}"),
                 console=self.console,
                 transient=False,
                 refresh_per_second=8,
             )
             self._bar.start()
             self._task = self._bar.add_task(
-                self.label, total=self.total, speed="", trouble=_trouble(0, 0, 0, 0)
+                self.label, total=self.total, speed="", trouble=_trouble(0, 0, 0, 0), limit=""
             )
         return self
 
@@ -130,6 +150,7 @@ class Display:
             total = None  # the quick line count was an underestimate
         if p.finished:
             total = p.done
+        limit = _limit(p) if self.adaptive else ""
         if self._bar is not None and self._task is not None:
             self._bar.update(
                 self._task,
@@ -137,6 +158,7 @@ class Display:
                 total=total,
                 speed=f"{p.rate:,.0f}/s ETA {_eta(p.done, total, p.rate)}",
                 trouble=_trouble(*_split(p), p.retries, p.throttled),
+                limit=limit,
             )
             return
         if self.quiet:
@@ -150,7 +172,7 @@ class Display:
         self.console.print(
             f"{self.label} {self.source}: {p.done}{of} done, {p.rate:,.0f}/s, failed {failed}, "
             f"invalid {invalid}, retries {p.retries}, 429s {p.throttled}, "
-            f"ETA {_eta(p.done, total, p.rate)}",
+            f"ETA {_eta(p.done, total, p.rate)}{', ' + limit if limit else ''}",
             markup=False,
         )
 

@@ -54,10 +54,19 @@ async def sync_command(args: argparse.Namespace, console: Console) -> int:
     refused: SyncGuardError | None = None
     interrupted = False
     try:
-        async with connect(args, console, concurrency=args.concurrency, rate=args.rate) as client:
+        async with connect(
+            args, console, concurrency=args.concurrency, rate=args.rate, adaptive=args.adaptive
+        ) as client:
             job.open_rejects()
             label = "planning" if args.dry_run else "syncing"
-            with Display(console, label, job.total, quiet=args.quiet, source=job.path) as display:
+            with Display(
+                console,
+                label,
+                job.total,
+                quiet=args.quiet,
+                source=job.path,
+                adaptive=args.adaptive,
+            ) as display:
                 try:
                     result = await client.sync_contacts(
                         job.items(),
