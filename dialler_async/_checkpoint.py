@@ -34,6 +34,7 @@ from typing import Any, Final
 import attrs
 import orjson
 
+from ._digests import DigestSet
 from ._exceptions import CheckpointError, ConfigurationError
 from ._results import Operation, Outcome
 
@@ -85,6 +86,9 @@ class Previous:
 
     state: str
     at: float
+
+
+_U64: Final = (1 << 64) - 1
 
 
 def _signed(digest: int) -> int:
@@ -140,6 +144,11 @@ class Checkpoint:
             ) from None
         self._pending: list[tuple[Any, ...]] = []
         self.run = 0  # this run's number: 1 for a new file
+        # What earlier runs journaled, held in memory so that a row no earlier run saw (every
+        # row of a first run) costs no query: the digests of their entries, and the keys of
+        # those left unsettled (the key fallback of previous()). None: no earlier entries.
+        self._earlier: DigestSet | None = None
+        self._unsettled_keys: frozenset[str] = frozenset()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -190,13 +199,31 @@ class Checkpoint:
             )
         self.run = int(meta.get("runs", "0")) + 1
         self._db.execute("UPDATE meta SET value=? WHERE name='runs'", (str(self.run),))
+        earlier = DigestSet()
+        for (digest,) in self._db.execute("SELECT digest FROM items"):
+            earlier.add(digest & _U64)
+        if len(earlier):
+            self._earlier = earlier
+            self._unsettled_keys = frozenset(
+                key
+                for (key,) in self._db.execute(
+                    "SELECT key FROM items WHERE state IN ('pending', 'ambiguous') "
+                    "AND key IS NOT NULL"
+                )
+            )
 
     # -- reading ----------------------------------------------------------------------------
 
     def previous(self, identity: Identity, key: str | int | None) -> Previous | None:
-        """What an earlier run journaled for this item, or a "check first" state that an
+        """What an earlier run journaled for this item (entries of this run are not read: each
+        row is looked up before it is sent), or a "check first" state that an
         earlier run left for other content with the same key (the row was edited after a write
         that may have landed); None when there is nothing to go by."""
+        earlier = self._earlier
+        if earlier is None or (
+            identity[0] not in earlier and (key is None or str(key) not in self._unsettled_keys)
+        ):
+            return None
         try:
             row = self._db.execute(
                 "SELECT state, at FROM items WHERE digest=? AND occurrence=?",

@@ -189,12 +189,14 @@ class ItemRunner:
         except DiallerError as err:
             item.sending = False
             attempts += err.attempts
-            if after_failure(prepared.kind, err) is Step.CHECK:
+            step = after_failure(prepared.kind, err)
+            if step is Step.CHECK:
                 return await self._check(
                     item, prepared, attempts, err, settled=False, resent=resent, journal=journal
                 )
             item.sent_unsafe = False
-            return Verdict(Outcome.FAILED, error=err, attempts=attempts)
+            outcome = Outcome.AMBIGUOUS if step is Step.AMBIGUOUS else Outcome.FAILED
+            return Verdict(outcome, error=err, attempts=attempts)
         item.sent_unsafe = False
         return Verdict(Outcome.SUCCEEDED, record=record, attempts=attempts)
 

@@ -11,7 +11,8 @@ The write-safety policy is four pure functions, used by bulk jobs and single cal
   contact (``CREATE``: an import that does not overwrite by UserData), or could delete a
   second contact (``DELETE_BY_USER_DATA``: the server deletes "the first one found").
 * :func:`after_failure`: a failed request of an unsafe write that may have landed is checked by
-  lookup, never resent blindly; everything else is FAILED.
+  lookup, never resent blindly; an idempotent one that may have landed is AMBIGUOUS (safe to
+  send again); everything else is FAILED.
 * :func:`classify`: what a lookup found, judged only in the write's own campaign (a contact
   with the same UserData elsewhere is someone else's).
 * :func:`after_lookup`: what the finding proves: done, not landed (resend, once, and only
@@ -92,11 +93,12 @@ def write_kind(
 
 def after_failure(kind: WriteKind, error: DiallerError) -> Step:
     """After the transport gave up on a request (its own safe retries included): an unsafe
-    write that may have landed is checked; anything else is FAILED (for an idempotent write a
-    malformed 2xx answer, too: the transport already resent it as often as it may)."""
-    if kind is not WriteKind.IDEMPOTENT and may_have_landed(error):
-        return Step.CHECK
-    return Step.FAIL
+    write that may have landed is checked; an idempotent one that may have landed is AMBIGUOUS
+    (the transport already resent it as often as it may; FAILED would say the server holds
+    nothing of it, and it may: sending it again is harmless); anything else is FAILED."""
+    if not may_have_landed(error):
+        return Step.FAIL
+    return Step.AMBIGUOUS if kind is WriteKind.IDEMPOTENT else Step.CHECK
 
 
 def after_lookup(kind: WriteKind, finding: Finding, *, settled: bool, resent: bool) -> Step:

@@ -141,9 +141,10 @@ class BulkResult:
 
     ``failures`` holds every non-success item (FAILED, INVALID, AMBIGUOUS, CANCELLED), always;
     ``items`` holds all of them, ordered by input index, only with ``keep_results=True`` (the
-    default is False: a job of millions of rows would hold them all). ``read_all`` is False when the job stopped before reading its whole
-    input (``max_failures``, ``on_error="raise"``, cancellation, a failing input iterator): the
-    rows after the first ``total`` were never read and are in no count.
+    default is False: a job of millions of rows would hold them all). ``read_all`` is False
+    when the job stopped before reading its whole input (``max_failures``,
+    ``on_error="raise"``, cancellation, a failing input iterator): the rows after the first
+    ``total`` were never read and are in no count.
     ``requests``/``retries``/``throttled`` count HTTP attempts, retries
     and 429 answers made through the client while the job ran (jobs running side by side on one
     client share those counters).

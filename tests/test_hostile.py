@@ -38,7 +38,8 @@ async def test_malformed_answers_fail_one_item_with_the_raw_snippet(
     result = await client.update_contacts(
         [{"UserData": f"CRM-{i:06d}", "Tag": "x"} for i in range(5)], keep_results=True
     )
-    assert (result.succeeded, result.failed) == (3, 2)
+    # A 2xx that cannot be read may have been carried out: AMBIGUOUS, not FAILED.
+    assert (result.succeeded, result.ambiguous) == (3, 2)
     for item in result.failures:
         assert isinstance(item.error, ResponseFormatError)
         assert item.error.body and item.error.body.startswith("{")  # the truncated JSON
@@ -90,8 +91,9 @@ async def test_timeouts_under_a_small_pool_then_cancellation_do_not_deadlock(
         result = await c.lock_contacts(
             user_data=[f"CRM-{i:06d}" for i in range(20)], keep_results=True
         )
-        assert result.total == 20 and result.succeeded + result.failed == 20
-        assert result.failed <= 3
+        # A lock that timed out on every attempt may have landed: AMBIGUOUS, not FAILED.
+        assert result.total == 20 and result.succeeded + result.ambiguous == 20
+        assert result.ambiguous <= 3
         emulator.faults.script(FaultKind.SLOW, times=4, operation="reset_contact_by_user_data")
         task = asyncio.create_task(
             c.reset_contacts(

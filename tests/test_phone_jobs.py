@@ -418,6 +418,7 @@ async def test_a_suppression_build_that_finishes_leaves_no_thread(
         [row(0, "030 1234567"), row(1, "030 7654321")],
         phone_policy=DE,
         suppress=iter(["030 1234567"]),
+        keep_results=True,
     )
     assert [i.reason for i in sorted(result.items or (), key=lambda i: i.index)] == [
         "suppressed",

@@ -72,8 +72,13 @@ def test_what_is_safe_to_resend(
 @pytest.mark.parametrize(
     ("kind", "error", "step"),
     [
-        (IDEM, TIMEOUT, Step.FAIL),  # the transport already resent it as often as it may
-        (IDEM, MALFORMED, Step.FAIL),
+        # The transport already resent it as often as it may; it may have landed (harmless to
+        # send again, but not "nothing done").
+        (IDEM, TIMEOUT, Step.AMBIGUOUS),
+        (IDEM, MALFORMED, Step.AMBIGUOUS),
+        (IDEM, GATEWAY, Step.AMBIGUOUS),
+        (IDEM, REFUSED, Step.FAIL),
+        (IDEM, BAD, Step.FAIL),
         (CREATE, TIMEOUT, Step.CHECK),
         (CREATE, LOST, Step.CHECK),
         (CREATE, GATEWAY, Step.CHECK),

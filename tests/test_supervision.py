@@ -383,16 +383,19 @@ async def test_an_sqlite_file_of_something_else_is_refused(
 
 
 def test_only_a_confirmed_outcome_replaces_a_pending_entry(tmp_path: Path) -> None:
-    journal = Checkpoint(tmp_path / "ck.db", Operation.IMPORT, {})
+    path = tmp_path / "ck.db"
     identity = (12345, 0)
+    journal = Checkpoint(path, Operation.IMPORT, {})
     journal.mark_pending(identity, "CRM-1", 0)
     journal.record(identity, "CRM-1", Outcome.CANCELLED, 0, None)
-    journal.flush()
+    journal.close()
+    journal = Checkpoint(path, Operation.IMPORT, {})  # what the next run sees
     previous = journal.previous(identity, "CRM-1")
     assert previous is not None and previous.state == PENDING
     journal.record(identity, "CRM-1", Outcome.SUCCEEDED, 0, None)
     journal.record(identity, "CRM-1", Outcome.CANCELLED, 0, None)  # never a downgrade
-    journal.flush()
+    journal.close()
+    journal = Checkpoint(path, Operation.IMPORT, {})
     previous = journal.previous(identity, "CRM-1")
     assert previous is not None and previous.state == Outcome.SUCCEEDED.value
     journal.close()
