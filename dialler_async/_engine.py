@@ -481,8 +481,8 @@ class Engine:
         return True
 
     def _account_succeeded(self, job: _Job) -> bool:
-        """:meth:`_account` for a SUCCEEDED item whose ItemResult nobody reads (see
-        :meth:`_lean`): the same bookkeeping, without building the result."""
+        """:meth:`_account` for a SUCCEEDED item whose ItemResult nobody reads: the same
+        bookkeeping, without building the result."""
         if job.done:
             return False
         job.done = True
@@ -630,7 +630,14 @@ class Engine:
             log.exception("item %d failed unexpectedly", job.index)
             error = DiallerError(f"internal error: {exc!r}")
         else:
-            if verdict.outcome is Outcome.SUCCEEDED and self._lean():
+            if (
+                verdict.outcome is Outcome.SUCCEEDED
+                and self.on_result is None
+                and not self.deliver
+                and not self.tally.keep
+            ):
+                # Nobody reads this success's ItemResult (none kept, none handed over, no
+                # on_result): it is only counted, not built.
                 self._account_succeeded(job)
                 return None
             return self._result(
@@ -646,11 +653,6 @@ class Engine:
         return self._result(
             job, Outcome.AMBIGUOUS if job.sent_unsafe else Outcome.FAILED, error=error
         )
-
-    def _lean(self) -> bool:
-        """Whether nobody reads a success's ItemResult (none kept, none handed over, no
-        ``on_result``): then it is only counted, not built."""
-        return not self.deliver and not self.tally.keep and self.on_result is None
 
     def _not_started(self, job: _Job) -> ItemResult:
         """The result of an item the job stopped before starting: SKIPPED if an earlier run

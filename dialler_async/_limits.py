@@ -445,8 +445,10 @@ class Governor:
     def on_success(self) -> None:
         """Recover a cut rate step by step, at most one step per second."""
         self._throttled_since = None
+        if self._ceiling is None:  # no rate to recover (the common case: checked first)
+            return
         current = self.limiter.rate
-        if current is None or self._ceiling is None or current >= self._ceiling:
+        if current is None or current >= self._ceiling:
             return
         now = self.clock()
         if now - self._last_raise >= 1.0:

@@ -384,7 +384,9 @@ class Transport:
                 started=started,
             )
             return Reply(data, attempts, method, path)
-        self._succeeded()
+        if self.budget is not None:
+            self.budget.refund()
+        self.governor.on_success()
         return Reply(data, 1, method, path)
 
     def _succeeded(self) -> None:
