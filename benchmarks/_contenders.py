@@ -61,7 +61,7 @@ async def sdk(
     **options: Any,
 ) -> Run:
     """``client.import_contacts(contacts, campaign_id=...)`` with ``Limits(max_concurrency=c)``
-    and the bulk ``options`` given (none: the SDK's defaults, results kept)."""
+    and the bulk ``options`` given (none: the SDK's defaults)."""
     limits = Limits(max_concurrency=concurrency, max_per_second=rate)
     async with DiallerClient(base_url, CLIENT_ID, token, limits=limits, retry=retry) as client:
         t0, c0 = time.perf_counter(), time.process_time()

@@ -40,7 +40,9 @@ from ._results import Operation, Outcome
 
 PENDING: Final = "pending"
 FORMAT: Final = "2"
-_BATCH: Final = 64
+_BATCH: Final = 512
+_BATCH_SECONDS: Final = 1.0
+_AT: Final = 6  # the entry's time, in _entry's tuple
 _CHECK_FIRST: Final = (PENDING, Outcome.AMBIGUOUS.value)
 
 _SCHEMA = """
@@ -143,6 +145,7 @@ class Checkpoint:
                 f"checkpoint {self.path} cannot be opened: {exc.strerror}"
             ) from None
         self._pending: list[tuple[Any, ...]] = []
+        self._batch_started = 0.0
         self.run = 0  # this run's number: 1 for a new file
         # What earlier runs journaled, held in memory so that a row no earlier run saw (every
         # row of a first run) costs no query: the digests of their entries, and the keys of
@@ -260,8 +263,14 @@ class Checkpoint:
             return  # the SUCCEEDED entry from the earlier run stays
         if outcome is Outcome.INVALID:
             return  # nothing was sent: the row is simply checked again next time
-        self._pending.append(_entry(identity, key, outcome.value, row, self.run, error))
-        if len(self._pending) >= _BATCH:
+        entry = _entry(identity, key, outcome.value, row, self.run, error)
+        pending = self._pending
+        if not pending:
+            self._batch_started = entry[_AT]
+        pending.append(entry)
+        # Up to 512 outcomes or one second of them per commit: a slow job loses no more than
+        # a second of outcomes to a crash (re-sent if safe to repeat, re-checked if PENDING).
+        if len(pending) >= _BATCH or entry[_AT] - self._batch_started >= _BATCH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
