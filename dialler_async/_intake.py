@@ -69,9 +69,21 @@ class WorkQueue(Generic[T]):
             return await worker
         except asyncio.CancelledError:
             if worker.done() and not worker.cancelled():
-                # Handed a row just as it was cancelled: it goes back to the front.
-                self._rows.appendleft(worker.result())
+                # Handed a row just as it was cancelled: it goes to the next worker waiting
+                # (it must not sit queued while one idles), else back to the front.
+                self._hand_back(worker.result())
+            elif worker in self._idle:
+                self._idle.remove(worker)
             raise
+
+    def _hand_back(self, row: T) -> None:
+        idle = self._idle
+        while idle:
+            worker = idle.popleft()
+            if not worker.done():
+                worker.set_result(row)
+                return
+        self._rows.appendleft(row)
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -28,6 +28,7 @@ _PLAIN_TEXT_LIMITS: Final = {
 }
 _PLAIN_INT: Final = frozenset(f.api for f in F.IMPORT_FIELDS if f.kind is F.Kind.INT)
 _PHONE_KEYS: Final = tuple(f"PhoneNumber{n}" for n in range(1, 7))
+_IMPORT_KEYS: Final = frozenset(f.api for f in F.IMPORT_FIELDS)
 
 
 def _length_problems(body: Mapping[str, Any]) -> list[str]:
@@ -115,6 +116,10 @@ def plain_import_body(data: object, *, campaign_given: bool) -> dict[str, Any] |
             if key not in _PLAIN_INT:
                 return None
         elif value is None:
+            # The full path drops None only under the fields it knows (it sends an unknown
+            # key's None as null, and refuses some, "name" beside "Name"): those are its call.
+            if key not in _IMPORT_KEYS:
+                return None
             has_none = True
         else:
             return None

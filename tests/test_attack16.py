@@ -1,0 +1,484 @@
+"""A hostile review of the issue-16 hot path: the reader pulling plain iterables with next(),
+ReadSlots/WorkQueue, the lean SUCCEEDED path, the transport's inline first attempt and
+Governor.try_acquire, plain_import_body, and the checkpoint's DigestSet of earlier entries.
+
+Over real HTTP against the emulator (or a canned loopback server), every job bounded by
+``asyncio.wait_for`` and checked with ``assert_account``; nothing asserts on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from dialler_async import (
+    BulkError,
+    BulkResult,
+    ContactValidationError,
+    DiallerClient,
+    Limits,
+    Progress,
+    RetryPolicy,
+    ServerError,
+)
+from dialler_async._intake import ReadSlots, WorkQueue
+from dialler_async._validation import checked_contact, plain_import_body
+from dialler_async.emulator import Emulator
+
+from .conftest import FakeClock, contact, serving
+from .invariants import Counted, Snapshot, assert_account
+from .test_limits import max_in_window
+
+LIMIT = 30.0  # seconds a job may take before the test calls it hung (never reached when green)
+
+
+def rows(n: int, start: int = 0) -> list[dict[str, object]]:
+    return [contact(i) for i in range(start, start + n)]
+
+
+def no_job_tasks() -> bool:
+    return not [
+        t
+        for t in asyncio.all_tasks()
+        if (t.get_name() or "").startswith("dialler-bulk") and not t.done()
+    ]
+
+
+def bulk_result_of(error: BaseException) -> BulkResult:
+    result = getattr(error, "bulk_result", None)
+    assert isinstance(result, BulkResult), f"{error!r} carries no bulk_result"
+    return result
+
+
+class Boom(Exception):
+    pass
+
+
+class Interrupt(BaseException):
+    """Like KeyboardInterrupt, without upsetting the test runner."""
+
+
+# -- WorkQueue / ReadSlots ------------------------------------------------------------------------
+
+
+async def test_a_row_handed_to_a_worker_cancelled_at_that_moment_goes_to_a_waiting_one() -> None:
+    queue: WorkQueue[int] = WorkQueue()
+    first = asyncio.create_task(queue.get())
+    second = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)  # both wait now
+    queue.put(7)  # handed to the first ...
+    first.cancel()  # ... which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # The row must not sit in the queue while another worker waits for one.
+    got = await asyncio.wait_for(second, 1.0)
+    assert got == 7 and len(queue) == 0
+
+
+async def test_a_cancelled_worker_takes_nothing_and_the_next_put_reaches_a_live_one() -> None:
+    queue: WorkQueue[int] = WorkQueue()
+    dead = asyncio.create_task(queue.get())
+    live = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    dead.cancel()
+    await asyncio.sleep(0)
+    queue.put(1)
+    assert await asyncio.wait_for(live, 1.0) == 1
+
+
+async def test_a_reader_cancelled_as_a_slot_is_given_back_loses_no_slot() -> None:
+    slots = ReadSlots(1)
+    await slots.take()
+    reader = asyncio.create_task(slots.take())
+    await asyncio.sleep(0)
+    slots.give_back()
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert slots.free == 1
+    await asyncio.wait_for(slots.take(), 1.0)
+    assert slots.free == 0
+
+
+# -- the caller's plain iterator, pulled with next() ----------------------------------------------
+
+
+class Failing(Iterator[dict[str, object]]):
+    """Rows 0..n-1, then raises ``error`` from next() at row ``at``."""
+
+    def __init__(self, n: int, at: int, error: BaseException) -> None:
+        self.n, self.at, self.error, self.read = n, at, error, 0
+        self.closed = 0
+
+    def __iter__(self) -> Failing:
+        return self
+
+    def __next__(self) -> dict[str, object]:
+        if self.read == self.at:
+            raise self.error
+        if self.read >= self.n:
+            raise StopIteration
+        self.read += 1
+        return contact(self.read - 1)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class MyStop(StopIteration):
+    pass
+
+
+@pytest.mark.parametrize("at", [0, 1, 37])
+@pytest.mark.parametrize("error", [Boom("x"), Interrupt(), GeneratorExit(), RuntimeError("y")])
+async def test_an_iterator_that_raises_from_next_keeps_the_account_and_is_raised(
+    client: DiallerClient, emulator: Emulator, at: int, error: BaseException
+) -> None:
+    data = Failing(100, at, error)
+    before = Snapshot.take(emulator)
+    with pytest.raises(type(error)) as info:
+        await asyncio.wait_for(client.import_contacts(data), LIMIT)
+    assert info.value is error
+    result = bulk_result_of(info.value)
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    # Rows read before the error and not yet started are CANCELLED (the job stops).
+    assert not result.read_all and result.succeeded + result.cancelled == at
+    assert result.total == at
+    assert data.closed == 1
+    assert no_job_tasks()
+
+
+async def test_a_stopiteration_subclass_from_next_is_the_end_of_the_input(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    data = Failing(100, 10, MyStop())
+    result = await asyncio.wait_for(client.import_contacts(data, keep_results=True), LIMIT)
+    assert_account(result, read=10)
+    assert result.succeeded == 10 and result.read_all
+
+
+async def test_a_generator_whose_close_raises_is_raised_with_the_account(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    read = 0
+
+    def gen() -> Iterator[dict[str, object]]:
+        nonlocal read
+        try:
+            for n in range(1000):
+                read += 1
+                yield contact(n)
+        finally:
+            raise Boom("in close")
+
+    with pytest.raises(Boom) as info:
+        await asyncio.wait_for(client.import_contacts(gen(), max_failures=1, rate=None), LIMIT)
+    # A generator that finished by itself raises from its finally too: either way it is raised.
+    assert_account(bulk_result_of(info.value), read=read)
+
+
+async def test_a_generator_whose_close_raises_when_stopped_early(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    read = 0
+
+    def gen() -> Iterator[dict[str, object]]:
+        nonlocal read
+        try:
+            for n in range(1000):
+                read += 1
+                # Every 5th row is invalid: max_failures stops the job early.
+                yield contact(n) if n % 5 else {"Name": ""}
+        finally:
+            raise Boom("in close")
+
+    before = Snapshot.take(emulator)
+    with pytest.raises(Boom) as info:
+        await asyncio.wait_for(client.import_contacts(gen(), max_failures=3), LIMIT)
+    result = bulk_result_of(info.value)
+    assert_account(result, read=read, emulator=emulator, before=before, upsert=True)
+    assert not result.read_all and read < 1000
+
+
+# -- the lean path: successes counted, not built --------------------------------------------------
+
+
+async def test_lean_path_progress_every_row_and_max_failures(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    reports: list[Progress] = []
+    bad = {"Name": "", "UserData": "bad"}
+    data = Counted([contact(n) if n % 7 else bad for n in range(200)])
+    before = Snapshot.take(emulator)
+    result = await asyncio.wait_for(
+        client.import_contacts(
+            data, on_progress=reports.append, progress_interval=0, max_failures=10
+        ),
+        LIMIT,
+    )
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert result.items is None
+    assert result.invalid >= 10 and not result.read_all
+    assert reports[-1].finished and reports[-1].done == result.total
+    dones = [r.done for r in reports]
+    assert dones == sorted(dones)
+    # Every row accounted reported (one report per row, plus the final one).
+    assert len(reports) == result.total + 1
+    assert len(emulator.store.all_contacts()) == result.succeeded + len(before.contacts)
+
+
+async def test_lean_path_on_error_raise(client: DiallerClient, emulator: Emulator) -> None:
+    data = Counted([*rows(30), {"Name": ""}, *rows(300, 30)])
+    before = Snapshot.take(emulator)
+    with pytest.raises(BulkError) as info:
+        await asyncio.wait_for(client.import_contacts(data, on_error="raise"), LIMIT)
+    result = info.value.result
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert result.invalid == 1
+    assert len(emulator.store.all_contacts()) == result.succeeded + len(before.contacts)
+
+
+async def test_on_result_that_raises_midway_switches_to_the_lean_path_without_loss(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    seen: list[int] = []
+
+    def on_result(item: Any) -> None:
+        seen.append(item.index)
+        if len(seen) == 20:
+            raise Boom("enough")
+
+    data = Counted(rows(500))
+    before = Snapshot.take(emulator)
+    with pytest.raises(Boom) as info:
+        await asyncio.wait_for(client.import_contacts(data, on_result=on_result), LIMIT)
+    result = bulk_result_of(info.value)
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert len(seen) == 20
+
+
+# -- duplicate keys chained behind a slow row: memory stays bounded -------------------------------
+
+
+async def test_rows_of_one_key_behind_a_slow_row_do_not_pull_the_input_in(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    emulator.configure(latency=0.05)
+    same = [contact(1, Memo=f"v{n}") for n in range(200)]
+    data = Counted(same)
+    task = asyncio.create_task(client.import_contacts(data, concurrency=4))
+    await asyncio.sleep(0.3)
+    # One key: one row in flight at a time; the rows read and not yet sent are at most the
+    # 2 x concurrency read slots (+1: the row on its way).
+    sent = emulator.stats.requests.total()
+    assert sent >= 2
+    assert data.read <= sent + 4 * 2 + 1, (data.read, sent)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await asyncio.wait_for(task, LIMIT)
+    assert_account(bulk_result_of(info.value), read=data.read)
+    assert no_job_tasks()
+
+
+# -- cancelling twice while the reader waits for a slot -------------------------------------------
+
+
+@pytest.mark.parametrize("lean", [True, False])
+async def test_cancel_twice_while_the_reader_waits_for_a_slot(
+    client: DiallerClient, emulator: Emulator, lean: bool
+) -> None:
+    emulator.configure(latency=0.05)
+    data = Counted(rows(1000))
+    before = Snapshot.take(emulator)
+    task = asyncio.create_task(
+        client.import_contacts(data, concurrency=2, grace=10.0, keep_results=not lean)
+    )
+    while data.read < 4:  # 2 x 2 slots: the reader waits for a slot now
+        await asyncio.sleep(0.005)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await asyncio.wait_for(task, LIMIT)
+    result = bulk_result_of(info.value)
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert no_job_tasks()
+    count = len(emulator.store.all_contacts())
+    await asyncio.sleep(0.1)
+    assert len(emulator.store.all_contacts()) == count, "writes after the job returned"
+
+
+# -- a stream, ordered, with duplicates and a consumer that leaves --------------------------------
+
+
+async def test_ordered_stream_with_chained_duplicates_and_an_early_exit(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    data = Counted([contact(n % 5, Memo=str(n)) for n in range(300)])
+    got: list[int] = []
+    async with client.stream("import", data, ordered=True, concurrency=4) as results:
+        async for item in results:
+            got.append(item.index)
+            if len(got) == 50:
+                break
+    assert got == list(range(50))
+    assert_account(results.result, read=data.read)
+    assert no_job_tasks()
+
+
+# -- the transport's first attempt ----------------------------------------------------------------
+
+
+async def test_the_retry_deadline_counts_the_first_attempt(clock: FakeClock) -> None:
+    """A first attempt that took longer than the whole deadline is not retried."""
+    calls = 0
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        clock.now += 100.0  # this attempt "took" 100 s of the 30 s deadline
+        return web.json_response({"status": 503}, status=503)
+
+    async with (
+        serving(answer) as base_url,
+        DiallerClient(
+            base_url,
+            7,
+            "tok",
+            retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05, deadline=30.0),
+            clock=clock,
+            sleep=clock.sleep,
+        ) as c,
+    ):
+        with pytest.raises(ServerError) as info:
+            await asyncio.wait_for(c.get_contact(5), LIMIT)
+    assert calls == 1
+    assert info.value.attempts == 1
+
+
+async def test_a_first_attempt_that_raises_a_foreign_error_releases_its_slot(
+    client: DiallerClient,
+) -> None:
+    governor = client.transport.governor
+    with pytest.raises(TypeError):
+        await client.transport.call("POST", "/contacts", {"x": object()}, idempotent=True)
+    assert governor.sending == 0 and governor._gate.held == 0
+
+
+# -- pacing: the job's own rate with the governor's fast path -------------------------------------
+
+
+async def test_a_job_rate_holds_with_the_fast_governor_path(
+    emulator: Emulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with emulator.client(
+        limits=Limits(max_concurrency=8), clock=clock, sleep=clock.sleep
+    ) as c:
+        starts: list[float] = []
+        request = c.transport.session.request
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            starts.append(clock())
+            return request(*args, **kwargs)
+
+        monkeypatch.setattr(c.transport.session, "request", timed)
+
+        async def singles() -> None:
+            # Single calls on the same client are not the job's: they take the fast path.
+            for n in range(20):
+                await c.import_contact(contact(10_000 + n))
+
+        data = Counted(rows(40))
+        before = Snapshot.take(emulator)
+        job = asyncio.create_task(c.import_contacts(data, rate=4, keep_results=True))
+        await asyncio.wait_for(singles(), LIMIT)
+        result = await asyncio.wait_for(job, LIMIT)
+    assert_account(result, read=data.read)
+    assert result.succeeded == 40
+    assert len(before.contacts) + 60 == len(emulator.store.all_contacts())
+    assert result.requests >= 40
+
+
+async def test_the_job_rate_paces_only_the_jobs_starts(
+    emulator: Emulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with emulator.client(
+        limits=Limits(max_concurrency=8), clock=clock, sleep=clock.sleep
+    ) as c:
+        starts: list[float] = []
+        request = c.transport.session.request
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            starts.append(clock())
+            return request(*args, **kwargs)
+
+        monkeypatch.setattr(c.transport.session, "request", timed)
+        data = Counted(rows(40))
+        result = await asyncio.wait_for(c.import_contacts(data, rate=4), LIMIT)
+    assert_account(result, read=data.read)
+    assert len(starts) == result.requests == 40
+    assert max_in_window(starts) <= 4 + 1, starts
+
+
+async def test_the_client_rate_holds_on_the_fast_path(
+    emulator: Emulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with emulator.client(
+        limits=Limits(max_concurrency=8, max_per_second=5), clock=clock, sleep=clock.sleep
+    ) as c:
+        starts: list[float] = []
+        request = c.transport.session.request
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            starts.append(clock())
+            return request(*args, **kwargs)
+
+        monkeypatch.setattr(c.transport.session, "request", timed)
+        data = Counted(rows(40))
+        result = await asyncio.wait_for(c.import_contacts(data), LIMIT)
+    assert_account(result, read=data.read)
+    assert len(starts) == 40
+    assert max_in_window(starts) <= 5 + 1, starts
+
+
+# -- plain_import_body against the full conversion ------------------------------------------------
+
+
+_BASE: dict[Any, Any] = {"Name": "Ann", "PhoneNumber1": "+4930123", "DiallerCampaignsID": 5}
+
+
+def _full(row: Any, campaign_given: bool = False) -> dict[str, Any] | None:
+    try:
+        return checked_contact(row, campaign_given=campaign_given)[1]
+    except ContactValidationError:
+        return None
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {**_BASE, "Unknown": None},
+        {**_BASE, "ID": None},
+        {**_BASE, "name": None},
+        {**_BASE, "DiallerCampaignsID": None, "DiallerCampaignsName": "Sales"},
+        {**_BASE, "RandomSortOrder": 10**30},
+        {**_BASE, "Name": "\u3000Ann"},
+    ],
+)
+def test_short_path_gives_the_full_paths_body_or_steps_aside(row: dict[Any, Any]) -> None:
+    short = plain_import_body(row, campaign_given=False)
+    if short is not None:
+        assert short == _full(row)
+
+
+class Row(dict):  # type: ignore[type-arg]
+    pass
+
+
+def test_a_dict_subclass_takes_the_full_path() -> None:
+    assert plain_import_body(Row(_BASE), campaign_given=False) is None
+    assert _full(Row(_BASE)) == dict(_BASE)
