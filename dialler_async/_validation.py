@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import tzinfo
 from typing import Any, Final
 
+import orjson
+
 from . import _fields as F
 from ._converter import in_zone, to_new_contact, to_update, unstructure
 from ._exceptions import ContactValidationError
@@ -29,16 +31,38 @@ _PLAIN_TEXT_LIMITS: Final = {
 _PLAIN_INT: Final = frozenset(f.api for f in F.IMPORT_FIELDS if f.kind is F.Kind.INT)
 _PHONE_KEYS: Final = tuple(f"PhoneNumber{n}" for n in range(1, 7))
 _IMPORT_KEYS: Final = frozenset(f.api for f in F.IMPORT_FIELDS)
+_INT_MIN: Final = -(1 << 63)  # what orjson encodes: int64 and uint64
+_INT_MAX: Final = (1 << 64) - 1
 
 
 def _length_problems(body: Mapping[str, Any]) -> list[str]:
     # Only the fields being sent: a request body is a handful of keys, the model has dozens.
     limits = _LIMITS
-    return [
+    problems = [
         f"{api}: {len(value)} characters, at most {limit} allowed"
         for api, value in body.items()
         if (limit := limits.get(api)) is not None and isinstance(value, str) and len(value) > limit
     ]
+    try:
+        orjson.dumps(body)
+    except TypeError:  # found here, the row is INVALID; found when sending, it was a bug
+        problems.extend(_json_problems(body))
+    return problems
+
+
+def _json_problems(body: Mapping[Any, Any]) -> list[str]:
+    """Why ``body`` has no JSON form, field by field (an integer beyond 64 bits, a key that
+    is not text, a value of a type JSON does not know)."""
+    problems = []
+    for key, value in body.items():
+        if type(key) is not str:
+            problems.append(f"{key!r}: a field name must be text")
+            continue
+        try:
+            orjson.dumps(value)
+        except TypeError as exc:
+            problems.append(f"{key}: cannot be sent as JSON ({exc}): {value!r:.60}")
+    return problems or ["the contact cannot be sent as JSON"]
 
 
 def _blank(value: object) -> bool:
@@ -113,7 +137,8 @@ def plain_import_body(data: object, *, campaign_given: bool) -> dict[str, Any] |
             if len(value) > text_limits.get(key, -1):
                 return None
         elif kind is int:
-            if key not in _PLAIN_INT:
+            # Beyond 64 bits JSON cannot carry it: the full path names the problem.
+            if key not in _PLAIN_INT or not _INT_MIN <= value <= _INT_MAX:
                 return None
         elif value is None:
             # The full path drops None only under the fields it knows (it sends an unknown

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +19,18 @@ from aiohttp import web
 from dialler_async import (
     BulkError,
     BulkResult,
+    ClientStateError,
     ContactValidationError,
     DiallerClient,
     Limits,
+    Outcome,
     Progress,
     RetryPolicy,
     ServerError,
 )
 from dialler_async._intake import ReadSlots, WorkQueue
 from dialler_async._validation import checked_contact, plain_import_body
-from dialler_async.emulator import Emulator
+from dialler_async.emulator import Emulator, FaultKind
 
 from .conftest import FakeClock, contact, serving
 from .invariants import Counted, Snapshot, assert_account
@@ -62,7 +65,7 @@ class Interrupt(BaseException):
     """Like KeyboardInterrupt, without upsetting the test runner."""
 
 
-# -- WorkQueue / ReadSlots ------------------------------------------------------------------------
+# -- WorkQueue / ReadSlots -----------------------------------------------------------------------
 
 
 async def test_a_row_handed_to_a_worker_cancelled_at_that_moment_goes_to_a_waiting_one() -> None:
@@ -104,7 +107,7 @@ async def test_a_reader_cancelled_as_a_slot_is_given_back_loses_no_slot() -> Non
     assert slots.free == 0
 
 
-# -- the caller's plain iterator, pulled with next() ----------------------------------------------
+# -- the caller's plain iterator, pulled with next() ---------------------------------------------
 
 
 class Failing(Iterator[dict[str, object]]):
@@ -204,7 +207,7 @@ async def test_a_generator_whose_close_raises_when_stopped_early(
     assert not result.read_all and read < 1000
 
 
-# -- the lean path: successes counted, not built --------------------------------------------------
+# -- the lean path: successes counted, not built -------------------------------------------------
 
 
 async def test_lean_path_progress_every_row_and_max_failures(
@@ -261,7 +264,7 @@ async def test_on_result_that_raises_midway_switches_to_the_lean_path_without_lo
     assert len(seen) == 20
 
 
-# -- duplicate keys chained behind a slow row: memory stays bounded -------------------------------
+# -- duplicate keys chained behind a slow row: memory stays bounded ------------------------------
 
 
 async def test_rows_of_one_key_behind_a_slow_row_do_not_pull_the_input_in(
@@ -284,7 +287,7 @@ async def test_rows_of_one_key_behind_a_slow_row_do_not_pull_the_input_in(
     assert no_job_tasks()
 
 
-# -- cancelling twice while the reader waits for a slot -------------------------------------------
+# -- cancelling twice while the reader waits for a slot ------------------------------------------
 
 
 @pytest.mark.parametrize("lean", [True, False])
@@ -312,7 +315,7 @@ async def test_cancel_twice_while_the_reader_waits_for_a_slot(
     assert len(emulator.store.all_contacts()) == count, "writes after the job returned"
 
 
-# -- a stream, ordered, with duplicates and a consumer that leaves --------------------------------
+# -- a stream, ordered, with duplicates and a consumer that leaves -------------------------------
 
 
 async def test_ordered_stream_with_chained_duplicates_and_an_early_exit(
@@ -330,7 +333,7 @@ async def test_ordered_stream_with_chained_duplicates_and_an_early_exit(
     assert no_job_tasks()
 
 
-# -- the transport's first attempt ----------------------------------------------------------------
+# -- the transport's first attempt ---------------------------------------------------------------
 
 
 async def test_the_retry_deadline_counts_the_first_attempt(clock: FakeClock) -> None:
@@ -369,7 +372,7 @@ async def test_a_first_attempt_that_raises_a_foreign_error_releases_its_slot(
     assert governor.sending == 0 and governor._gate.held == 0
 
 
-# -- pacing: the job's own rate with the governor's fast path -------------------------------------
+# -- pacing: the job's own rate with the governor's fast path ------------------------------------
 
 
 async def test_a_job_rate_holds_with_the_fast_governor_path(
@@ -445,7 +448,7 @@ async def test_the_client_rate_holds_on_the_fast_path(
     assert max_in_window(starts) <= 5 + 1, starts
 
 
-# -- plain_import_body against the full conversion ------------------------------------------------
+# -- plain_import_body against the full conversion -----------------------------------------------
 
 
 _BASE: dict[Any, Any] = {"Name": "Ann", "PhoneNumber1": "+4930123", "DiallerCampaignsID": 5}
@@ -482,3 +485,146 @@ class Row(dict):  # type: ignore[type-arg]
 def test_a_dict_subclass_takes_the_full_path() -> None:
     assert plain_import_body(Row(_BASE), campaign_given=False) is None
     assert _full(Row(_BASE)) == dict(_BASE)
+
+
+# -- values no JSON can carry: a clear per-contact error before any request ----------------------
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"DiallerCampaignsID": 10**30},
+        {"RandomSortOrder": -(2**63) - 1},
+        {"RandomSortOrder": 2**64},
+        {7: "text under an int key"},
+    ],
+)
+async def test_a_value_json_cannot_carry_is_invalid_and_never_sent(
+    client: DiallerClient, emulator: Emulator, overwrite: bool, bad: dict[Any, Any]
+) -> None:
+    data = [contact(0), {**contact(1), **bad}, contact(2)]
+    before = Snapshot.take(emulator)
+    result = await asyncio.wait_for(
+        client.import_contacts(data, overwrite_duplicates=overwrite, keep_results=True), LIMIT
+    )
+    assert_account(result, read=3, emulator=emulator, before=before, upsert=overwrite)
+    assert result.succeeded == 2
+    (failure,) = result.failures
+    # Nothing was sent: not AMBIGUOUS ("may have landed"), not an "internal error".
+    assert failure.index == 1 and failure.outcome is Outcome.INVALID, failure
+    assert "internal error" not in str(failure.error)
+    assert emulator.stats.requests.total() == 2
+
+
+# -- the checkpoint: resumed with re-ordered and edited rows, on the lean path -------------------
+
+
+async def test_a_lean_run_cut_off_then_resumed_reordered_and_edited_writes_nothing_twice(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "ck.db"
+    emulator.configure(latency=0.01, faults={FaultKind.DROP_AFTER: 0.2}, seed=3)
+    data = Counted(rows(400))
+    task = asyncio.create_task(
+        client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False, grace=0.0)
+    )
+    while data.read < 120:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await asyncio.wait_for(task, LIMIT)
+    first = bulk_result_of(info.value)
+    assert_account(first, read=data.read)
+    emulator.configure(latency=0.0, faults={})
+    # Re-ordered, with an edited row (same UserData, new content) and a new row.
+    second = [*rows(400)][::-1]
+    second[5] = contact(394, Memo="edited")
+    second.append(contact(5000))
+    result = await asyncio.wait_for(
+        client.import_contacts(second, checkpoint=journal, overwrite_duplicates=False), LIMIT
+    )
+    assert_account(result, read=len(second))
+    by_key: dict[object, int] = {}
+    for c in emulator.store.all_contacts():
+        by_key[c.get("UserData")] = by_key.get(c.get("UserData"), 0) + 1
+    twice = {k: n for k, n in by_key.items() if n > 1}
+    # Row 394 was edited: if its first version landed, the edited one is a new contact by
+    # design (new content); every other UserData must be on the server once.
+    twice.pop("CRM-000394", None)
+    assert not twice, twice
+    assert len(by_key) == 401
+
+
+async def test_a_third_run_after_two_cut_off_runs_skips_what_either_did(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "ck.db"
+    emulator.configure(latency=0.01)
+    for stop_at in (60, 150):
+        data = Counted(rows(300))
+        task = asyncio.create_task(
+            client.import_contacts(data, checkpoint=journal, overwrite_duplicates=False)
+        )
+        while data.read < stop_at:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as info:
+            await asyncio.wait_for(task, LIMIT)
+        assert_account(bulk_result_of(info.value), read=data.read)
+    emulator.configure(latency=0.0)
+    done_before = len(emulator.store.all_contacts())
+    result = await asyncio.wait_for(
+        client.import_contacts(rows(300), checkpoint=journal, overwrite_duplicates=False), LIMIT
+    )
+    assert_account(result, read=300)
+    assert result.ok and result.skipped == done_before
+    assert len(emulator.store.all_contacts()) == 300
+
+
+# -- 429s, then success: the fast path comes back and the account holds --------------------------
+
+
+async def test_a_429_storm_then_success_on_the_fast_path(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    emulator.configure(faults={FaultKind.RATE_LIMITED: 0.5}, retry_after=0, seed=5)
+    async with emulator.client(
+        retry=RetryPolicy(
+            initial_backoff=0.01, max_backoff=0.05, deadline=600.0, budget=None, max_attempts=60
+        ),
+        limits=Limits(max_concurrency=8),
+        clock=clock,
+        sleep=clock.sleep,
+    ) as c:
+        data = Counted(rows(200))
+        before = Snapshot.take(emulator)
+        result = await asyncio.wait_for(c.import_contacts(data), LIMIT)
+        assert result.throttled > 0
+        assert c.transport.governor._throttled_since is None  # the storm is over
+        assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+        assert result.succeeded == 200
+        emulator.configure(faults={})
+        again = await asyncio.wait_for(c.import_contacts(rows(50, 1000)), LIMIT)
+        assert again.succeeded == 50 and again.throttled == 0
+
+
+# -- the client closed while a lean job runs -----------------------------------------------------
+
+
+async def test_closing_the_client_ends_a_lean_job_with_its_account(emulator: Emulator) -> None:
+    client = DiallerClient(emulator.base_url, emulator.client_id, emulator.token, timeout=5)
+    await client.__aenter__()
+    emulator.configure(latency=0.01)
+    data = Counted(rows(3000))
+    before = Snapshot.take(emulator)
+    task = asyncio.create_task(client.import_contacts(data))
+    while data.read < 30:
+        await asyncio.sleep(0.005)
+    await asyncio.wait_for(client.aclose(), LIMIT)
+    with pytest.raises(ClientStateError) as info:
+        await asyncio.wait_for(task, LIMIT)
+    result = bulk_result_of(info.value)
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert len(emulator.store.all_contacts()) <= result.succeeded + result.ambiguous
+    assert no_job_tasks()
