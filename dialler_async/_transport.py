@@ -373,21 +373,25 @@ class Transport:
         started = self._clock()
         try:
             data = await self.send(method, path, body, max_bytes=max_bytes)
-        except DiallerError as first_error:
-            data, attempts = await self._retrying(
-                method,
-                path,
-                lambda: self.send(method, path, body, max_bytes=max_bytes),
-                idempotent=idempotent,
-                missing_ok_on_retry=missing_ok_on_retry,
-                first_error=first_error,
-                started=started,
-            )
-            return Reply(data, attempts, method, path)
-        if self.budget is not None:
-            self.budget.refund()
-        self.governor.on_success()
-        return Reply(data, 1, method, path)
+        except DiallerError as exc:
+            first_error = exc
+        else:
+            if self.budget is not None:
+                self.budget.refund()
+            self.governor.on_success()
+            return Reply(data, 1, method, path)
+        # Retried outside the except block: raised in it, every later attempt's error would
+        # carry the first one (and the frames holding its answer) as __context__.
+        data, attempts = await self._retrying(
+            method,
+            path,
+            lambda: self.send(method, path, body, max_bytes=max_bytes),
+            idempotent=idempotent,
+            missing_ok_on_retry=missing_ok_on_retry,
+            first_error=first_error,
+            started=started,
+        )
+        return Reply(data, attempts, method, path)
 
     def _succeeded(self) -> None:
         if self.budget is not None:

@@ -723,3 +723,33 @@ async def test_rows_left_pending_are_checked_even_when_edited_and_reordered(
     assert_account(result, read=55, emulator=emulator, before=before, upsert=False)
     assert result.ok, result.failures
     assert len(emulator.store.all_contacts()) == 55
+
+
+async def test_the_error_of_the_last_attempt_does_not_drag_the_first_along(
+    clock: FakeClock,
+) -> None:
+    """Before the inline first attempt, the error raised after retries chained nothing; it
+    must not now carry the first attempt's error (and its frames: the answer it read) as
+    ``__context__``."""
+    calls = 0
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        return web.json_response({"status": 503, "n": calls}, status=503)
+
+    async with (
+        serving(answer) as base_url,
+        DiallerClient(
+            base_url,
+            7,
+            "tok",
+            retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05, max_attempts=3),
+            clock=clock,
+            sleep=clock.sleep,
+        ) as c,
+    ):
+        with pytest.raises(ServerError) as info:
+            await asyncio.wait_for(c.get_contact(5), LIMIT)
+    assert calls == 3 and info.value.attempts == 3
+    assert info.value.__context__ is None, repr(info.value.__context__)
