@@ -753,3 +753,51 @@ async def test_the_error_of_the_last_attempt_does_not_drag_the_first_along(
             await asyncio.wait_for(c.get_contact(5), LIMIT)
     assert calls == 3 and info.value.attempts == 3
     assert info.value.__context__ is None, repr(info.value.__context__)
+
+
+def _mixed_rows() -> list[dict[str, object]]:
+    """Duplicates (chained and not), invalid rows and plain ones."""
+    out: list[dict[str, object]] = []
+    for n in range(300):
+        if n % 11 == 0:
+            out.append({"Name": "", "UserData": f"CRM-{n:06d}"})
+        elif n % 7 == 0:
+            out.append(contact(n % 13, Memo=str(n)))
+        else:
+            out.append(contact(n))
+    return out
+
+
+async def test_the_lean_account_is_the_kept_account(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    lean = await asyncio.wait_for(client.import_contacts(_mixed_rows()), LIMIT)
+    kept = await asyncio.wait_for(client.import_contacts(_mixed_rows(), keep_results=True), LIMIT)
+    assert_account(lean, read=300)
+    assert_account(kept, read=300)
+    assert lean.items is None and kept.items is not None
+    assert lean.counts == kept.counts
+    assert lean.duplicates_in_input == kept.duplicates_in_input > 0
+    assert [f.index for f in lean.failures] == [f.index for f in kept.failures]
+    assert sum(i.duplicate_in_input for i in kept.items) == kept.duplicates_in_input
+
+
+@pytest.mark.parametrize("at", [0, 25])
+async def test_a_stream_over_an_iterator_that_raises_gives_every_row_then_the_error(
+    client: DiallerClient, emulator: Emulator, at: int
+) -> None:
+    data = Failing(100, at, Boom("feed"))
+    got: list[int] = []
+    results = client.stream("import", data, ordered=True)
+
+    async def consume() -> None:
+        async with results:
+            async for item in results:
+                got.append(item.index)
+
+    with pytest.raises(Boom):
+        await asyncio.wait_for(consume(), LIMIT)
+    # Rows read before the error and not yet started are handed over as CANCELLED.
+    assert got == list(range(at))
+    assert_account(results.result, read=data.read)
+    assert no_job_tasks()
