@@ -801,3 +801,76 @@ async def test_a_stream_over_an_iterator_that_raises_gives_every_row_then_the_er
     assert got == list(range(at))
     assert_account(results.result, read=data.read)
     assert no_job_tasks()
+
+
+async def test_a_progress_callback_that_raises_only_on_the_final_report(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    def on_progress(progress: Progress) -> None:
+        if progress.finished:
+            raise Boom("at the end")
+
+    data = Counted(rows(100))
+    before = Snapshot.take(emulator)
+    with pytest.raises(Boom) as info:
+        await asyncio.wait_for(
+            client.import_contacts(data, on_progress=on_progress, progress_interval=0), LIMIT
+        )
+    result = bulk_result_of(info.value)
+    assert_account(result, read=100, emulator=emulator, before=before, upsert=True)
+    assert result.succeeded == 100 and result.read_all
+    assert no_job_tasks()
+
+
+async def test_an_update_job_mixing_ids_and_user_data_cancelled_twice_keeps_its_account(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    ids = []
+    for n in range(60):
+        record = contact(n)
+        emulator.store.insert(emulator.client_id, record)
+        ids.append(record["ID"])
+    emulator.configure(latency=0.02)
+    updates: list[dict[str, object]] = []
+    for n in range(600):
+        k = n % 60
+        # The same contact by ID and by UserData, alternating: the key gate keeps them apart.
+        key: dict[str, object] = {"ID": ids[k]} if n % 2 else {"UserData": f"CRM-{k:06d}"}
+        updates.append({**key, "Memo": f"m{n}"})
+    data = Counted(updates)
+    before = Snapshot.take(emulator)
+    task = asyncio.create_task(client.update_contacts(data, concurrency=6, grace=5.0))
+    while data.read < 80:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await asyncio.wait_for(task, LIMIT)
+    assert_account(bulk_result_of(info.value), read=data.read, emulator=emulator, before=before)
+    assert no_job_tasks()
+
+
+async def test_an_ordered_stream_of_one_key_with_a_slow_consumer_cancelled_twice(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    emulator.configure(latency=0.005)
+    data = Counted([contact(n % 3, Memo=str(n)) for n in range(400)])
+    got: list[int] = []
+
+    async def consume() -> None:
+        async with client.stream("import", data, ordered=True, concurrency=4) as results:
+            async for item in results:
+                got.append(item.index)
+                await asyncio.sleep(0.002)
+
+    task = asyncio.create_task(consume())
+    while len(got) < 30:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, LIMIT)
+    assert got == list(range(len(got)))
+    assert no_job_tasks()
