@@ -90,6 +90,19 @@ async def _each(items: AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
             await aclose()
 
 
+def _being_cancelled() -> bool:
+    """Whether the running task is being cancelled: a CancelledError it sees is then a
+    cancellation, else something the caller's code raised."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _not_a_cancel(source: str, exc: BaseException) -> RuntimeError:
+    error = RuntimeError(f"{source} raised {exc!r} although the job was not cancelled")
+    error.__cause__ = exc
+    return error
+
+
 def _describe(rules: OperationRules) -> dict[str, object]:
     """The job's resolved options, as its checkpoint records them."""
     if isinstance(rules, Import):
@@ -296,6 +309,10 @@ class Engine:
             error = RuntimeError(f"a callback raised {self.error!r}")
             error.__cause__ = self.error
             self.error = error
+        elif isinstance(self.error, asyncio.CancelledError):
+            # Raised by a callback, not a cancellation of the caller: raised as it is, it
+            # would read as one (a TaskGroup around the caller would swallow it).
+            self.error = _not_a_cancel("a callback", self.error)
         if self.error is not None:
             try:
                 self.error.bulk_result = account  # type: ignore[attr-defined]
@@ -442,10 +459,10 @@ class Engine:
         )
         try:
             self.on_progress(progress)
-        except asyncio.CancelledError:
-            raise
         # The caller's callback: stop the job, raise it at the end. Any BaseException too (a
-        # framework's abort signal): escaping here it would kill a worker mid-account.
+        # framework's abort signal): escaping here it would kill a worker mid-account. Even
+        # CancelledError: a plain function is not where a cancellation arrives, so the callback
+        # raised it itself (escaping, it ended the worker and the job hung without it).
         except BaseException as exc:
             self.on_progress = None
             self._fail(exc)
@@ -471,8 +488,6 @@ class Engine:
         if self.on_result is not None:
             try:
                 self.on_result(result)
-            except asyncio.CancelledError:
-                raise
             except BaseException as exc:  # the caller's callback: as for on_progress
                 self.on_result = None
                 self._fail(exc)
@@ -720,8 +735,14 @@ class Engine:
                 except (StopIteration, StopAsyncIteration):
                     self.read_all = True
                     break
-                except asyncio.CancelledError:
-                    raise
+                except asyncio.CancelledError as exc:
+                    if _being_cancelled():
+                        raise
+                    # Not the job being cancelled: the caller's iterator raised it (awaiting a
+                    # future someone else cancelled). Re-raised, it ended the reader as if
+                    # cancelled, and the job as if the input had ended there.
+                    self._fail(_not_a_cancel("the input", exc))
+                    break
                 # The caller's iterator: stop, raise it at the end (any BaseException too:
                 # escaping, it would end the reader without an account of the error).
                 except BaseException as exc:
@@ -743,8 +764,10 @@ class Engine:
                     await async_items.aclose()
                 elif sync_items is not None and (close := getattr(sync_items, "close", None)):
                     close()
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                if _being_cancelled():
+                    raise
+                self._fail(_not_a_cancel("closing the input", exc))
             except BaseException as exc:
                 self._fail(exc)
 

@@ -874,3 +874,63 @@ async def test_an_ordered_stream_of_one_key_with_a_slow_consumer_cancelled_twice
         await asyncio.wait_for(task, LIMIT)
     assert got == list(range(len(got)))
     assert no_job_tasks()
+
+
+# -- CancelledError raised by the caller's code, not by a cancellation -------------------------
+
+
+class CancelsAsync:
+    """An async input whose __anext__ raises CancelledError at row ``at`` without anybody
+    cancelling the job (as awaiting a future someone else cancelled does)."""
+
+    def __init__(self, n: int, at: int) -> None:
+        self.n, self.at, self.read = n, at, 0
+
+    def __aiter__(self) -> CancelsAsync:
+        return self
+
+    async def __anext__(self) -> dict[str, object]:
+        if self.read == self.at:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future  # raises CancelledError; this task was not cancelled
+        if self.read >= self.n:
+            raise StopAsyncIteration
+        self.read += 1
+        return contact(self.read - 1)
+
+
+@pytest.mark.parametrize("source", ["sync", "async"])
+async def test_an_input_that_raises_cancelled_error_is_not_a_silent_end(
+    client: DiallerClient, emulator: Emulator, source: str
+) -> None:
+    data: Any = (
+        Failing(500, 50, asyncio.CancelledError()) if source == "sync" else CancelsAsync(500, 50)
+    )
+    before = Snapshot.take(emulator)
+    with pytest.raises(RuntimeError, match="CancelledError") as info:
+        await asyncio.wait_for(client.import_contacts(data), LIMIT)
+    result = bulk_result_of(info.value)
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert not result.read_all and result.total == 50
+    assert no_job_tasks()
+
+
+@pytest.mark.parametrize("callback", ["on_result", "on_progress"])
+async def test_a_callback_that_raises_cancelled_error_neither_hangs_nor_kills_a_worker(
+    client: DiallerClient, emulator: Emulator, callback: str
+) -> None:
+    def raising(_: object) -> None:
+        raise asyncio.CancelledError
+
+    data = Counted(rows(300))
+    before = Snapshot.take(emulator)
+    options: dict[str, Any] = {callback: raising, "concurrency": 2}
+    if callback == "on_progress":
+        options["progress_interval"] = 0
+    with pytest.raises(RuntimeError, match="CancelledError") as info:
+        await asyncio.wait_for(client.import_contacts(data, **options), 10.0)
+    result = bulk_result_of(info.value)
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert not result.read_all
+    assert no_job_tasks()
