@@ -644,6 +644,13 @@ class Engine:
         except Exception as exc:  # a bug must cost one item, never the job
             log.exception("item %d failed unexpectedly", job.index)
             error = DiallerError(f"internal error: {exc!r}")
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise  # the sweep accounts for it
+            # Raised below us though nobody cancelled this worker: escaping, it ended the
+            # worker (and with every worker gone, the job hung). It costs this item only.
+            log.error("item %d: %r raised without a cancel", job.index, exc)
+            error = DiallerError(f"internal error: {exc!r} raised without a cancel")
         else:
             if (
                 verdict.outcome is Outcome.SUCCEEDED

@@ -934,3 +934,33 @@ async def test_a_callback_that_raises_cancelled_error_neither_hangs_nor_kills_a_
     assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
     assert not result.read_all
     assert no_job_tasks()
+
+
+async def test_a_send_that_raises_cancelled_error_without_a_cancel_costs_one_row_not_a_worker(
+    client: DiallerClient, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library under the transport raising CancelledError though nobody cancelled the job:
+    each such row ended its worker, and with every worker gone the job hung."""
+    transport = client.transport
+    call = transport.call
+    calls = 0
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls % 10 == 3:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+        return await call(*args, **kwargs)
+
+    monkeypatch.setattr(transport, "call", flaky)
+    data = Counted(rows(100))
+    before = Snapshot.take(emulator)
+    result = await asyncio.wait_for(
+        client.import_contacts(data, concurrency=2, keep_results=True), 10.0
+    )
+    assert_account(result, read=100, emulator=emulator, before=before, upsert=True)
+    assert result.read_all and result.succeeded == 90
+    assert all("CancelledError" in str(f.error) for f in result.failures)
+    assert no_job_tasks()
