@@ -13,8 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dialler_async import (
     BulkError,
@@ -29,6 +32,7 @@ from dialler_async import (
     RetryPolicy,
     ServerError,
 )
+from dialler_async import _fields as F
 from dialler_async._intake import ReadSlots, WorkQueue
 from dialler_async._limits import JOB_LIMITER
 from dialler_async._validation import checked_contact, plain_import_body
@@ -964,3 +968,33 @@ async def test_a_send_that_raises_cancelled_error_without_a_cancel_costs_one_row
     assert result.read_all and result.succeeded == 90
     assert all("CancelledError" in str(f.error) for f in result.failures)
     assert no_job_tasks()
+
+
+_WIDE_KEYS = st.one_of(
+    st.sampled_from([f.api for f in F.IMPORT_FIELDS] + ["ID", "Unknown", "name", "Memo"]),
+    st.integers(-3, 3),
+    st.none(),
+)
+_WIDE_VALUES = st.one_of(
+    st.none(),
+    st.text(max_size=8),
+    st.sampled_from(["Ann", "+4930123", " "]),
+    st.integers(),
+    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1]),
+    st.booleans(),
+)
+_VALID = {"Name": "Ann", "PhoneNumber1": "+4930123", "DiallerCampaignsID": 5}
+
+
+@settings(max_examples=300, deadline=None)
+@given(extra=st.dictionaries(_WIDE_KEYS, _WIDE_VALUES, max_size=4), given_=st.booleans())
+def test_short_path_on_wide_rows_is_the_full_path_or_steps_aside(
+    extra: dict[Any, Any], given_: bool
+) -> None:
+    row = {**_VALID, **extra}
+    short = plain_import_body(row, campaign_given=given_)
+    full = _full(row, given_)
+    if short is not None:
+        assert short == full
+    if full is not None:
+        orjson.dumps(full)  # what validation passes can be sent
