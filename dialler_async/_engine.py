@@ -613,6 +613,18 @@ class Engine:
         except Exception as exc:
             job.invalid = ContactValidationError([f"cannot be prepared: {exc!r}"])
             return
+        except BaseException as exc:
+            # Reading the caller's row raised a framework's abort signal (or CancelledError,
+            # which a plain call cannot receive as a cancellation): the row is INVALID, and
+            # the job stops and raises it, as for the input's own iterator. Escaping, it
+            # ended the reader and lost the error behind "items were left over".
+            job.invalid = ContactValidationError([f"cannot be prepared: {exc!r}"])
+            self._fail(
+                _not_a_cancel("reading a row", exc)
+                if isinstance(exc, asyncio.CancelledError)
+                else exc
+            )
+            return
         job.prepared = prepared
         if self.seen_keys is not None and prepared.serial_key is not None:
             job.duplicate = not self.seen_keys.add(key_digest(prepared.serial_key))

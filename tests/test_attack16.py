@@ -998,3 +998,36 @@ def test_short_path_on_wide_rows_is_the_full_path_or_steps_aside(
         assert short == full
     if full is not None:
         orjson.dumps(full)  # what validation passes can be sent
+
+
+class Exploding(dict):  # type: ignore[type-arg]
+    """A row whose reading raises a BaseException (as a framework's abort signal may)."""
+
+    error: BaseException = Interrupt()
+
+    def __iter__(self) -> Any:
+        raise self.error
+
+    def keys(self) -> Any:
+        raise self.error
+
+    def items(self) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"), [(Interrupt(), Interrupt), (asyncio.CancelledError(), RuntimeError)]
+)
+async def test_a_row_whose_reading_raises_a_base_exception_keeps_the_account(
+    client: DiallerClient, emulator: Emulator, error: BaseException, raised: type[BaseException]
+) -> None:
+    row = Exploding(contact(5))
+    row.error = error
+    data = Counted([*rows(5), row, *rows(50, 6)])
+    before = Snapshot.take(emulator)
+    with pytest.raises(raised) as info:
+        await asyncio.wait_for(client.import_contacts(data, keep_results=True), LIMIT)
+    result = bulk_result_of(info.value)
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert result.items is not None and result.items[5].outcome is Outcome.INVALID
+    assert no_job_tasks()
