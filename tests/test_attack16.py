@@ -1031,3 +1031,23 @@ async def test_a_row_whose_reading_raises_a_base_exception_keeps_the_account(
     assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
     assert result.items is not None and result.items[5].outcome is Outcome.INVALID
     assert no_job_tasks()
+
+
+@pytest.mark.parametrize("after", [1, 7, 33, 90])
+async def test_an_abort_with_no_grace_at_any_moment_keeps_every_row_once(
+    client: DiallerClient, emulator: Emulator, after: int
+) -> None:
+    emulator.configure(latency=0.003)
+    data = Counted(rows(400))
+    before = Snapshot.take(emulator)
+    task = asyncio.create_task(client.import_contacts(data, concurrency=8, grace=0.0))
+    while data.read < after:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await asyncio.wait_for(task, LIMIT)
+    result = bulk_result_of(info.value)
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    created = len(emulator.store.all_contacts()) - len(before.contacts)
+    assert created <= result.succeeded + result.ambiguous
+    assert no_job_tasks()
