@@ -241,7 +241,7 @@ async def test_lean_path_progress_every_row_and_max_failures(
 
 
 async def test_lean_path_on_error_raise(client: DiallerClient, emulator: Emulator) -> None:
-    data = Counted([*rows(30), {"Name": ""}, *rows(300, 30)])
+    data: Counted[dict[str, object]] = Counted([*rows(30), {"Name": ""}, *rows(300, 30)])
     before = Snapshot.take(emulator)
     with pytest.raises(BulkError) as info:
         await asyncio.wait_for(client.import_contacts(data, on_error="raise"), LIMIT)

@@ -29,7 +29,7 @@ async def read(data: bytes, size: int, limit: int = 100_000) -> list[dict[str, A
     return [r async for r in records_of(FakeBody(data, size), small_limit=limit)]  # type: ignore[arg-type]
 
 
-HOSTILE = [
+HOSTILE: list[dict[str, Any]] = [
     {"ID": 1, "Comment": '},{"ID": 99}, {"x":[', "UserData": "a"},
     {"ID": 2, "Comment": "}, ]}", "Nested": {"a": [{"b": 1}, {"c": 2}]}},
     {"ID": 3, "Comment": '\\"},{', "UserData": "c"},
