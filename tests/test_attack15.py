@@ -177,8 +177,13 @@ async def test_a_server_slower_than_the_timeout_pins_the_limit_and_loses_nothing
         await emu.faults.settled()
         assert_account(result, read=12, emulator=emu, before=before, campaign_id=538)
     assert result.succeeded == 0
-    assert min(governor.limits_seen) == 1 and governor.limits_seen[-1] == 1
-    assert max(governor.in_flight) <= 6
+    assert min(governor.limits_seen) >= 1 and max(governor.in_flight) <= 6
+    if overwrite:
+        # An upsert is AMBIGUOUS after its two attempts, with no lookups: fewer congestion
+        # signals than a plain import, so how far the limit sinks depends on their timing.
+        assert min(governor.limits_seen) < 6
+    else:
+        assert min(governor.limits_seen) == 1 and governor.limits_seen[-1] == 1
 
 
 async def test_capacity_changed_mid_job_keeps_the_limit_in_bounds_and_the_account_exact() -> None:
