@@ -470,17 +470,10 @@ class Engine:
     def _account(self, job: _Job, result: ItemResult) -> bool:
         """Count a result exactly once: tally, checkpoint, stop rules, progress. Synchronous,
         so a cancellation cannot cut it in half; False if ``job`` was already counted."""
-        if job.done:
+        if not self._claim(job):
             return False
-        job.done = True
-        del self.unfinished[job.index]
         self.tally.add(result)
-        if self.checkpoint is not None and job.identity is not None:
-            error = str(result.error) if result.error else None
-            try:
-                self.checkpoint.record(job.identity, result.key, result.outcome, job.index, error)
-            except CheckpointError as exc:
-                self._fail(exc)
+        self._journal(job, result.key, result.outcome, str(result.error) if result.error else None)
         if not result.ok and result.outcome is not Outcome.CANCELLED:
             self.failures += 1
             if self.raise_on_error or (self.max_failures and self.failures >= self.max_failures):
@@ -497,21 +490,33 @@ class Engine:
 
     def _account_succeeded(self, job: _Job) -> bool:
         """:meth:`_account` for a SUCCEEDED item whose ItemResult nobody reads: the same
-        bookkeeping, without building the result."""
+        bookkeeping (a success triggers no stop rule), without building the result."""
+        if not self._claim(job):
+            return False
+        self.tally.add_succeeded(job.duplicate)
+        self._journal(
+            job, job.prepared.key if job.prepared is not None else None, Outcome.SUCCEEDED, None
+        )
+        if self.on_progress is not None:
+            self._report()
+        return True
+
+    def _claim(self, job: _Job) -> bool:
+        """Mark ``job`` accounted for; False if it already was (the exactly-once guard)."""
         if job.done:
             return False
         job.done = True
         del self.unfinished[job.index]
-        self.tally.add_succeeded(job.duplicate)
+        return True
+
+    def _journal(
+        self, job: _Job, key: str | int | None, outcome: Outcome, error: str | None
+    ) -> None:
         if self.checkpoint is not None and job.identity is not None:
-            key = job.prepared.key if job.prepared is not None else None
             try:
-                self.checkpoint.record(job.identity, key, Outcome.SUCCEEDED, job.index, None)
+                self.checkpoint.record(job.identity, key, outcome, job.index, error)
             except CheckpointError as exc:
                 self._fail(exc)
-        if self.on_progress is not None:
-            self._report()
-        return True
 
     async def _hand_over(self, result: ItemResult | None) -> None:
         """Give ``result`` to the consumer (in input order with ``ordered``: then it may give
