@@ -55,7 +55,8 @@ async def transport_loop(base: str, data: list[dict[str, Any]], c: int) -> Run:
     limits = Limits(max_concurrency=c)
     async with DiallerClient(base, CLIENT_ID, TOKEN, limits=limits) as client:
         semaphore = asyncio.Semaphore(c)
-        method, path = client._import_request(overwrite=True)
+        rules = Import(overwrite_duplicates=True, campaign_id=CAMPAIGN_ID, campaign_name=None)
+        method, path, _ = rules.request(client, rules.prepare(data[0]))
         transport = client.transport
 
         async def one(contact: dict[str, Any]) -> Any:

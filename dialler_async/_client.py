@@ -376,33 +376,11 @@ class DiallerClient:
             return verdict.contact
         return structure(verdict.record, Contact)
 
-    def _import_request(self, overwrite: bool) -> tuple[str, str]:
-        """The method and path of an import request."""
-        route = self.routes.import_contact
-        path = self.transport.url_path(route, query={"overwriteDuplicates": overwrite})
-        return route.method, path
-
     async def update_contact(self, update: UpdateInput) -> Contact:
         """Change only the fields given (``None`` clears); found by ``id`` or ``user_data``.
         The client's ``phone_policy`` normalises the numbers it sets, as an import's."""
         verdict = await self._single(Update(), update)
         return structure(verdict.record, Contact)
-
-    async def _update(self, body: dict[str, Any]) -> Reply:
-        return await self._call(self.routes.update_contact, body=body)
-
-    async def _action(
-        self, action: str, id: int | None, user_data: str | None, *, idempotent: bool = True
-    ) -> Reply:
-        route, key = self._keyed(
-            getattr(self.routes, f"{action}_contact"),
-            getattr(self.routes, f"{action}_contact_by_user_data"),
-            id,
-            user_data,
-        )
-        return await self._call(
-            route, **key, idempotent=idempotent, missing_ok_on_retry=action == "delete"
-        )
 
     async def _single(self, rules: OperationRules, item: Any) -> Verdict:
         """One write under the same safety policy as a bulk job's item (see :mod:`._item`):

@@ -210,7 +210,7 @@ class Engine:
         self.read_all = False
         self.failures = 0
         self.unfinished: dict[int, _Job] = {}  # read, not yet accounted for
-        self.chains: dict[object, collections.deque[_Job]] = {}
+        self.chains: dict[object, collections.deque[_Job] | None] = {}
         self.inbox: WorkQueue[_Job | None] = WorkQueue()
         self.slots = ReadSlots(self.workers_count * 2)
         self.handover: Handover[ItemResult] = Handover(self.workers_count)
@@ -494,9 +494,13 @@ class Engine:
         if not self._claim(job):
             return False
         self.tally.add_succeeded(job.duplicate)
-        self._journal(
-            job, job.prepared.key if job.prepared is not None else None, Outcome.SUCCEEDED, None
-        )
+        if self.checkpoint is not None:
+            self._journal(
+                job,
+                job.prepared.key if job.prepared is not None else None,
+                Outcome.SUCCEEDED,
+                None,
+            )
         if self.on_progress is not None:
             self._report()
         return True
@@ -711,6 +715,11 @@ class Engine:
         if checkpoint is None or identity is None:
             return await self.runner.run(job, prepared)
         previous = checkpoint.previous(identity, prepared.key)
+        if previous is None and prepared.idempotent:  # nothing to check or journal first
+            runner = self.runner
+            return await (
+                runner.send(job, prepared) if runner.gate is None else runner.run(job, prepared)
+            )
         if previous is not None:
             if previous.state == Outcome.SUCCEEDED.value:
                 return Verdict(Outcome.SKIPPED, reason="already done")
@@ -737,9 +746,13 @@ class Engine:
         # A plain iterable is pulled with next() right here, an async one through _each.
         async_items = _each(source) if isinstance(source, AsyncIterable) else None
         sync_items: Iterator[Any] | None = None
+        slots = self.slots
         try:
             while not self.stopping:
-                await self.slots.take()
+                if slots.free > 0:
+                    slots.free -= 1  # ReadSlots.take without its coroutine (the common case)
+                else:
+                    await slots.take()
                 while (
                     self.ordered
                     and not self.stopping
@@ -798,25 +811,29 @@ class Engine:
     async def _work(self) -> None:
         JOB_LIMITER.set(self.runner.job_limiter)  # every attempt of this task passes it
         inbox, chains, deliver = self.inbox, self.chains, self.deliver
-        while (job := await inbox.get()) is not None:
+        queued = inbox.rows
+        while (job := queued.popleft() if queued else await inbox.get()) is not None:
             key = job.prepared.serial_key if job.prepared is not None else None
-            chain: collections.deque[_Job] | None = None
             if key is not None:
-                chain = chains.get(key)
-                if chain is not None:
+                # A key being worked on is in ``chains``; its queue of later rows is made
+                # only when one arrives (most keys never get one).
+                if key in chains:
+                    chain = chains[key]
+                    if chain is None:
+                        chain = chains[key] = collections.deque()
                     job.duplicate = True
                     # It keeps its read slot until it runs: rows of one key behind a slow one
                     # must not pull the rest of the input into memory.
                     chain.append(job)
                     continue
-                chain = chains[key] = collections.deque()
+                chains[key] = None
             self.slots.give_back()
             try:
                 while True:
                     result = await self._outcome(job)
                     if result is not None and self._account(job, result) and deliver:
                         await self._hand_over(result)
-                    if not chain:
+                    if key is None or not (chain := chains[key]):
                         break
                     job = chain.popleft()
                     self.slots.give_back()

@@ -45,10 +45,13 @@ class WorkQueue(Generic[T]):
     """Rows read and not yet taken by a worker, in reading order; unbounded (the reader is
     bounded by :class:`ReadSlots`). A row is handed straight to a waiting worker."""
 
-    __slots__ = ("_idle", "_rows")
+    __slots__ = ("_idle", "rows")
 
     def __init__(self) -> None:
-        self._rows: collections.deque[T] = collections.deque()
+        #: Queued rows, oldest first. A worker pops one straight from here when there is one
+        #: (``rows.popleft() if rows else await queue.get()``): most rows are taken so,
+        #: without creating a coroutine.
+        self.rows: collections.deque[T] = collections.deque()
         self._idle: collections.deque[asyncio.Future[T]] = collections.deque()
 
     def put(self, row: T) -> None:
@@ -58,11 +61,11 @@ class WorkQueue(Generic[T]):
             if not worker.done():  # a worker cancelled while waiting takes nothing
                 worker.set_result(row)
                 return
-        self._rows.append(row)
+        self.rows.append(row)
 
     async def get(self) -> T:
-        if self._rows:
-            return self._rows.popleft()
+        if self.rows:
+            return self.rows.popleft()
         worker: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._idle.append(worker)
         try:
@@ -83,7 +86,7 @@ class WorkQueue(Generic[T]):
             if not worker.done():
                 worker.set_result(row)
                 return
-        self._rows.appendleft(row)
+        self.rows.appendleft(row)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.rows)

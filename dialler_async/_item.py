@@ -182,7 +182,16 @@ class ItemRunner:
         # land, so the engine must not report it as CANCELLED ("not done").
         item.sending = True
         try:
-            reply = await self.rules.send(self.client, prepared)
+            client = self.client
+            transport = client.transport  # raises ClientStateError once the client is closed
+            method, path, body = self.rules.request(client, prepared)
+            reply = await transport.call(
+                method,
+                path,
+                body,
+                idempotent=prepared.idempotent,
+                missing_ok_on_retry=self.rules.missing_ok_on_retry,
+            )
             item.sending = False
             attempts += reply.attempts
             record = self.rules.record(reply, prepared)

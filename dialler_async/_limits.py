@@ -360,11 +360,17 @@ class Governor:
         if not self.limiter.try_acquire():
             gate.release()
             return None
-        return self._started()
+        # _started(), inline: this runs once per request.
+        now = self.clock()
+        self._recent.times.append(now)
+        self.sending += 1
+        if self._lag is not None:
+            self._lag.start()
+        return now
 
     def _started(self) -> float:
         now = self.clock()
-        self._recent.add(now)
+        self._recent.times.append(now)
         self.sending += 1
         if self._lag is not None:
             self._lag.start()
@@ -397,7 +403,10 @@ class Governor:
                     rtt = max(rtt / 2.0, rtt - self._lag.value)
             adaptive.on_sample(started, rtt, rtt is None, self.sending)
             self._gate.limit = adaptive.limit
-        self._gate.release()
+        gate = self._gate
+        gate.held -= 1  # gate.release(), inline: once per request
+        if gate._waiters:
+            gate._wake()
 
     def throttle_storm(self, deadline: float | None, probe_every: float) -> float | None:
         """How long the server has answered nothing but 429, when that exceeds ``deadline``
@@ -459,17 +468,15 @@ class Governor:
 class _RecentStarts:
     """The start rate over the last few dozen starts: what to cut from when no rate is set."""
 
-    __slots__ = ("_clock", "_times")
+    __slots__ = ("_clock", "times")
 
     def __init__(self, clock: Clock, size: int = 64) -> None:
         self._clock = clock
-        self._times: collections.deque[float] = collections.deque(maxlen=size)
-
-    def add(self, now: float) -> None:
-        self._times.append(now)
+        #: The last starts' clock times (the governor appends to it).
+        self.times: collections.deque[float] = collections.deque(maxlen=size)
 
     def per_second(self) -> float:
-        if len(self._times) < 2:
+        if len(self.times) < 2:
             return 0.0
-        span = self._clock() - self._times[0]
-        return (len(self._times) - 1) / span if span > 0 else float(len(self._times))
+        span = self._clock() - self.times[0]
+        return (len(self.times) - 1) / span if span > 0 else float(len(self.times))

@@ -1,8 +1,9 @@
 """Per-operation rules: how an input becomes a request, and the write-safety policy.
 
 Each operation turns a raw input item into a :class:`Prepared` request (or raises
-:class:`ContactValidationError`, which makes the item INVALID without a request) and knows how to
-send it through the client's single-call plumbing and check its answer.
+:class:`ContactValidationError`, which makes the item INVALID without a request), names the
+request that carries it out (``request``: method, path and body, built without a coroutine
+because it runs once per row) and checks its answer (``record``).
 
 The write-safety policy is four pure functions, used by bulk jobs and single calls alike
 (:mod:`._item` carries them out):
@@ -23,9 +24,7 @@ from __future__ import annotations
 
 import enum
 from datetime import tzinfo
-from typing import TYPE_CHECKING, Any, Final
-
-import attrs
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from . import _fields as F
 from ._converter import unstructure
@@ -154,8 +153,7 @@ def classify(found: list[Contact], body: dict[str, Any], campaign_id: int | None
     return Finding.MATCHES if any(record_matches(c, body) for c in ours) else Finding.DIFFERS
 
 
-@attrs.frozen(slots=True)
-class Prepared:
+class Prepared(NamedTuple):
     """A validated request for one item.
 
     ``key`` is reported in results; ``serial_key`` orders rows that touch the same contact;
@@ -164,6 +162,9 @@ class Prepared:
     :class:`WriteKind`. ``skip``: a reason not to send it at all (the item is SKIPPED with that
     reason, e.g. ``"suppressed"``); ``warnings``: what preparing it changed or dropped (they
     go to ``ItemResult.warnings``).
+
+    A named tuple, not an attrs class: one is built per row, and a frozen attrs class sets
+    each of its eight fields through ``object.__setattr__``.
     """
 
     key: str | int | None
@@ -176,23 +177,21 @@ class Prepared:
     warnings: tuple[str, ...] = ()
 
 
+#: One write as the transport sends it: method, path, body.
+Request = tuple[str, str, Any]
+
+
 def _prepared(
     key: str | int | None, payload: Any, kind: WriteKind, user_data: str | None
 ) -> Prepared:
-    return Prepared(
-        key=key,
-        serial_key=key,
-        payload=payload,
-        idempotent=kind is WriteKind.IDEMPOTENT,
-        user_data=user_data,
-        kind=kind,
-    )
+    return Prepared(key, key, payload, kind is WriteKind.IDEMPOTENT, user_data, kind)
 
 
 class Import:
     """Import one contact per item (``NewContact`` or dict)."""
 
     operation = Operation.IMPORT
+    missing_ok_on_retry = False
 
     def __init__(
         self,
@@ -310,22 +309,26 @@ class Import:
             body.update(self.default_campaign)
         if not (user_data and user_data.strip()):
             user_data = None
-        kind = write_kind(Operation.IMPORT, overwrite=self.overwrite, user_data=user_data)
-        prepared = _prepared(user_data, body, kind, user_data)
+        # write_kind(Operation.IMPORT, ...) and _prepared(), inline: this runs once per row.
+        idempotent = bool(self.overwrite and user_data)
+        kind = WriteKind.IDEMPOTENT if idempotent else WriteKind.CREATE
+        prepared = Prepared(user_data, user_data, body, idempotent, user_data, kind)
         if skip is not None or warnings:
             # A skipped row is never sent, so it need not wait in its UserData's chain.
             serial_key = None if skip is not None else prepared.serial_key
-            prepared = attrs.evolve(prepared, serial_key=serial_key, skip=skip, warnings=warnings)
+            prepared = prepared._replace(serial_key=serial_key, skip=skip, warnings=warnings)
         return prepared
 
-    async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
-        transport = client.transport  # raises ClientStateError once the client is closed
-        if self._path is None:
+    def request(self, client: DiallerClient, prepared: Prepared) -> Request:
+        path = self._path
+        if path is None:
             # Every import of a job has the same path: built once, not per row.
-            self._method, self._path = client._import_request(self.overwrite)
-        return await transport.call(
-            self._method, self._path, prepared.payload, idempotent=prepared.idempotent
-        )
+            route = client.routes.import_contact
+            self._method = route.method
+            path = self._path = client.transport.url_path(
+                route, query={"overwriteDuplicates": self.overwrite}
+            )
+        return self._method, path, prepared.payload
 
     def record(self, reply: Reply, prepared: Prepared) -> dict[str, Any] | None:
         return first_raw_record(reply, user_data=prepared.user_data)
@@ -340,6 +343,7 @@ class Update:
     """
 
     operation = Operation.UPDATE
+    missing_ok_on_retry = False
 
     def __init__(
         self, *, phone_policy: PhonePolicy | None = None, phones_screened: bool = False
@@ -372,8 +376,9 @@ class Update:
         key = update.key
         return Prepared(key=key, serial_key=key, payload=body, idempotent=True)
 
-    async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
-        return await client._update(prepared.payload)
+    def request(self, client: DiallerClient, prepared: Prepared) -> Request:
+        route = client.routes.update_contact
+        return route.method, client.transport.url_path(route), prepared.payload
 
     def record(self, reply: Reply, prepared: Prepared) -> dict[str, Any] | None:
         body = prepared.payload
@@ -392,6 +397,8 @@ class KeyedAction:
     def __init__(self, operation: Operation, *, by_user_data: bool) -> None:
         self.operation = operation
         self.by_user_data = by_user_data
+        # A delete retried after an attempt that may have landed finds the contact gone.
+        self.missing_ok_on_retry = operation is Operation.DELETE
 
     async def resolve(self, client: DiallerClient) -> None:
         """Nothing to resolve before row one."""
@@ -401,13 +408,14 @@ class KeyedAction:
         user_data = key if isinstance(key, str) else None
         return _prepared(key, key, write_kind(self.operation, user_data=user_data), user_data)
 
-    async def send(self, client: DiallerClient, prepared: Prepared) -> Reply:
+    def request(self, client: DiallerClient, prepared: Prepared) -> Request:
         key = prepared.key
+        action = self.operation.value
         if isinstance(key, str):
-            return await client._action(
-                self.operation.value, None, key, idempotent=prepared.idempotent
-            )
-        return await client._action(self.operation.value, key, None)
+            route = getattr(client.routes, f"{action}_contact_by_user_data")
+            return route.method, client.transport.url_path(route, user_data=key), None
+        route = getattr(client.routes, f"{action}_contact")
+        return route.method, client.transport.url_path(route, id=key), None
 
     def record(self, reply: Reply, prepared: Prepared) -> dict[str, Any] | None:
         checked_action(reply)

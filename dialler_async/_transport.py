@@ -242,7 +242,7 @@ class Transport:
         compressed or not.
         """
         data = orjson.dumps(body) if body is not None else None
-        url = self._url(path)
+        url = self._urls.get(path) or self._url(path)
         limit = self.max_answer_bytes if max_bytes is None else max_bytes
         governor = self.governor
         # Most attempts find a slot free: taken without the coroutine of the full path.

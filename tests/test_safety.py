@@ -69,6 +69,27 @@ def test_what_is_safe_to_resend(
     assert write_kind(operation, overwrite=overwrite, user_data=user_data) is kind
 
 
+@pytest.mark.parametrize("overwrite", [True, False])
+@pytest.mark.parametrize("user_data", ["U", None, "", "   "])
+def test_an_import_row_is_prepared_with_the_policys_write_kind(
+    overwrite: bool, user_data: str | None
+) -> None:
+    # Import.prepare decides the kind inline (it runs once per row): it must agree with the
+    # policy function, blank UserData counting as none.
+    rules = rules_for(Operation.IMPORT, {"overwrite_duplicates": overwrite, "campaign_id": 7})
+    row = {"Name": "N", "PhoneNumber1": "+49301234567"}
+    if user_data is not None:
+        row["UserData"] = user_data
+    prepared = rules.prepare(row)
+    expected = write_kind(
+        Operation.IMPORT,
+        overwrite=overwrite,
+        user_data=user_data if user_data and user_data.strip() else None,
+    )
+    assert prepared.kind is expected
+    assert prepared.idempotent is (expected is IDEM)
+
+
 @pytest.mark.parametrize(
     ("kind", "error", "step"),
     [
