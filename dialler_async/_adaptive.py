@@ -60,7 +60,7 @@ BACKOFF: Final = 0.75
 #: Requests measured alone during a probe before the baseline is replaced.
 PROBE_SAMPLES: Final = 5
 #: A window is at least this many requests, however low the limit (one answer is noise).
-MIN_WINDOW: Final = 3
+MIN_WINDOW: Final = 32
 
 
 class Signal(enum.Enum):
@@ -109,27 +109,14 @@ def median(rtts: list[float]) -> float:
 def window_rtt(rtts: list[float]) -> float:
     """The mean of ``rtts`` without the slowest quarter (all of them below four)."""
     ordered = sorted(rtts)
-    kept = ordered[: len(ordered) - len(ordered) // 4]
+    kept = ordered[: len(ordered) - len(ordered) // 10]
     return math.fsum(kept) / len(kept)
 
 
-def thresholds(limit: float) -> tuple[float, float]:
-    """``(alpha, beta)``: grow below ``alpha`` queued requests, cut above ``beta``.
-
-    A sixth and two sevenths of the limit: the limit grows while round trips stay within 1.2
-    times the baseline and is cut beyond 1.4 times, whatever the server's capacity. Fixed
-    numbers (TCP Vegas's 2 and 4 packets) would double the latency of a server that serves four
-    at once and starve one that serves hundreds. At least 0.75 and 1.25, so a small limit still
-    grows to keep about one request on its way (the server never idles between two of ours)
-    but is cut as soon as more than one waits inside a server that serves four at once (with
-    1 and 1.5 a server serving 4 was held 5-7 deep, its p95 at 2.0-2.3 times the service time).
-
-    Tighter proportions (an eighth and a fifth) were tried and measured worse: the part of the
-    round trip that is our own work grows with the requests in flight, and against a
-    1.14x target that alone held the limit under the server's capacity (0.71 of the best fixed
-    throughput with a p95 of only 1.4 times the service time).
-    """
-    return max(0.75, limit / 6.0), max(1.25, limit * 2.0 / 7.0)
+def target_queue(limit: float) -> float:
+    """How many requests the rule lets wait inside the server at ``limit``: a sixth of its
+    square root (0.33 at 4, 0.5 at 9, 1.33 at 64)."""
+    return math.sqrt(limit) / 8.0
 
 
 def next_limit(
@@ -162,12 +149,11 @@ def next_limit(
         return clamp(limit), slow_start
     inflight = min(float(window.inflight), limit)
     queued = inflight * max(0.0, 1.0 - baseline / rtt)
-    alpha, beta = thresholds(limit)
-    if queued > beta:
-        return clamp(max(limit / 2.0, inflight * baseline / rtt + alpha)), False
-    if queued < alpha:
-        return clamp(limit * 2.0 if slow_start else limit + 1.0), slow_start
-    return clamp(limit), False
+    target = target_queue(limit)
+    if queued > target:
+        return clamp(max(limit / 2.0, inflight * baseline / rtt + target)), False
+    # +1 with no queue at all, less the closer the queue comes to the target
+    return clamp(limit * 2.0 if slow_start else limit + 1.0 - queued / target), slow_start
 
 
 class AdaptiveLimit:
@@ -261,7 +247,7 @@ class AdaptiveLimit:
                 self._next_probe = self._clock() + self._probe_interval
                 self._set(self._saved)
             return
-        if self._count < max(MIN_WINDOW, self.limit):
+        if self._count < max(MIN_WINDOW, 2 * self.limit):
             return
         rtt = window_rtt(self._rtts) if self._rtts else None
         window = Window(rtt=rtt, dropped=self._dropped, inflight=self._inflight)
@@ -277,9 +263,10 @@ class AdaptiveLimit:
             self._probing = True
             self._saved = value
             self._set(float(self.floor))
-        elif value != self.value or window.dropped:
+        elif math.floor(value) != math.floor(self.value) or window.dropped:
             self._set(value)
-        else:
+        else:  # the same number of requests allowed: the next window goes on from here
+            self.value = value
             self._reset_window()
 
 
