@@ -58,7 +58,7 @@ Clock = Callable[[], float]
 #: A congestion signal (timeout, 5xx, 429) multiplies the limit by this.
 BACKOFF: Final = 0.75
 #: Requests measured alone during a probe before the baseline is replaced.
-PROBE_SAMPLES: Final = 5
+PROBE_SAMPLES: Final = 25
 #: A window is at least this many requests, however low the limit (one answer is noise).
 MIN_WINDOW: Final = 32
 

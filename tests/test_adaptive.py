@@ -16,6 +16,7 @@ import pytest
 from dialler_async import Limits
 from dialler_async._adaptive import (
     BACKOFF,
+    MIN_WINDOW,
     PROBE_SAMPLES,
     AdaptiveLimit,
     LoopLag,
@@ -24,7 +25,7 @@ from dialler_async._adaptive import (
     median,
     next_limit,
     signal_for,
-    thresholds,
+    target_queue,
     window_rtt,
 )
 from dialler_async._limits import ConcurrencyGate, Governor
@@ -47,20 +48,19 @@ B = 0.020  # the no-load round trip of the tables
         # no queue: slow start doubles, afterwards +1
         (8.0, B, 8, False, True, 16.0, True),
         (8.0, B, 8, False, False, 9.0, False),
-        # 1.1 x baseline: under alpha (a sixth of the limit), still growing
-        (12.0, B * 1.1, 12, False, False, 13.0, False),
-        # 1.3 x baseline: between alpha and beta, hold (and slow start ends)
-        (12.0, B * 1.3, 12, False, True, 12.0, False),
-        # 1.5 x baseline: beyond beta (two sevenths): cut to the estimated capacity + alpha
-        (12.0, B * 1.5, 12, False, False, 8.0 + 2.0, False),
-        # 2 x baseline with 16 in flight: 8 would do; cut to 8 + alpha
-        (16.0, B * 2, 16, False, False, 8.0 + 16.0 / 6.0, False),
-        # small limits: one request waiting at a server that serves four is tolerated (hold),
-        # two are not (cut)
-        (5.0, B * 5 / 4, 5, False, False, 5.0, False),
-        (6.0, B * 6 / 4, 6, False, False, 4.0 + 1.0, False),
-        # and a limit below the capacity grows (nothing waits: 0 < alpha)
+        # a queue under the target (0.16 of 0.5 requests at 16): grows by 1 - 0.16 / 0.5
+        (16.0, B * 1.01, 16, False, False, 16.0 + 1.0 - (16 - 16 / 1.01) / 0.5, False),
+        # over it (0.76 requests): to the estimated capacity + the target, slow start is over
+        (16.0, B * 1.05, 16, False, True, 16 / 1.05 + 0.5, False),
+        (16.0, B * 1.05, 16, False, False, 16 / 1.05 + 0.5, False),
+        # continuous at the target: exactly one request waiting at 64 holds the limit
+        (64.0, B * 64 / 63, 64, False, False, 64.0, False),
+        # a server serving four with a fifth request waiting (1.1 x baseline at 5): back to 4
+        (5.0, B * 1.1, 5, False, False, 5 / 1.1 + 5**0.5 / 8, False),
+        # a limit at the capacity grows (nothing waits)
         (4.0, B, 4, False, False, 5.0, False),
+        # 2 x baseline with 16 in flight: 8 would do
+        (16.0, B * 2, 16, False, False, 8.0 + 0.5, False),
         # 10 x baseline: never below half in one step
         (16.0, B * 10, 16, False, False, 8.0, False),
         # a timeout, 5xx or 429 in the window: x BACKOFF, whatever the latency says
@@ -98,17 +98,11 @@ def test_next_limit_without_a_baseline_holds() -> None:
 
 
 @pytest.mark.parametrize(
-    ("limit", "alpha", "beta"),
-    [
-        (1.0, 0.75, 1.25),
-        (4.0, 0.75, 1.25),
-        (6.0, 1.0, 12 / 7),
-        (12.0, 2.0, 24 / 7),
-        (70.0, 70 / 6, 20.0),
-    ],
+    ("limit", "queue"),
+    [(1.0, 0.125), (4.0, 0.25), (9.0, 0.375), (16.0, 0.5), (64.0, 1.0), (400.0, 2.5)],
 )
-def test_thresholds(limit: float, alpha: float, beta: float) -> None:
-    assert thresholds(limit) == pytest.approx((alpha, beta))
+def test_target_queue_grows_with_the_square_root_of_the_limit(limit: float, queue: float) -> None:
+    assert target_queue(limit) == pytest.approx(queue)
 
 
 @pytest.mark.parametrize(
@@ -170,21 +164,22 @@ def test_the_first_probe_measures_the_baseline_at_the_floor() -> None:
 def test_slow_start_doubles_per_window_until_a_queue_shows() -> None:
     clock = Clock()
     limit = fresh(clock)
-    # a window is max(3, limit) answers: 4 at 4, then 8 at 8, then 16 at 16
-    seen = feed(limit, clock, [B] * (4 + 8 + 16))
-    assert seen[3] == 8 and seen[11] == 16 and seen[-1] == 32
+    # a window is max(MIN_WINDOW, 2 x limit) answers: 32 at 4, at 8 and at 16
+    assert MIN_WINDOW == 32
+    seen = feed(limit, clock, [B] * (32 * 3))
+    assert seen[30] == 4 and seen[31] == 8 and seen[63] == 16 and seen[-1] == 32
     assert limit.baseline == pytest.approx(B)
-    # the queue shows (2 x baseline at 32 in flight): cut to 16 + alpha, slow start is over
-    seen = feed(limit, clock, [2 * B] * 32)
-    assert seen[-1] == 16 + 32 // 6
-    after = feed(limit, clock, [B] * 21)  # 21 answers close exactly one window of 21
-    assert after[-1] == limit.limit == 22  # +1 per window now, not doubling
+    # the queue shows (2 x baseline at 32 in flight): cut to 16 + the target, slow start is over
+    seen = feed(limit, clock, [2 * B] * 64)
+    assert seen[-2] == 32 and seen[-1] == 16
+    after = feed(limit, clock, [B] * 32)  # 32 answers close exactly one window at 16
+    assert after[-2] == 16 and after[-1] == limit.limit == 17  # +1 per window, not doubling
 
 
 def test_answers_to_requests_admitted_under_an_earlier_limit_are_ignored() -> None:
     clock = Clock()
     limit = fresh(clock, initial=16)
-    feed(limit, clock, [B] * 16)  # baseline B; slow start doubles to 32
+    feed(limit, clock, [B] * 32)  # baseline B; slow start doubles to 32
     assert limit.limit == 32
     early = clock.now - 0.001  # admitted just before that change
     for _ in range(100):  # a burst of very slow answers to requests of the old limit
@@ -197,7 +192,7 @@ def test_one_burst_of_congestion_cuts_once() -> None:
     limit = fresh(clock, initial=20)
     started = clock.now
     clock.now += B
-    for _ in range(40):  # 40 timeouts of requests admitted together: one signal
+    for _ in range(100):  # 100 timeouts of requests admitted together: one signal
         limit.on_sample(started, None, True, 19)
     assert limit.limit == int(20 * BACKOFF)
 
@@ -205,11 +200,12 @@ def test_one_burst_of_congestion_cuts_once() -> None:
 def test_the_probe_replaces_the_baseline_and_restores_the_limit() -> None:
     clock = Clock()
     limit = fresh(clock, floor=2, initial=8, probe_interval=30.0)
-    feed(limit, clock, [B] * 8)
+    feed(limit, clock, [B] * 32)
     # the server's own latency rises for good (another route, a slower disk): 30 ms no-load
     clock.now += 30.0
     before = limit.limit
-    feed(limit, clock, [0.030] * before)  # the window that notices the probe is due
+    # the window that notices the probe is due
+    feed(limit, clock, [0.030] * max(MIN_WINDOW, 2 * before))
     assert limit.probing and limit.limit == 2
     feed(limit, clock, [0.030] * PROBE_SAMPLES, inflight=2)
     assert not limit.probing
@@ -220,7 +216,7 @@ def test_the_probe_replaces_the_baseline_and_restores_the_limit() -> None:
 def test_the_baseline_moves_only_at_probes() -> None:
     clock = Clock()
     limit = fresh(clock)
-    feed(limit, clock, [0.010] * 20)  # faster windows: no queue, the limit grows
+    feed(limit, clock, [0.010] * 40)  # faster windows: no queue, the limit grows
     assert limit.baseline == pytest.approx(B) and limit.limit > 4
     feed(limit, clock, [0.100] * 50)  # slower windows: a queue, the limit is cut
     assert limit.baseline == pytest.approx(B)
@@ -289,12 +285,13 @@ def test_recorded_round_trips_at_capacity_4(
     ("rtts", "expected"),
     [
         ([B], B),
-        ([B, 3 * B], 2 * B),  # fewer than four: nothing dropped
-        ([B, B, B, 9 * B], B),  # one in four dropped: a stall of ours
-        ([B, B, 2 * B, 2 * B, 2 * B, 2 * B, 2 * B, 2 * B], 1.6667 * B),  # a queue shows
+        ([B, 3 * B], 2 * B),
+        ([B] * 9 + [9 * B], B),  # one in ten dropped: a stall of ours
+        ([B, B, B, 9 * B], 3 * B),  # fewer than ten: nothing dropped
+        ([B] * 4 + [2 * B] * 6, 14 / 9 * B),  # a queue shows
     ],
 )
-def test_window_rtt_drops_the_slowest_quarter(rtts: list[float], expected: float) -> None:
+def test_window_rtt_drops_the_slowest_tenth(rtts: list[float], expected: float) -> None:
     assert window_rtt(rtts) == pytest.approx(expected, rel=1e-3)
 
 
@@ -478,15 +475,17 @@ async def test_governor_fixed_by_default_and_adaptive_on_request() -> None:
         clock.now += B
         governor.release(probe, Signal.OK)
     assert governor.concurrency_limit == 4  # the initial adaptive limit
-    starts = [await governor.acquire() for _ in range(4)]
-    clock.now += B
-    for started in starts:
-        governor.release(started, Signal.OK)
+    for _ in range(MIN_WINDOW // 4):  # one window: rounds of 4 at once
+        starts = [await governor.acquire() for _ in range(4)]
+        clock.now += B
+        for started in starts:
+            governor.release(started, Signal.OK)
     assert governor.baseline_rtt == pytest.approx(B)
     assert governor.concurrency_limit == 8  # slow start
-    one = await governor.acquire()
-    clock.now += B
-    governor.release(one, Signal.OK)  # one at a time: app-limited, no change
+    for _ in range(MIN_WINDOW):
+        one = await governor.acquire()
+        clock.now += B
+        governor.release(one, Signal.OK)  # one at a time: app-limited, no change
     assert governor.concurrency_limit == 8
     started = await governor.acquire()
     governor.release(started, Signal.NEUTRAL)  # cancelled, or refused as too large
