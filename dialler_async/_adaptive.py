@@ -84,6 +84,7 @@ feeds it windows and keeps the baseline, on an injectable clock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import math
 import time
@@ -362,31 +363,36 @@ class OwnWait:
     server serving 8 at once). :class:`LoopLag` does not see it: timers rarely fall due inside
     a wave, answers always do.
 
-    Call once per released answer. The thread's CPU clock says whether the loop was busy
-    throughout since the previous release (it used at least :attr:`BUSY` of the wall time):
-    then this answer waited from the wave's first release to the previous one; otherwise the
-    loop was idle meanwhile, this answer starts a wave and waited for nobody. The first
-    answer's own handling and a process preempted by the machine count as no wait, so the
-    estimate errs low (toward a smaller limit).
+    Call once per released answer with the limit in force. The thread's CPU clock says whether
+    the loop was busy throughout since the previous release (it used at least :attr:`BUSY` of
+    the wall time): then this answer waited from the wave's first release to the previous one;
+    otherwise the loop was idle meanwhile, this answer starts a wave and waited for nobody.
+    With ``limit`` requests in flight at most ``limit - 1`` answers can have been ready before
+    this one, so only that many releases back count: a client busy without a pause (a slow
+    callback, a saturated CPU) does not make its waves, and the waits, grow without end. The
+    first answer's own handling and a process preempted by the machine count as no wait, so
+    the estimate errs low (toward a smaller limit).
     """
 
     BUSY: Final = 0.8
 
-    __slots__ = ("_cpu", "_first", "_last_cpu", "_last_wall", "_wall")
+    __slots__ = ("_cpu", "_last_cpu", "_last_wall", "_wall", "_wave")
 
     def __init__(self, *, wall: Clock = time.monotonic, cpu: Clock = time.thread_time) -> None:
         self._wall = wall
         self._cpu = cpu
         self._last_wall = -math.inf
         self._last_cpu = cpu()
-        self._first = 0.0
+        self._wave: collections.deque[float] = collections.deque()
 
-    def __call__(self) -> float:
+    def __call__(self, limit: int) -> float:
         wall, cpu = self._wall(), self._cpu()
-        if cpu - self._last_cpu >= self.BUSY * (wall - self._last_wall):
-            wait = self._last_wall - self._first
-        else:
-            self._first = wall
-            wait = 0.0
+        wave = self._wave
+        if cpu - self._last_cpu < self.BUSY * (wall - self._last_wall):
+            wave.clear()
+        while wave and len(wave) >= limit:
+            wave.popleft()
+        wait = wave[-1] - wave[0] if wave else 0.0
+        wave.append(wall)
         self._last_wall, self._last_cpu = wall, cpu
         return wait

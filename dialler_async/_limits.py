@@ -397,7 +397,7 @@ class Governor:
                 rtt = self.clock() - started
                 if self._lag is not None and self._own_wait is not None:
                     # never more than half: both are estimates
-                    ours = max(self._lag.value, self._own_wait())
+                    ours = max(self._lag.value, self._own_wait(adaptive.limit))
                     rtt = max(rtt / 2.0, rtt - ours)
             adaptive.on_sample(started, rtt, rtt is None, self.sending)
             self._gate.limit = adaptive.limit

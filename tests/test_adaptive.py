@@ -546,26 +546,26 @@ def test_own_wait_is_the_time_spent_on_the_answers_before_in_the_same_wave() -> 
     wall, cpu = Clock(), Clock()
     own = OwnWait(wall=wall, cpu=cpu)
     wall.now = 1.0
-    assert own() == 0.0  # the loop was idle before: this answer starts a wave
+    assert own(64) == 0.0  # the loop was idle before: this answer starts a wave
     # a wave: the loop busy throughout, each answer taking 1 ms to handle
     waits = []
     for _ in range(4):
         wall.now += 0.001
         cpu.now += 0.001
-        waits.append(own())
+        waits.append(own(64))
     # the second answer waited for the first (released at 1.000): measured from the wave's
     # first release to the previous one, so the first answer's own handling is not counted
     assert waits == pytest.approx([0.0, 0.001, 0.002, 0.003])
     # 20 ms idle (the CPU clock hardly moved): the next answer starts a new wave
     wall.now += 0.020
     cpu.now += 0.001
-    assert own() == 0.0
+    assert own(64) == 0.0
     wall.now += 0.001
     cpu.now += 0.001
-    assert own() == 0.0  # the new wave's first release to the previous one: nothing yet
+    assert own(64) == 0.0  # the new wave's first release to the previous one: nothing yet
     wall.now += 0.001
     cpu.now += 0.001
-    assert own() == pytest.approx(0.001)
+    assert own(64) == pytest.approx(0.001)
 
 
 def test_own_wait_counts_a_preempted_process_as_no_wait() -> None:
@@ -574,16 +574,32 @@ def test_own_wait_counts_a_preempted_process_as_no_wait() -> None:
     wall, cpu = Clock(), Clock()
     own = OwnWait(wall=wall, cpu=cpu)
     wall.now = 1.0
-    own()
+    own(64)
     wall.now += 0.001
     cpu.now += 0.001
-    own()
+    own(64)
     wall.now += 0.010
     cpu.now += 0.007  # busy 70% of the time: not throughout
-    assert own() == 0.0
+    assert own(64) == 0.0
     wall.now += 0.001
     cpu.now += 0.0008  # 80%: busy
-    assert own() == pytest.approx(0.0)
+    assert own(64) == pytest.approx(0.0)
     wall.now += 0.001
     cpu.now += 0.001
-    assert own() == pytest.approx(0.001)
+    assert own(64) == pytest.approx(0.001)
+
+
+def test_own_wait_counts_at_most_limit_minus_one_answers_back() -> None:
+    """A client busy without a pause: with 3 in flight, at most 2 answers can have been ready
+    before this one, so the wait stays at one answer's handling instead of growing."""
+    wall, cpu = Clock(), Clock()
+    own = OwnWait(wall=wall, cpu=cpu)
+    wall.now = 1.0
+    waits = []
+    for _ in range(50):
+        wall.now += 0.001
+        cpu.now += 0.001
+        waits.append(own(3))
+    assert waits[:3] == pytest.approx([0.0, 0.0, 0.001])
+    assert max(waits) == pytest.approx(0.001)
+    assert own(1) == 0.0  # one in flight: nothing can have been ahead
