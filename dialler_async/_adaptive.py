@@ -2,41 +2,80 @@
 
 The rule is TCP Vegas as Netflix's concurrency-limits ``VegasLimit`` applies it to RPC: with
 ``limit`` requests in flight, a round trip ``rtt`` and a no-load round trip ``baseline``, about
-``limit * (1 - baseline / rtt)`` of them are queued inside the server. Fewer than ``alpha``
-queued: the server has room, grow. More than ``beta``: a queue is building, cut. A timeout,
-5xx or 429 is a congestion signal of its own and cuts by a fixed factor.
+``limit * (1 - baseline / rtt)`` of them are queued inside the server. The rule keeps that
+queue at a small target (:func:`target_queue`): under it the limit grows, over it the limit
+goes to the estimated capacity plus the target. A timeout, 5xx or 429 is a congestion signal
+of its own and cuts by a fixed factor.
 
 Where we differ, and why:
 
 * One decision per *window*, and a window counts only requests that started after the last
   change, so a cut is judged by the requests it governs (TCP Vegas decides once per round trip
   for the same reason) and one burst of slow answers cannot cut twice.
-* The window's round trip is the *mean of its faster three quarters*. A standing queue in
+* A window is at least :data:`MIN_WINDOW` answers and twice the limit: one round trip of a
+  few requests is too noisy for a target this tight (the benchmark's windows of one round
+  trip read anywhere from 0.88 to 1.16 times the baseline with no queue at all).
+* The window's round trip is the *mean of its faster nine tenths*. A standing queue in
   the server delays every request, while our own stalls (a client process waiting for a shared
   CPU, a garbage collection) delay the answers that arrive during them; dropping the slowest
-  quarter drops most of the second. The mean is what TCP Vegas's queue estimate assumes
+  tenth drops the worst of the second. It was a quarter, which hid exactly the queue the
+  target is about: at a server serving four with five in flight, the one request waiting is
+  the slowest of five. The mean is what TCP Vegas's queue estimate assumes
   (Little's law) and what concurrency-limits' default window takes. A low quantile is not
   enough: a server that serves K at once answers in waves (K answers after one service time,
   the next K after two), so while fewer than 4K are in flight the lower quartile only ever
   sees the first wave, reads "no queue" and lets the limit climb to four times the capacity
   (``tests/test_adaptive.py``, the recorded waves). The minimum (TCP Vegas) has the same flaw
   worse; the plain median counts our stalls as the server's queue on a loaded client machine.
-* Thresholds are proportional to the limit (:func:`thresholds`), so the latency target is a
-  ratio to the baseline, as in Gradient2Limit's tolerance.
-* A cut goes straight to the estimated capacity plus ``alpha`` (``inflight * baseline / rtt +
-  alpha``, never below half), as Gradient2Limit's gradient does, instead of one step per round
-  trip: when the server loses capacity the queue drains within a round trip or two.
+* One target instead of Vegas's band (``alpha`` to grow under, ``beta`` to cut over): a
+  seventh of the limit, so the limit settles where round trips are about 1.17 times the
+  baseline. The band (1/6 and 2/7 of the limit: 1.2x-1.4x) sawed between the capacity and one
+  or two over it; with a quarter of each round trip outside the server (the emulator at
+  capacity 8 x 20 ms: ~10 in flight fill it) the server's p95 was 2.09 times its service
+  time, and at capacity 4 every window at 6 queued two requests (p95 42 ms). Fixed limits
+  measured beside it show how narrow the right range is: at capacity 8, 8 in flight gave
+  290/s and 9-10 gave the full ~340/s at a p95 of 29-33 ms, 12 gave 43 ms; at capacity 4,
+  4 gave 25 ms, 5 gave 37 ms and 6 gave 41 ms. So the limit must find the capacity to
+  within a request.
+* Why a proportion and not less than one request (``sqrt(limit) / 8`` was tried): the
+  round trips a probe measures one at a time are shorter than those of the same server
+  without a queue at 4-10 in flight, by 5-20% on the benchmark machine, because the client's
+  and the server's own work per request (building, sending, parsing; the emulator's handler)
+  waits behind the other requests' work. That share grows with the limit and reads as a
+  queue; against a target under one request it held capacity 8 at 2-6 in flight (0.67 of
+  the best fixed throughput). :class:`OwnWait` takes out the part that is measurable (see
+  below); a seventh covers the rest. A tenth was measured too: capacity 4 at 4-5 in flight,
+  but capacity 8 at 8-9 (0.85 of the best fixed throughput).
+* Under the target the limit grows by ``1 - queued / target`` per window (+1 with no queue at
+  all, nothing at the target), so it slows down as it nears the capacity instead of stepping
+  past it. Over it, the limit goes straight to the estimated capacity plus the target
+  (``inflight * baseline / rtt + target``, never below half), as Gradient2Limit's gradient
+  does: when the server loses capacity the queue drains within a round trip or two. Both
+  sides meet at the target, so there is no dead band and no sawtooth.
+* Gradient2 itself (a long-run average RTT as the comparison point, a tolerance of 1.5-2
+  times it, smoothing) was not taken: its long average follows our own standing queue, and a
+  tolerance that wide is the queue the latency target forbids. Its square-root headroom was
+  (see above): it suits a noise that grows with the square root of the limit, but what
+  dominates here is our own work, which grows in proportion.
 * The baseline is measured only by *probes*: at the start and then every ``probe_interval``
-  seconds the limit drops to the floor until a few requests have been measured alone, and
-  their median becomes the baseline (Envoy's adaptive concurrency filter does this).
+  seconds the limit drops to the floor until :data:`PROBE_SAMPLES` requests have been
+  measured alone, and their median becomes the baseline (Envoy's adaptive concurrency filter
+  does this).
   Without probes the baseline of a long job creeps up to the latency of our own standing
   queue and the limit ratchets up with it; a baseline that any lower window may lower drifts
   down into the noise instead, and the limit with it. The median, not the lower quartile:
   one lucky fast answer among five set a baseline below what the client sees without a
   queue once it has more than one request to handle, and held the limit under the
-  server's capacity until the next probe.
-* Our own stalls (:class:`LoopLag`: how late the event loop runs a timer) are taken out of each
-  round trip before the rule sees it.
+  server's capacity until the next probe. Twenty-five, not five: a baseline off by 5% moves
+  the limit by half a request at 10, and the first answers of a job are slow (new
+  connections, cold paths in the server): five gave 23-26 ms on the benchmark, 25 gave
+  21.3-22.1 ms for the same 20 ms service; in the simulator five held capacity 8 at 247
+  requests/s, 25 at 394 of 400. A probe costs 25 round trips at the floor per
+  ``probe_interval`` (about 2% at 30 s).
+* Our own delays are taken out of each round trip before the rule sees it, the larger of two
+  estimates: :class:`LoopLag` (how late the event loop runs a timer: the process waiting for
+  a shared CPU) and :class:`OwnWait` (how long this answer waited for the client to handle
+  the answers of its wave before it). Never more than half the round trip.
 
 :func:`next_limit` is the whole rule: pure, and tested from tables. :class:`AdaptiveLimit`
 feeds it windows and keeps the baseline, on an injectable clock.
@@ -45,6 +84,7 @@ feeds it windows and keeps the baseline, on an injectable clock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import math
 import time
@@ -58,9 +98,9 @@ Clock = Callable[[], float]
 #: A congestion signal (timeout, 5xx, 429) multiplies the limit by this.
 BACKOFF: Final = 0.75
 #: Requests measured alone during a probe before the baseline is replaced.
-PROBE_SAMPLES: Final = 5
-#: A window is at least this many requests, however low the limit (one answer is noise).
-MIN_WINDOW: Final = 3
+PROBE_SAMPLES: Final = 25
+#: A window is at least this many requests (and twice the limit), however low the limit.
+MIN_WINDOW: Final = 32
 
 
 class Signal(enum.Enum):
@@ -90,7 +130,7 @@ def signal_for(status: int) -> Signal:
 class Window:
     """What one window of finished requests measured.
 
-    ``rtt``: the mean of its answers' faster three quarters of round trips (None: no answer).
+    ``rtt``: the mean of its answers' faster nine tenths of round trips (None: no answer).
     ``dropped``: a timeout, connection failure, 5xx or 429 was among them.
     ``inflight``: the most requests at the server at once while the window ran.
     """
@@ -107,29 +147,18 @@ def median(rtts: list[float]) -> float:
 
 
 def window_rtt(rtts: list[float]) -> float:
-    """The mean of ``rtts`` without the slowest quarter (all of them below four)."""
+    """The mean of ``rtts`` without the slowest tenth (all of them below ten)."""
     ordered = sorted(rtts)
-    kept = ordered[: len(ordered) - len(ordered) // 4]
+    kept = ordered[: len(ordered) - len(ordered) // 10]
     return math.fsum(kept) / len(kept)
 
 
-def thresholds(limit: float) -> tuple[float, float]:
-    """``(alpha, beta)``: grow below ``alpha`` queued requests, cut above ``beta``.
-
-    A sixth and two sevenths of the limit: the limit grows while round trips stay within 1.2
-    times the baseline and is cut beyond 1.4 times, whatever the server's capacity. Fixed
-    numbers (TCP Vegas's 2 and 4 packets) would double the latency of a server that serves four
-    at once and starve one that serves hundreds. At least 0.75 and 1.25, so a small limit still
-    grows to keep about one request on its way (the server never idles between two of ours)
-    but is cut as soon as more than one waits inside a server that serves four at once (with
-    1 and 1.5 a server serving 4 was held 5-7 deep, its p95 at 2.0-2.3 times the service time).
-
-    Tighter proportions (an eighth and a fifth) were tried and measured worse: the part of the
-    round trip that is our own work grows with the requests in flight, and against a
-    1.14x target that alone held the limit under the server's capacity (0.71 of the best fixed
-    throughput with a p95 of only 1.4 times the service time).
-    """
-    return max(0.75, limit / 6.0), max(1.25, limit * 2.0 / 7.0)
+def target_queue(limit: float) -> float:
+    """How many requests the rule lets wait inside the server at ``limit``: a seventh of it
+    (round trips about 1.17 times the baseline; see the module docstring for how it was
+    chosen: a tenth held capacity 8 below its best throughput, a sixth and more let capacity
+    4 queue)."""
+    return limit / 7.0
 
 
 def next_limit(
@@ -143,9 +172,9 @@ def next_limit(
 ) -> tuple[float, bool]:
     """The limit after ``window``, and whether slow start goes on.
 
-    Slow start (doubling per window while no queue shows) ends at the first sign of a queue or
-    of congestion; after it the limit grows by one per window. The result is always within
-    ``[floor, ceiling]``.
+    Slow start (doubling per window while the queue stays under the target) ends at the first
+    window over it or with congestion; after it the limit grows by ``1 - queued / target`` per
+    window. The result is always within ``[floor, ceiling]``.
     """
 
     def clamp(value: float) -> float:
@@ -162,12 +191,11 @@ def next_limit(
         return clamp(limit), slow_start
     inflight = min(float(window.inflight), limit)
     queued = inflight * max(0.0, 1.0 - baseline / rtt)
-    alpha, beta = thresholds(limit)
-    if queued > beta:
-        return clamp(max(limit / 2.0, inflight * baseline / rtt + alpha)), False
-    if queued < alpha:
-        return clamp(limit * 2.0 if slow_start else limit + 1.0), slow_start
-    return clamp(limit), False
+    target = target_queue(limit)
+    if queued > target:
+        return clamp(max(limit / 2.0, inflight * baseline / rtt + target)), False
+    # +1 with no queue at all, less the closer the queue comes to the target
+    return clamp(limit * 2.0 if slow_start else limit + 1.0 - queued / target), slow_start
 
 
 class AdaptiveLimit:
@@ -261,7 +289,10 @@ class AdaptiveLimit:
                 self._next_probe = self._clock() + self._probe_interval
                 self._set(self._saved)
             return
-        if self._count < max(MIN_WINDOW, self.limit):
+        # A congestion signal needs no precision: a window with one closes after a round
+        # trip's worth of answers (a timeout can take many seconds to arrive).
+        size = max(3, self.limit) if self._dropped else max(MIN_WINDOW, 2 * self.limit)
+        if self._count < size:
             return
         rtt = window_rtt(self._rtts) if self._rtts else None
         window = Window(rtt=rtt, dropped=self._dropped, inflight=self._inflight)
@@ -277,9 +308,10 @@ class AdaptiveLimit:
             self._probing = True
             self._saved = value
             self._set(float(self.floor))
-        elif value != self.value or window.dropped:
+        elif math.floor(value) != math.floor(self.value) or window.dropped:
             self._set(value)
-        else:
+        else:  # the same number of requests allowed: the next window goes on from here
+            self.value = value
             self._reset_window()
 
 
@@ -320,3 +352,47 @@ class LoopLag:
             loop.call_at(self._expected, self._tick, loop)
         else:
             self._running = False
+
+
+class OwnWait:
+    """How long the answer being released waited for this client to handle the ones before it.
+
+    A server that serves K at once answers in waves, and the client handles a wave one answer
+    after another: the last of N waited for N - 1 others, a wait that grows with the requests
+    in flight and reads as a queue in the server (it held the limit under the capacity of a
+    server serving 8 at once). :class:`LoopLag` does not see it: timers rarely fall due inside
+    a wave, answers always do.
+
+    Call once per released answer with the limit in force. The thread's CPU clock says whether
+    the loop was busy throughout since the previous release (it used at least :attr:`BUSY` of
+    the wall time): then this answer waited from the wave's first release to the previous one;
+    otherwise the loop was idle meanwhile, this answer starts a wave and waited for nobody.
+    With ``limit`` requests in flight at most ``limit - 1`` answers can have been ready before
+    this one, so only that many releases back count: a client busy without a pause (a slow
+    callback, a saturated CPU) does not make its waves, and the waits, grow without end. The
+    first answer's own handling and a process preempted by the machine count as no wait, so
+    the estimate errs low (toward a smaller limit).
+    """
+
+    BUSY: Final = 0.8
+
+    __slots__ = ("_cpu", "_last_cpu", "_last_wall", "_wall", "_wave")
+
+    def __init__(self, *, wall: Clock = time.monotonic, cpu: Clock = time.thread_time) -> None:
+        self._wall = wall
+        self._cpu = cpu
+        self._last_wall = -math.inf
+        self._last_cpu = cpu()
+        self._wave: collections.deque[float] = collections.deque()
+
+    def __call__(self, limit: int) -> float:
+        wall, cpu = self._wall(), self._cpu()
+        wave = self._wave
+        if cpu - self._last_cpu < self.BUSY * (wall - self._last_wall):
+            wave.clear()
+        while wave and len(wave) >= limit:
+            wave.popleft()
+        wait = wave[-1] - wave[0] if wave else 0.0
+        wave.append(wall)
+        self._last_wall, self._last_cpu = wall, cpu
+        return wait

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from ._adaptive import AdaptiveLimit, LoopLag, Signal
+from ._adaptive import AdaptiveLimit, LoopLag, OwnWait, Signal
 
 Clock = Callable[[], float]
 _NEVER = -math.inf
@@ -286,6 +286,7 @@ class Governor:
         "_last_probe",
         "_last_raise",
         "_next_cut",
+        "_own_wait",
         "_recent",
         "_throttled_since",
         "adaptive",
@@ -322,6 +323,7 @@ class Governor:
             if self.adaptive is not None and clock is time.monotonic
             else None
         )
+        self._own_wait = OwnWait() if self._lag is not None else None
         self.limiter = RateLimiter(
             limits.max_per_second, margin=limits.jitter_margin, clock=clock, sleep=sleep
         )
@@ -399,8 +401,10 @@ class Governor:
             rtt: float | None = None
             if signal is Signal.OK:
                 rtt = self.clock() - started
-                if self._lag is not None:  # never more than half: the lag is an estimate
-                    rtt = max(rtt / 2.0, rtt - self._lag.value)
+                if self._lag is not None and self._own_wait is not None:
+                    # never more than half: both are estimates
+                    ours = max(self._lag.value, self._own_wait(adaptive.limit))
+                    rtt = max(rtt / 2.0, rtt - ours)
             adaptive.on_sample(started, rtt, rtt is None, self.sending)
             self._gate.limit = adaptive.limit
         gate = self._gate
