@@ -245,6 +245,13 @@ class ItemRunner:
                 return Verdict(
                     Outcome.SUCCEEDED, contact=contact, attempts=attempts, reconciled=True
                 )
+            if error is None and lookup_error is None:
+                # Resumed from an earlier run's PENDING entry: no error of this run says why.
+                error = DiallerError(
+                    "an earlier run may have sent this write, and a lookup cannot prove "
+                    "whether it landed (no UserData, or its campaign is unknown); it is not "
+                    "sent again"
+                )
             return Verdict(Outcome.AMBIGUOUS, error=error or lookup_error, attempts=attempts)
 
     async def _look(
