@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ._checkpoint import PENDING
-from ._exceptions import DiallerError
+from ._exceptions import DiallerError, NotFoundError
 from ._limits import RateLimiter
 from ._models import Contact
 from ._operations import (
@@ -161,7 +161,17 @@ class ItemRunner:
                 )
             if before_unsafe_send is not None and not prepared.idempotent:
                 before_unsafe_send()
-            return await self.send(item, prepared, journal=before_unsafe_send)
+            verdict = await self.send(item, prepared, journal=before_unsafe_send)
+            if (
+                resumed in (PENDING, Outcome.AMBIGUOUS.value)
+                and self.rules.missing_ok_on_retry
+                and verdict.outcome is Outcome.FAILED
+                and isinstance(verdict.error, NotFoundError)
+            ):
+                # The earlier run's attempt may have landed (its entry says so): a delete that
+                # finds nothing now is that attempt's work, as for a retry within one run.
+                return Verdict(Outcome.SUCCEEDED, attempts=verdict.attempts, reconciled=True)
+            return verdict
         finally:
             if gate is not None:
                 gate.leave()

@@ -527,3 +527,33 @@ async def test_a_resumed_unchecked_row_is_ambiguous_with_a_reason(
     (item,) = second.failures
     assert item.error is not None and "UserData" in str(item.error), item
     assert len(emulator.store.all_contacts()) == len(data), "sent again"
+
+
+# -- resuming deletes ---------------------------------------------------------------------------
+
+
+async def test_a_resumed_ambiguous_delete_by_id_that_finds_nothing_succeeds(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Run 1's delete landed but every answer was lost: AMBIGUOUS ("safe to send again: a
+    resume does"). The resume's delete finds nothing: that is the earlier attempt's work (the
+    journal says it may have landed), not a FAILED 404."""
+    journal = tmp_path / "job.db"
+    imported = await client.import_contacts([contact(n) for n in range(3)], keep_results=True)
+    assert imported.items is not None
+    ids = [i.contact_id for i in imported.items]
+    before = Snapshot.take(emulator)
+    emulator.faults.script(FaultKind.DROP_AFTER, times=100, operation="delete_contact")
+    first = await asyncio.wait_for(
+        client.delete_contacts(ids=ids[:1], checkpoint=journal, keep_results=True), LIMIT
+    )
+    assert_account(first, read=1, emulator=emulator, before=before)
+    assert first.ambiguous == 1, first.counts
+    emulator.faults.clear()
+    before = Snapshot.take(emulator)
+    second = await asyncio.wait_for(
+        client.delete_contacts(ids=ids, checkpoint=journal, keep_results=True), LIMIT
+    )
+    assert_account(second, read=len(ids), emulator=emulator, before=before)
+    assert second.succeeded == len(ids), second.failures
+    assert emulator.store.all_contacts() == []
