@@ -557,3 +557,36 @@ async def test_a_resumed_ambiguous_delete_by_id_that_finds_nothing_succeeds(
     assert_account(second, read=len(ids), emulator=emulator, before=before)
     assert second.succeeded == len(ids), second.failures
     assert emulator.store.all_contacts() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "a crash loses up to 4,095 unflushed SUCCEEDED outcomes (1 s of them); a resumed delete "
+        "by ID then has no entry to go by, is sent again, and the 404 makes it FAILED although "
+        "the earlier run deleted it. Needs a design decision (e.g. a delete without an entry in "
+        "a resumed run reports a 404 as SKIPPED 'not found; an earlier run may have deleted "
+        "it', or deletes journal PENDING like unsafe writes)"
+    ),
+)
+async def test_a_delete_by_id_whose_outcome_was_lost_in_a_crash_is_not_failed_on_resume(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "job.db"
+    imported = await client.import_contacts([contact(n) for n in range(20)], keep_results=True)
+    assert imported.items is not None
+    ids = [i.contact_id for i in imported.items]
+    before = Snapshot.take(emulator)
+    with pytest.MonkeyPatch.context() as mp:
+        _crash_on_close(mp)
+        first = await asyncio.wait_for(
+            client.delete_contacts(ids=ids, checkpoint=journal), LIMIT
+        )
+    assert_account(first, read=len(ids), emulator=emulator, before=before)
+    assert first.succeeded == len(ids)
+    before = Snapshot.take(emulator)
+    second = await asyncio.wait_for(
+        client.delete_contacts(ids=ids, checkpoint=journal, keep_results=True), LIMIT
+    )
+    assert_account(second, read=len(ids), emulator=emulator, before=before)
+    assert second.failed == 0, second.failures
