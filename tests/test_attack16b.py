@@ -590,3 +590,133 @@ async def test_a_delete_by_id_whose_outcome_was_lost_in_a_crash_is_not_failed_on
     )
     assert_account(second, read=len(ids), emulator=emulator, before=before)
     assert second.failed == 0, second.failures
+
+
+# -- a real SIGKILL of an upsert job with unsafe rows in it, then a resume ------------------------
+
+_UPSERT_JOB = """
+import asyncio, json, sys
+from dialler_async import DiallerClient, Limits
+
+base_url, token, journal, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+rows = ({"Name": f"N{i}", "PhoneNumber1": f"+49{i:08d}",
+         "UserData": "" if i % 10 == 0 else f"K{i:06d}", "DiallerCampaignsID": 538}
+        for i in range(n))
+
+async def main():
+    async with DiallerClient(base_url, 1, token, limits=Limits(max_concurrency=8)) as c:
+        r = await c.import_contacts(rows, overwrite_duplicates=True, checkpoint=journal)
+    print(json.dumps({k.value: v for k, v in r.counts.items()}), flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_of_an_upsert_job_with_unsafe_rows_and_resume(tmp_path: Path) -> None:
+    """Safe rows (sent without a journal entry first) and CREATE rows (no UserData: PENDING
+    first) in one job, killed twice mid-batch: the resume duplicates no UserData, sends no
+    unchecked CREATE row again, and accounts for every row."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .test_checkpoint import _wait_for_journal
+
+    script = tmp_path / "job.py"
+    script.write_text(_UPSERT_JOB, encoding="utf-8")
+    db_file, journal, n = tmp_path / "server.db", tmp_path / "job.db", 800
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dialler_async.emulator", "--port", "0", "--db", str(db_file),
+         "--latency", "0.01"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DIALLER_TOKEN": "kill-test"},
+    )
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().split(" on ")[1].split()[0]
+        for progress in (150, 450):
+            job = subprocess.Popen(
+                [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                _wait_for_journal(journal, progress)
+            finally:
+                job.send_signal(signal.SIGKILL)
+                job.wait()
+        final = subprocess.run(
+            [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        counts = json.loads(final.stdout.strip().splitlines()[-1])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
+    assert sum(counts.values()) == n, counts
+    assert counts["skipped"] > 0
+    assert counts["succeeded"] + counts["skipped"] + counts.get("ambiguous", 0) == n, counts
+    db = sqlite3.connect(db_file)
+    keyed = db.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT user_data) FROM contacts WHERE user_data != ''"
+    ).fetchone()
+    (unkeyed,) = db.execute("SELECT COUNT(*) FROM contacts WHERE user_data = ''").fetchone()
+    db.close()
+    assert keyed == (n - n // 10, n - n // 10)  # every keyed row once, none twice
+    # A row without UserData is sent at most once; one left AMBIGUOUS may be missing.
+    assert n // 10 - counts.get("ambiguous", 0) <= unkeyed <= n // 10
+
+
+# -- rows of one key must run in input order ----------------------------------------------------
+
+
+# BREAK: WorkQueue.put hands a row straight to a waiting worker's future, but that worker runs
+# only when the loop gets to it; a worker already running (here: one whose row was INVALID, so
+# it never waited) pops the NEXT row from ``rows`` first. Two rows of one key then start in the
+# wrong order: the later row is sent first and the earlier one is chained behind it, so the
+# server ends with the older values (an upsert's last row loses).
+@pytest.mark.parametrize("lean", [True, False])
+async def test_two_rows_of_one_key_behind_an_invalid_row_run_in_input_order(
+    client: DiallerClient, emulator: Emulator, lean: bool
+) -> None:
+    data = [
+        contact(0, Name=""),  # INVALID: accounted without awaiting anything
+        contact(1, Comment="first"),
+        contact(1, Comment="second"),
+    ]
+    before = Snapshot.take(emulator)
+    result = await asyncio.wait_for(
+        client.import_contacts(Counted(data), concurrency=2, keep_results=not lean), LIMIT
+    )
+    assert_account(result, read=len(data), emulator=emulator, before=before, upsert=True)
+    assert result.invalid == 1 and result.succeeded == 2, result.counts
+    (stored,) = emulator.store.all_contacts()
+    assert stored.get("Comment") == "second", "the earlier row of the key was sent last"
+
+
+async def test_work_queue_rows_leave_in_reading_order_whoever_takes_them() -> None:
+    """Two workers wait; two rows arrive; a third worker, already running, takes one straight
+    from ``rows`` before the woken ones run: it must get the OLDER row."""
+    from dialler_async._intake import WorkQueue
+
+    queue: WorkQueue[str] = WorkQueue()
+    first = asyncio.create_task(queue.get())
+    second = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)  # both wait now
+    queue.put("row 1")
+    queue.put("row 2")
+    assert queue.rows.popleft() == "row 1"  # the running worker's fast path
+    done, pending = await asyncio.wait([first, second], timeout=1.0)
+    assert [t.result() for t in done] == ["row 2"]
+    (waiting,) = pending
+    queue.put("row 3")
+    assert await asyncio.wait_for(waiting, 1.0) == "row 3"
+    assert len(queue) == 0
