@@ -720,3 +720,33 @@ async def test_work_queue_rows_leave_in_reading_order_whoever_takes_them() -> No
     queue.put("row 3")
     assert await asyncio.wait_for(waiting, 1.0) == "row 3"
     assert len(queue) == 0
+
+
+async def test_update_by_id_and_user_data_in_order_under_a_checkpoint(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Updates of one contact named by ID and by UserData, in bursts and behind an invalid row,
+    under a checkpoint (the safe fast path, through the key gate): the last row wins; a resume
+    skips them all."""
+    imported = await client.import_contacts([contact(n) for n in range(4)], keep_results=True)
+    assert imported.items is not None
+    ids = [i.contact_id for i in imported.items]
+    rows: list[dict[str, object]] = [{"Comment": "no key"}]  # INVALID: no ID, no UserData
+    for n in range(40):
+        k = n % 4
+        key: dict[str, object] = {"ID": ids[k]} if n % 3 else {"UserData": f"CRM-{k:06d}"}
+        rows.append({**key, "Comment": f"v{n}"})
+    journal = tmp_path / "job.db"
+    before = Snapshot.take(emulator)
+    result = await asyncio.wait_for(
+        client.update_contacts(Counted(rows), checkpoint=journal, concurrency=3), LIMIT
+    )
+    assert_account(result, read=len(rows), emulator=emulator, before=before)
+    assert result.succeeded == len(rows) - 1 and result.invalid == 1, result.counts
+    comments = {c["ID"]: c.get("Comment") for c in emulator.store.all_contacts()}
+    assert comments == {ids[k]: f"v{36 + k}" for k in range(4)}
+    again = await asyncio.wait_for(
+        client.update_contacts(Counted(rows), checkpoint=journal, concurrency=3), LIMIT
+    )
+    assert_account(again, read=len(rows), emulator=emulator, before=before)
+    assert again.skipped == len(rows) - 1, again.counts
