@@ -295,8 +295,8 @@ async def test_a_missing_contact_after_a_dropped_attempt_fails_for_non_deletes(
     (item,) = result.items
     assert item.outcome is Outcome.FAILED, item
     assert isinstance(item.error, NotFoundError)
+    emulator.faults.script(FaultKind.DROP_BEFORE, times=1, operation=f"{operation}_contact")
     with pytest.raises(NotFoundError):
-        emulator.faults.script(FaultKind.DROP_BEFORE, times=1, operation=f"{operation}_contact")
         await getattr(client, f"{operation}_contact")(987654)
 
 
@@ -488,7 +488,9 @@ def test_prepared_fields_keep_their_meaning() -> None:
     assert isinstance(p.payload, dict) and p.payload["UserData"] == "CRM-000003"
     q = Import(overwrite_duplicates=False, campaign_id=None, campaign_name=None).prepare(contact(3))
     assert q.idempotent is False and q.kind.value == "create"
-    r = Import(overwrite_duplicates=True, campaign_id=None, campaign_name=None).prepare(contact(3, UserData=""))
+    r = Import(overwrite_duplicates=True, campaign_id=None, campaign_name=None).prepare(
+        contact(3, UserData="")
+    )
     assert r.idempotent is False and r.key is None and r.user_data is None
     assert r.skip is None and r.warnings == ()
 
@@ -579,9 +581,7 @@ async def test_a_delete_by_id_whose_outcome_was_lost_in_a_crash_is_not_failed_on
     before = Snapshot.take(emulator)
     with pytest.MonkeyPatch.context() as mp:
         _crash_on_close(mp)
-        first = await asyncio.wait_for(
-            client.delete_contacts(ids=ids, checkpoint=journal), LIMIT
-        )
+        first = await asyncio.wait_for(client.delete_contacts(ids=ids, checkpoint=journal), LIMIT)
     assert_account(first, read=len(ids), emulator=emulator, before=before)
     assert first.succeeded == len(ids)
     before = Snapshot.take(emulator)
@@ -629,8 +629,17 @@ def test_sigkill_of_an_upsert_job_with_unsafe_rows_and_resume(tmp_path: Path) ->
     script.write_text(_UPSERT_JOB, encoding="utf-8")
     db_file, journal, n = tmp_path / "server.db", tmp_path / "job.db", 800
     server = subprocess.Popen(
-        [sys.executable, "-m", "dialler_async.emulator", "--port", "0", "--db", str(db_file),
-         "--latency", "0.01"],
+        [
+            sys.executable,
+            "-m",
+            "dialler_async.emulator",
+            "--port",
+            "0",
+            "--db",
+            str(db_file),
+            "--latency",
+            "0.01",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "DIALLER_TOKEN": "kill-test"},
