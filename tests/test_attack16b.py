@@ -759,3 +759,31 @@ async def test_update_by_id_and_user_data_in_order_under_a_checkpoint(
     )
     assert_account(again, read=len(rows), emulator=emulator, before=before)
     assert again.skipped == len(rows) - 1, again.counts
+
+
+async def test_stream_consumer_cancelled_twice_while_rows_are_chained(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    emulator.configure(latency=0.02)
+    data = Counted([contact(n % 3, Comment=f"v{n}") for n in range(200)])
+    before = Snapshot.take(emulator)
+    got: list[int] = []
+    holder: list[Any] = []
+
+    async def consume() -> None:
+        async with client.stream("import", data, concurrency=4, grace=0.0) as results:
+            holder.append(results)
+            async for item in results:
+                got.append(item.index)
+
+    task = asyncio.create_task(consume())
+    while len(got) < 5:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, LIMIT)
+    result = holder[0].result
+    assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
+    assert no_job_tasks()
