@@ -59,7 +59,8 @@ class WorkQueue(Generic[T]):
 
     def put(self, row: T) -> None:
         self.rows.append(row)
-        self._wake()
+        if self._idle:
+            self._wake()
 
     def _wake(self) -> None:
         idle = self._idle
