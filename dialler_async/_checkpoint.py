@@ -288,10 +288,12 @@ class Checkpoint:
     def note_numbers(self, digest: int, numbers: list[int]) -> None:
         """Journal the dial numbers of an item about to be sent (with the next batch, so never
         after its outcome; issue 14's ``dedupe_phone`` reads them on a resumed run)."""
-        # Not flushed here: every item noted is sent, so its outcome follows and brings the
-        # batch (bounded by the items in flight plus one batch) to disk with it.
         signed = _signed(digest)
         self._numbers += [(signed, number) for number in numbers]
+        # An outcome's batch usually brings them to disk; rows that record none (skipped as
+        # "already done" by a resume) must not pile up meanwhile.
+        if len(self._numbers) >= 8 * _BATCH:
+            self.flush()
 
     def mark_pending(self, identity: Identity, key: str | int | None, row: int) -> None:
         """Journal, durably and at once, that a write that is not safe to repeat is about to be

@@ -272,9 +272,13 @@ class PhoneScreen:
                 return Verdict(body, user_data, tuple(warnings), DUPLICATE_PHONE)
             for digest in digests:
                 seen.add(digest)
-            if self.journal is not None and identity is not None:
+            if self.journal is not None and identity is not None and not self._noted(identity):
                 self.journal.note_numbers(identity, list(keys.values()))
         return Verdict(body, user_data, tuple(warnings))
+
+    def _noted(self, identity: int) -> bool:
+        """Whether an earlier run journaled this row's numbers already."""
+        return self.earlier is not None and identity in self.earlier
 
     def _sent_before(self, identity: int | None) -> bool:
         """Whether this row is one an earlier run sent, met for the first time in this run

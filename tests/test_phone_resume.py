@@ -7,7 +7,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from dialler_async import DiallerClient, Operation, Outcome, PhonePolicy
+import pytest
+
+from dialler_async import DiallerClient, Operation, Outcome, PhonePolicy, _checkpoint
 from dialler_async._checkpoint import Checkpoint
 from dialler_async._options import ImportOptions
 from dialler_async._results import BulkResult
@@ -183,3 +185,28 @@ def test_a_checkpoint_from_before_the_numbers_table_still_opens(tmp_path: Path) 
         cp.flush()
     finally:
         cp.close()
+
+
+async def test_a_resume_of_rows_all_done_does_not_pile_up_numbers(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_checkpoint, "_BATCH", 16)  # the bound on unflushed numbers: 128
+    data = [row(f"R{n}", f"030 {2_000_000 + n}") for n in range(300)]
+    await run(client, emulator, data, options(tmp_path, dedupe_phone=False))  # noted nothing
+    most = 0
+    original = Checkpoint.note_numbers
+
+    def spy(self: Checkpoint, digest: int, numbers: list[int]) -> None:
+        nonlocal most
+        original(self, digest, numbers)
+        most = max(most, len(self._numbers))
+
+    monkeypatch.setattr(Checkpoint, "note_numbers", spy)
+    # Every row is "already done" (none records an outcome), each noted once: 300 numbers.
+    again = await run(client, emulator, data * 3, options(tmp_path))
+    assert again.counts[Outcome.SKIPPED] == 900
+    assert {i.reason for i in again.items or ()} == {"already done", "duplicate phone"}
+    assert 0 < most < 8 * 16
+    # Now noted: a third run in another order finds each row's numbers as its own.
+    third = await run(client, emulator, list(reversed(data)), options(tmp_path))
+    assert {i.reason for i in third.items or ()} == {"already done"}
