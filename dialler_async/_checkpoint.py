@@ -67,6 +67,23 @@ CREATE TABLE IF NOT EXISTS items (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS unsettled ON items (key) WHERE state IN ('pending', 'ambiguous');
 """
+# Issue 14, dedupe_phone across runs: the dial numbers (E.164 digits) of each item sent, by the
+# item's digest, so a resumed run knows what the account may already dial before any row of
+# its own is judged. Created in every file (a file from before this table simply has none).
+_NUMBERS = """
+CREATE TABLE IF NOT EXISTS numbers (
+    digest INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    PRIMARY KEY (digest, number)
+) WITHOUT ROWID
+"""
+_NUMBERS_INSERT = "INSERT OR IGNORE INTO numbers (digest, number) VALUES (?, ?)"
+# Items an earlier run sent that may be on the account: done, or possibly landed.
+_EARLIER_NUMBERS = """
+SELECT DISTINCT numbers.digest, numbers.number FROM numbers
+JOIN items ON items.digest = numbers.digest
+WHERE items.state IN ('succeeded', 'pending', 'ambiguous') AND items.run < ?
+"""
 
 # Nothing replaces SUCCEEDED (an item with this identity is then skipped, never sent), and
 # CANCELLED replaces nothing (it says only "not done in this run"): so only a confirmed outcome
@@ -152,6 +169,7 @@ class Checkpoint:
                 f"checkpoint {self.path} cannot be opened: {exc.strerror}"
             ) from None
         self._pending: list[tuple[Any, ...]] = []
+        self._numbers: list[tuple[int, int]] = []  # note_numbers(), written with the batch
         self._batch_started = 0.0
         self.run = 0  # this run's number: 1 for a new file
         # What earlier runs journaled, held in memory so that a row no earlier run saw (every
@@ -189,6 +207,7 @@ class Checkpoint:
             )
         if not tables:
             self._db.executescript(_SCHEMA)
+            self._db.execute(_NUMBERS)
         meta = dict(self._db.execute("SELECT name, value FROM meta"))
         job = orjson.dumps(
             {"operation": operation.value, **options}, option=orjson.OPT_SORT_KEYS
@@ -209,6 +228,7 @@ class Checkpoint:
                 f"checkpoint {self.path} belongs to another job ({meta.get('job')}); this one "
                 f"is {job}. Use a new checkpoint file, or delete it to start over."
             )
+        self._db.execute(_NUMBERS)
         self.run = int(meta.get("runs", "0")) + 1
         self._db.execute("UPDATE meta SET value=? WHERE name='runs'", (str(self.run),))
         earlier = DigestSet()
@@ -251,7 +271,29 @@ class Checkpoint:
             raise CheckpointError(f"reading checkpoint {self.path} failed: {exc}") from None
         return None if row is None else Previous(str(row[0]), float(row[1]))
 
+    def earlier_numbers(self) -> list[tuple[int, int]]:
+        """``(item digest, dial number)`` of every item an earlier run journaled as SUCCEEDED,
+        PENDING or AMBIGUOUS (it is, or may be, on the account) that :meth:`note_numbers`
+        noted; read once, before row one, by ``dedupe_phone`` (issue 14)."""
+        if self._earlier is None:
+            return []
+        try:
+            rows = self._db.execute(_EARLIER_NUMBERS, (self.run,)).fetchall()
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"reading checkpoint {self.path} failed: {exc}") from None
+        return [(digest & _U64, number) for digest, number in rows]
+
     # -- writing ----------------------------------------------------------------------------
+
+    def note_numbers(self, digest: int, numbers: list[int]) -> None:
+        """Journal the dial numbers of an item about to be sent (with the next batch, so never
+        after its outcome; issue 14's ``dedupe_phone`` reads them on a resumed run)."""
+        signed = _signed(digest)
+        self._numbers += [(signed, number) for number in numbers]
+        # An outcome's batch usually brings them to disk; rows that record none (skipped as
+        # "already done" by a resume) must not pile up meanwhile.
+        if len(self._numbers) >= 8 * _BATCH:
+            self.flush()
 
     def mark_pending(self, identity: Identity, key: str | int | None, row: int) -> None:
         """Journal, durably and at once, that a write that is not safe to repeat is about to be
@@ -286,12 +328,15 @@ class Checkpoint:
 
     def flush(self) -> None:
         """Commit the batched entries."""
-        if not self._pending:
+        if not self._pending and not self._numbers:
             return
         entries, self._pending = self._pending, []
+        numbers, self._numbers = self._numbers, []
         try:
             self._db.execute("BEGIN")
             try:
+                if numbers:
+                    self._db.executemany(_NUMBERS_INSERT, numbers)
                 self._db.executemany(_UPSERT, entries)
                 self._db.execute("COMMIT")
             except BaseException:

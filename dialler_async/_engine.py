@@ -343,6 +343,9 @@ class Engine:
                     self.checkpoint_path, self.operation, _describe(self.rules)
                 )
                 self.identities = DigestSet()
+                if isinstance(self.rules, Import) and self.rules.phones is not None:
+                    # dedupe_phone across runs (issue 14): before row one is judged.
+                    self.rules.phones.resume(self.checkpoint, self.rules.default_campaign)
             if not self.stopping:
                 async with asyncio.TaskGroup() as group:
                     self.workers = [

@@ -143,8 +143,6 @@ class ItemRunner:
         ``before_unsafe_send`` is called before a write that is not safe to repeat is sent
         (the engine journals PENDING there)."""
         gate = self.gate
-        if gate is None and resumed is None and before_unsafe_send is None:
-            return await self.send(item, prepared)  # the common case: one frame less
         if gate is not None:
             await gate.enter(_key_kind(prepared))
         try:

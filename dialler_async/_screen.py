@@ -13,18 +13,21 @@ import os
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import tzinfo
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from ._converter import in_zone, to_new_contact, to_update, unstructure
-from ._digests import DigestSet, key_digest
+from ._digests import DigestSet, key_digest, stable_digest
 from ._exceptions import ConfigurationError, ContactValidationError
 from ._models import ContactUpdate, NewContact
 from ._phones import Normaliser, screen_numbers
 from ._policy import PhonePolicy
 from ._suppress import SuppressionList
 from ._validation import new_contact_problems, plain_import_body, update_problems
+
+if TYPE_CHECKING:
+    from ._checkpoint import Checkpoint
 
 SUPPRESSED: Final = "suppressed"
 DUPLICATE_PHONE: Final = "duplicate phone"
@@ -153,6 +156,11 @@ class PhoneScreen:
     order (the engine prepares rows in the order it reads them). The numbers earlier rows dial
     are kept as 64-bit digests in a :class:`DigestSet` (~12 bytes a number, exact: an E.164
     key fits in 50 bits and its digest is a bijection of it).
+
+    With a checkpoint (:meth:`resume`), "earlier" spans the runs: the numbers of every row an
+    earlier run sent that is, or may be, on the account count as seen before row one of this
+    run, whatever order this run reads its rows in; that row itself, met again, is let
+    through once (the engine then skips it as "already done", or resumes it).
     """
 
     def __init__(
@@ -169,6 +177,38 @@ class PhoneScreen:
         self.seen: DigestSet | None = DigestSet() if dedupe else None
         self.counts = PhoneCounts()
         self.normaliser = Normaliser(policy)
+        self.journal: Checkpoint | None = None
+        self.campaign: Mapping[str, Any] = {}
+        self.earlier: DigestSet | None = None  # rows an earlier run sent (their digests)
+        self.met: DigestSet | None = None  # those of them this run has let through
+
+    def resume(self, checkpoint: Checkpoint, campaign: Mapping[str, Any]) -> None:
+        """Take the numbers earlier runs of this checkpoint's job sent as already seen, and
+        journal the numbers of each row this run sends (only with ``dedupe``). ``campaign``:
+        the job's default campaign (the engine's checkpoint identity includes it).
+        Called once, before row one."""
+        seen = self.seen
+        if seen is None:
+            return
+        self.journal = checkpoint
+        self.campaign = campaign
+        earlier = DigestSet()
+        for digest, number in checkpoint.earlier_numbers():
+            seen.add(key_digest(number))
+            earlier.add(digest)
+        if len(earlier):
+            self.earlier, self.met = earlier, DigestSet()
+
+    def identity(self, body: Mapping[str, Any], user_data: str | None) -> int:
+        """The checkpoint digest the engine gives this row if it is sent: its key (UserData)
+        and request body with the job's default campaign (as ``Import.prepare`` builds them;
+        tests/test_phone_resume.py checks the two agree)."""
+        if user_data is not None and not user_data.strip():
+            user_data = None
+        payload = body
+        if self.campaign and not ("DiallerCampaignsID" in body or "DiallerCampaignsName" in body):
+            payload = {**body, **self.campaign}
+        return stable_digest(user_data, payload)
 
     def check(
         self,
@@ -222,13 +262,30 @@ class PhoneScreen:
                 return Verdict(body, user_data, tuple(warnings), SUPPRESSED)
         seen = self.seen
         if seen is not None:
+            identity = None
+            if self.journal is not None:
+                # First: a row that cannot be fingerprinted fails here, before it counts as seen.
+                identity = self.identity(body, user_data)
             digests = [key_digest(key) for key in keys.values()]
-            if all(digest in seen for digest in digests):
+            if all(digest in seen for digest in digests) and not self._sent_before(identity):
                 counts.rows_duplicate += 1
                 return Verdict(body, user_data, tuple(warnings), DUPLICATE_PHONE)
             for digest in digests:
                 seen.add(digest)
+            if self.journal is not None and identity is not None and not self._noted(identity):
+                self.journal.note_numbers(identity, list(keys.values()))
         return Verdict(body, user_data, tuple(warnings))
+
+    def _noted(self, identity: int) -> bool:
+        """Whether an earlier run journaled this row's numbers already."""
+        return self.earlier is not None and identity in self.earlier
+
+    def _sent_before(self, identity: int | None) -> bool:
+        """Whether this row is one an earlier run sent, met for the first time in this run
+        (its numbers are seen because of itself: not a duplicate)."""
+        if identity is None or self.earlier is None or self.met is None:
+            return False
+        return identity in self.earlier and self.met.add(identity)
 
 
 def screen_update(

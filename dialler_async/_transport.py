@@ -258,7 +258,10 @@ class Transport:
                 headers = resp.headers
                 declared = resp.content_length
                 if declared is not None and declared <= limit and "Content-Encoding" not in headers:
-                    raw = await resp.read()  # _read_bounded's common case, one frame less
+                    # Uncompressed with a declared length within the limit (every per-contact
+                    # answer): aiohttp reads exactly that many bytes, so one read is bounded,
+                    # and cheaper than iterating chunks.
+                    raw = await resp.read()
                 else:
                     raw = await _read_bounded(resp, limit)
             if governor.adaptive is not None:
@@ -532,13 +535,8 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     what comes out of ``resp.content`` bounds memory for compressed answers too.
     """
     declared = resp.content_length
-    if declared is not None and not resp.headers.get("Content-Encoding"):
-        if declared > limit:
-            raise _TooLarge(f"Content-Length {declared:,}")
-        # Uncompressed with a declared length within the limit (every per-contact answer):
-        # aiohttp reads exactly that many bytes, so one read is bounded, and cheaper than
-        # iterating chunks.
-        return await resp.read()
+    if declared is not None and declared > limit and not resp.headers.get("Content-Encoding"):
+        raise _TooLarge(f"Content-Length {declared:,}")
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(_CHUNK):

@@ -121,9 +121,6 @@ async def test_a_suppress_that_is_not_an_iterable_is_a_configuration_error() -> 
             suppression_list(wrong, DE)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open: dedupe_phone judges 'earlier' in the resumed run's order"
-)
 async def test_a_resumed_dedupe_with_reordered_rows_imports_no_twin(
     client: DiallerClient, emulator: Emulator, tmp_path: Path
 ) -> None:

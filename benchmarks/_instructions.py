@@ -1,0 +1,58 @@
+"""One contender's bulk import against the fast server, for counting its instructions.
+
+Wall-clock ratios on a shared 2-core machine move by ±10% from run to run; the instructions the
+client process executes per row do not. Run this under ``valgrind --tool=callgrind`` (which
+follows only the client: the fast server is a child process it does not trace) at two sizes,
+and divide the difference by the difference in rows: that is the client's cost per row, fixed
+costs (start-up, warm-up, the server's start) cancelled out::
+
+    for n in 500 2500; do
+        valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+            python -m benchmarks._instructions sdk $n 2>&1 | grep Collected
+    done
+
+Contenders: ``pool`` (the worker-pool hand loop with orjson, ``pool_orjson``), ``sdk`` (default
+options), ``streaming`` (the streaming options), ``checkpoint`` (default options and
+``checkpoint=``). Under valgrind the client runs ~50x slower than the server, so it always finds
+answers waiting; the counts are the client's own work per row, not a model of its scheduling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from benchmarks._config import TOKEN
+from benchmarks._contenders import STREAMING, Run, pool_orjson, sdk, sdk_checkpoint
+from benchmarks._payloads import contacts
+from benchmarks._procs import fast_server
+
+CONCURRENCY = 32
+
+
+def _contender(name: str, url: str) -> Callable[[list[dict[str, Any]]], Awaitable[Run]]:
+    return {
+        "pool": lambda rows: pool_orjson(url, TOKEN, rows, CONCURRENCY),
+        "sdk": lambda rows: sdk(url, TOKEN, rows, CONCURRENCY),
+        "streaming": lambda rows: sdk(url, TOKEN, rows, CONCURRENCY, **STREAMING),
+        "checkpoint": lambda rows: sdk_checkpoint(url, TOKEN, rows, CONCURRENCY),
+    }[name]
+
+
+async def _main(name: str, n: int) -> None:
+    with fast_server() as server:
+        run = await _contender(name, server.url + "/rest/v1.0")(list(contacts(n, "instr")))
+    if run.ok != n:
+        raise SystemExit(f"{name}: {run.ok} of {n} succeeded")
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m benchmarks._instructions CONTENDER ROWS")
+    asyncio.run(_main(sys.argv[1], int(sys.argv[2])))
+
+
+if __name__ == "__main__":
+    main()
