@@ -43,7 +43,10 @@ class ReadSlots:
 
 class WorkQueue(Generic[T]):
     """Rows read and not yet taken by a worker, in reading order; unbounded (the reader is
-    bounded by :class:`ReadSlots`). A row is handed straight to a waiting worker."""
+    bounded by :class:`ReadSlots`). Rows leave only from the front, in reading order: a put
+    wakes a waiting worker but hands it nothing. (Handed a row, a worker that is not running
+    yet would let one already running take the NEXT row first: two rows of one key would then
+    start in the wrong order, and an upsert's older row would be the one that stays.)"""
 
     __slots__ = ("_idle", "rows")
 
@@ -52,41 +55,38 @@ class WorkQueue(Generic[T]):
         #: (``rows.popleft() if rows else await queue.get()``): most rows are taken so,
         #: without creating a coroutine.
         self.rows: collections.deque[T] = collections.deque()
-        self._idle: collections.deque[asyncio.Future[T]] = collections.deque()
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def put(self, row: T) -> None:
+        self.rows.append(row)
+        if self._idle:
+            self._wake()
+
+    def _wake(self) -> None:
         idle = self._idle
         while idle:
             worker = idle.popleft()
             if not worker.done():  # a worker cancelled while waiting takes nothing
-                worker.set_result(row)
+                worker.set_result(None)
                 return
-        self.rows.append(row)
 
     async def get(self) -> T:
-        if self.rows:
-            return self.rows.popleft()
-        worker: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._idle.append(worker)
-        try:
-            return await worker
-        except asyncio.CancelledError:
-            if worker.done() and not worker.cancelled():
-                # Handed a row just as it was cancelled: it goes to the next worker waiting
-                # (it must not sit queued while one idles), else back to the front.
-                self._hand_back(worker.result())
-            elif worker in self._idle:
-                self._idle.remove(worker)
-            raise
-
-    def _hand_back(self, row: T) -> None:
-        idle = self._idle
-        while idle:
-            worker = idle.popleft()
-            if not worker.done():
-                worker.set_result(row)
-                return
-        self.rows.appendleft(row)
+        rows = self.rows
+        while not rows:  # woken, it may find the row taken by a worker that was running
+            worker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle.append(worker)
+            try:
+                await worker
+            except asyncio.CancelledError:
+                if worker.done() and not worker.cancelled():
+                    # Woken just as it was cancelled: the wake-up goes to the next worker
+                    # waiting (a row must not sit queued while one idles).
+                    if rows:
+                        self._wake()
+                elif worker in self._idle:
+                    self._idle.remove(worker)
+                raise
+        return rows.popleft()
 
     def __len__(self) -> int:
         return len(self.rows)

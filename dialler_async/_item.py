@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ._checkpoint import PENDING
-from ._exceptions import DiallerError
+from ._exceptions import DiallerError, NotFoundError
 from ._limits import RateLimiter
 from ._models import Contact
 from ._operations import (
@@ -159,7 +159,17 @@ class ItemRunner:
                 )
             if before_unsafe_send is not None and not prepared.idempotent:
                 before_unsafe_send()
-            return await self.send(item, prepared, journal=before_unsafe_send)
+            verdict = await self.send(item, prepared, journal=before_unsafe_send)
+            if (
+                resumed in (PENDING, Outcome.AMBIGUOUS.value)
+                and self.rules.missing_ok_on_retry
+                and verdict.outcome is Outcome.FAILED
+                and isinstance(verdict.error, NotFoundError)
+            ):
+                # The earlier run's attempt may have landed (its entry says so): a delete that
+                # finds nothing now is that attempt's work, as for a retry within one run.
+                return Verdict(Outcome.SUCCEEDED, attempts=verdict.attempts, reconciled=True)
+            return verdict
         finally:
             if gate is not None:
                 gate.leave()
@@ -242,6 +252,13 @@ class ItemRunner:
                 item.sent_unsafe = False
                 return Verdict(
                     Outcome.SUCCEEDED, contact=contact, attempts=attempts, reconciled=True
+                )
+            if error is None and lookup_error is None:
+                # Resumed from an earlier run's PENDING entry: no error of this run says why.
+                error = DiallerError(
+                    "an earlier run may have sent this write, and a lookup cannot prove "
+                    "whether it landed (no UserData, or its campaign is unknown); it is not "
+                    "sent again"
                 )
             return Verdict(Outcome.AMBIGUOUS, error=error or lookup_error, attempts=attempts)
 
