@@ -172,6 +172,7 @@ class Checkpoint:
         self._numbers: list[tuple[int, int]] = []  # note_numbers(), written with the batch
         self._batch_started = 0.0
         self.run = 0  # this run's number: 1 for a new file
+        self.after_interruption = False
         # What earlier runs journaled, held in memory so that a row no earlier run saw (every
         # row of a first run) costs no query: the digests of their entries, and the keys of
         # those left unsettled (the key fallback of previous()). None: no earlier entries.
@@ -230,6 +231,10 @@ class Checkpoint:
             )
         self._db.execute(_NUMBERS)
         self.run = int(meta.get("runs", "0")) + 1
+        # The run before this one ended without close() (killed, crashed, power lost): the
+        # outcomes of its last batch may be lost, so a row without an entry may still have
+        # been sent by it.
+        self.after_interruption = meta.get("closed") != str(self.run - 1)
         self._db.execute("UPDATE meta SET value=? WHERE name='runs'", (str(self.run),))
         earlier = DigestSet()
         for (digest,) in self._db.execute("SELECT digest FROM items"):
@@ -349,6 +354,12 @@ class Checkpoint:
         """Flush and close; the file lock is released even when the flush fails."""
         try:
             self.flush()
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('closed', ?)", (str(self.run),)
+                )
+            except sqlite3.Error as exc:
+                raise CheckpointError(f"writing checkpoint {self.path} failed: {exc}") from None
         finally:
             self._db.close()
             self._lock.release()

@@ -29,6 +29,7 @@ from dialler_async import (
 )
 from dialler_async import _checkpoint as checkpoint_module
 from dialler_async._digests import DigestSet
+from dialler_async._engine import GONE_BEFORE
 from dialler_async._operations import Import, KeyedAction, Update
 from dialler_async._results import Operation
 from dialler_async.emulator import Emulator, FaultKind
@@ -561,16 +562,6 @@ async def test_a_resumed_ambiguous_delete_by_id_that_finds_nothing_succeeds(
     assert emulator.store.all_contacts() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a crash loses up to 4,095 unflushed SUCCEEDED outcomes (1 s of them); a resumed delete "
-        "by ID then has no entry to go by, is sent again, and the 404 makes it FAILED although "
-        "the earlier run deleted it. Needs a design decision (e.g. a delete without an entry in "
-        "a resumed run reports a 404 as SKIPPED 'not found; an earlier run may have deleted "
-        "it', or deletes journal PENDING like unsafe writes)"
-    ),
-)
 async def test_a_delete_by_id_whose_outcome_was_lost_in_a_crash_is_not_failed_on_resume(
     client: DiallerClient, emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -590,6 +581,46 @@ async def test_a_delete_by_id_whose_outcome_was_lost_in_a_crash_is_not_failed_on
     )
     assert_account(second, read=len(ids), emulator=emulator, before=before)
     assert second.failed == 0, second.failures
+    assert second.items is not None
+    assert {i.reason for i in second.items} == {GONE_BEFORE}
+
+
+async def test_a_resumed_delete_by_id_of_a_contact_that_never_was_fails_after_a_clean_run(
+    client: DiallerClient, emulator: Emulator, tmp_path: Path
+) -> None:
+    # Only after an interrupted run may "not found" be that run's own lost outcome: after one
+    # that closed its checkpoint, and in a first run, a missing contact is a failure.
+    journal = tmp_path / "job.db"
+    imported = await client.import_contacts([contact(n) for n in range(3)], keep_results=True)
+    assert imported.items is not None
+    ids = [i.contact_id for i in imported.items]
+    missing = max(i for i in ids if i is not None) + 1000
+    before = Snapshot.take(emulator)
+    first = await client.delete_contacts(ids=[*ids, missing], checkpoint=journal)
+    assert_account(first, read=4, emulator=emulator, before=before)
+    assert (first.succeeded, first.failed) == (3, 1)
+    before = Snapshot.take(emulator)
+    second = await client.delete_contacts(ids=[*ids, missing], checkpoint=journal)
+    assert_account(second, read=4, emulator=emulator, before=before)
+    assert second.counts[Outcome.SKIPPED] == 3  # "already done"
+    assert second.failed == 1
+
+
+def test_a_checkpoint_knows_whether_the_run_before_closed_it(tmp_path: Path) -> None:
+    path = tmp_path / "job.db"
+    first = checkpoint_module.Checkpoint(path, Operation.DELETE, {})
+    assert not first.after_interruption  # a new file: no run before
+    first.close()
+    second = checkpoint_module.Checkpoint(path, Operation.DELETE, {})
+    assert not second.after_interruption
+    second._db.close()  # killed: close() never ran
+    second._lock.release()
+    third = checkpoint_module.Checkpoint(path, Operation.DELETE, {})
+    assert third.after_interruption
+    third.close()
+    fourth = checkpoint_module.Checkpoint(path, Operation.DELETE, {})
+    assert not fourth.after_interruption
+    fourth.close()
 
 
 # -- a real SIGKILL of an upsert job with unsafe rows in it, then a resume ------------------------
