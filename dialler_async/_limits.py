@@ -362,13 +362,7 @@ class Governor:
         if not self.limiter.try_acquire():
             gate.release()
             return None
-        # _started(), inline: this runs once per request.
-        now = self.clock()
-        self._recent.times.append(now)
-        self.sending += 1
-        if self._lag is not None:
-            self._lag.start()
-        return now
+        return self._started()
 
     def _started(self) -> float:
         now = self.clock()

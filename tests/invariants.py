@@ -7,6 +7,7 @@ nothing the job did not report was written.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, TypeVar
@@ -161,3 +162,19 @@ def _check_imports(
             continue
         limit = min(1, written[key]) if upsert else written[key]
         assert n <= limit, f"{n} new contacts with UserData {key!r}; the account allows {limit}"
+
+
+def no_job_tasks() -> bool:
+    """No bulk job's task (driver, reader, worker) is left running."""
+    return not [
+        t
+        for t in asyncio.all_tasks()
+        if (t.get_name() or "").startswith("dialler-bulk") and not t.done()
+    ]
+
+
+def bulk_result_of(error: BaseException) -> BulkResult:
+    """The account an exception raised by a bulk job carries."""
+    result = getattr(error, "bulk_result", None)
+    assert isinstance(result, BulkResult), f"{error!r} carries no bulk_result"
+    return result

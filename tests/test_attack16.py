@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from dialler_async import (
     BulkError,
-    BulkResult,
     ClientStateError,
     ContactValidationError,
     DiallerClient,
@@ -39,7 +38,7 @@ from dialler_async._validation import checked_contact, plain_import_body
 from dialler_async.emulator import Emulator, FaultKind
 
 from .conftest import FakeClock, contact, serving
-from .invariants import Counted, Snapshot, assert_account
+from .invariants import Counted, Snapshot, assert_account, bulk_result_of, no_job_tasks
 from .test_limits import max_in_window
 
 LIMIT = 30.0  # seconds a job may take before the test calls it hung (never reached when green)
@@ -47,20 +46,6 @@ LIMIT = 30.0  # seconds a job may take before the test calls it hung (never reac
 
 def rows(n: int, start: int = 0) -> list[dict[str, object]]:
     return [contact(i) for i in range(start, start + n)]
-
-
-def no_job_tasks() -> bool:
-    return not [
-        t
-        for t in asyncio.all_tasks()
-        if (t.get_name() or "").startswith("dialler-bulk") and not t.done()
-    ]
-
-
-def bulk_result_of(error: BaseException) -> BulkResult:
-    result = getattr(error, "bulk_result", None)
-    assert isinstance(result, BulkResult), f"{error!r} carries no bulk_result"
-    return result
 
 
 class Boom(Exception):

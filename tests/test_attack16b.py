@@ -22,7 +22,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dialler_async import (
-    BulkResult,
     DiallerClient,
     NotFoundError,
     Outcome,
@@ -35,23 +34,9 @@ from dialler_async._results import Operation
 from dialler_async.emulator import Emulator, FaultKind
 
 from .conftest import contact
-from .invariants import Counted, Snapshot, assert_account
+from .invariants import Counted, Snapshot, assert_account, bulk_result_of, no_job_tasks
 
 LIMIT = 30.0
-
-
-def no_job_tasks() -> bool:
-    return not [
-        t
-        for t in asyncio.all_tasks()
-        if (t.get_name() or "").startswith("dialler-bulk") and not t.done()
-    ]
-
-
-def bulk_result_of(error: BaseException) -> BulkResult:
-    result = getattr(error, "bulk_result", None)
-    assert isinstance(result, BulkResult), f"{error!r} carries no bulk_result"
-    return result
 
 
 class Boom(Exception):

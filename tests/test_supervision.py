@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from dialler_async import (
-    BulkResult,
     CheckpointError,
     ClientStateError,
     ConfigurationError,
@@ -32,27 +31,20 @@ from dialler_async._checkpoint import PENDING, Checkpoint
 from dialler_async.emulator import Emulator
 
 from .conftest import contact
-from .invariants import Counted, CountedAsync, Snapshot, assert_account
+from .invariants import (
+    Counted,
+    CountedAsync,
+    Snapshot,
+    assert_account,
+    bulk_result_of,
+    no_job_tasks,
+)
 
 LIMIT = 30.0  # no test here may take longer: a hang fails, it does not block CI
 
 
 def rows(n: int, start: int = 0) -> list[dict[str, object]]:
     return [contact(i) for i in range(start, start + n)]
-
-
-def no_job_tasks() -> bool:
-    return not [
-        t
-        for t in asyncio.all_tasks()
-        if (t.get_name() or "").startswith("dialler-bulk") and not t.done()
-    ]
-
-
-def bulk_result_of(error: BaseException) -> BulkResult:
-    result = getattr(error, "bulk_result", None)
-    assert isinstance(result, BulkResult), f"{error!r} carries no bulk_result"
-    return result
 
 
 # -- items that cannot be prepared ------------------------------------------------------------
