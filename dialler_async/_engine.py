@@ -38,7 +38,6 @@ from ._exceptions import (
     ClientStateError,
     ContactValidationError,
     DiallerError,
-    NotFoundError,
 )
 from ._handover import Handover
 from ._intake import ReadSlots, WorkQueue
@@ -52,12 +51,6 @@ if TYPE_CHECKING:
     from ._client import DiallerClient
 
 log = logging.getLogger("dialler_async")
-
-#: Why a delete by ID that found nothing, resumed after an interrupted run, is SKIPPED.
-GONE_BEFORE = (
-    "not found: the interrupted run before this one may have deleted it (its last outcomes "
-    "were not journaled)"
-)
 
 
 class _Job:
@@ -725,23 +718,12 @@ class Engine:
         if checkpoint is None or identity is None:
             return await self.runner.run(job, prepared)
         previous = checkpoint.previous(identity, prepared.key)
-        if previous is None and prepared.idempotent:  # nothing to check or journal first
+        if previous is None and prepared.idempotent and not checkpoint.after_interruption:
+            # Nothing to check or journal first (the common case: no frame of run()).
             runner = self.runner
-            verdict = await (
+            return await (
                 runner.send(job, prepared) if runner.gate is None else runner.run(job, prepared)
             )
-            if (
-                verdict.outcome is Outcome.FAILED
-                and checkpoint.after_interruption
-                and self.rules.missing_ok_on_retry
-                and isinstance(verdict.error, NotFoundError)
-            ):
-                # A delete by ID is safe to repeat, so it is not journaled before it is sent,
-                # and the run before this one ended without closing its checkpoint: the outcomes
-                # of its last second were lost with it. "Not found" may then be that run's own
-                # delete: not a failure, but not provably ours either.
-                return Verdict(Outcome.SKIPPED, attempts=verdict.attempts, reason=GONE_BEFORE)
-            return verdict
         if previous is not None:
             if previous.state == Outcome.SUCCEEDED.value:
                 return Verdict(Outcome.SKIPPED, reason="already done")
@@ -759,6 +741,7 @@ class Engine:
             resumed=resumed,
             resumed_settled=settled,
             before_unsafe_send=before_unsafe_send,
+            journal_incomplete=checkpoint.after_interruption,
         )
 
     # -- tasks ------------------------------------------------------------------------------

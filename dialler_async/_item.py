@@ -18,6 +18,7 @@ from ._exceptions import DiallerError, NotFoundError
 from ._limits import RateLimiter
 from ._models import Contact
 from ._operations import (
+    GONE_BEFORE,
     Finding,
     Import,
     OperationRules,
@@ -27,6 +28,7 @@ from ._operations import (
     WriteKind,
     after_failure,
     after_lookup,
+    after_not_found,
     classify,
     record_matches,
     settle_delay,
@@ -136,12 +138,14 @@ class ItemRunner:
         resumed: str | None = None,
         before_unsafe_send: Callable[[], None] | None = None,
         resumed_settled: bool = True,
+        journal_incomplete: bool = False,
     ) -> Verdict:
         """Carry ``prepared`` out. ``resumed`` is the state an earlier run journaled for this
         item (PENDING/AMBIGUOUS: it may have landed, so it is checked first;
         ``resumed_settled`` says whether that attempt is old enough to count as settled);
         ``before_unsafe_send`` is called before a write that is not safe to repeat is sent
-        (the engine journals PENDING there)."""
+        (the engine journals PENDING there); ``journal_incomplete``: the run before this one
+        did not close the job's journal (see :func:`after_not_found`)."""
         gate = self.gate
         if gate is not None:
             await gate.enter(_key_kind(prepared))
@@ -161,14 +165,18 @@ class ItemRunner:
                 before_unsafe_send()
             verdict = await self.send(item, prepared, journal=before_unsafe_send)
             if (
-                resumed in (PENDING, Outcome.AMBIGUOUS.value)
+                verdict.outcome is Outcome.FAILED
                 and self.rules.missing_ok_on_retry
-                and verdict.outcome is Outcome.FAILED
                 and isinstance(verdict.error, NotFoundError)
             ):
-                # The earlier run's attempt may have landed (its entry says so): a delete that
-                # finds nothing now is that attempt's work, as for a retry within one run.
-                return Verdict(Outcome.SUCCEEDED, attempts=verdict.attempts, reconciled=True)
+                outcome = after_not_found(
+                    journaled_unsettled=resumed in (PENDING, Outcome.AMBIGUOUS.value),
+                    journal_incomplete=journal_incomplete,
+                )
+                if outcome is Outcome.SUCCEEDED:
+                    return Verdict(outcome, attempts=verdict.attempts, reconciled=True)
+                if outcome is Outcome.SKIPPED:
+                    return Verdict(outcome, attempts=verdict.attempts, reason=GONE_BEFORE)
             return verdict
         finally:
             if gate is not None:

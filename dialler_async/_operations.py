@@ -32,7 +32,7 @@ from ._envelope import checked_action, first_raw_record
 from ._exceptions import ConfigurationError, DiallerError
 from ._models import Contact
 from ._policy import PhonePolicy
-from ._results import Operation
+from ._results import Operation, Outcome
 from ._retry import may_have_landed
 from ._transport import Reply
 from ._validation import checked_contact, checked_update, plain_import_body, validate_key
@@ -98,6 +98,30 @@ def after_failure(kind: WriteKind, error: DiallerError) -> Step:
     if not may_have_landed(error):
         return Step.FAIL
     return Step.AMBIGUOUS if kind is WriteKind.IDEMPOTENT else Step.CHECK
+
+
+#: Why a delete by ID that found nothing, resumed after an interrupted run, is SKIPPED.
+GONE_BEFORE: Final = (
+    "not found: the interrupted run before this one may have deleted it (its last outcomes "
+    "were not journaled)"
+)
+
+
+def after_not_found(*, journaled_unsettled: bool, journal_incomplete: bool) -> Outcome:
+    """What a delete answered "not found" (404, after the transport's own retries) is, on a
+    resumed job. ``journaled_unsettled``: an earlier run journaled the row PENDING or AMBIGUOUS
+    (its attempt may have landed); ``journal_incomplete``: the run before this one ended
+    without closing its journal, so the outcomes of its last second may be missing (a delete by
+    ID is safe to repeat and is not journaled before it is sent).
+
+    SUCCEEDED (reconciled) when our own earlier attempt may have done it, as for a retry within
+    one run; SKIPPED (:data:`GONE_BEFORE`) when there is no entry but entries may be missing
+    (likely ours, not provably); else FAILED, as answered."""
+    if journaled_unsettled:
+        return Outcome.SUCCEEDED
+    if journal_incomplete:
+        return Outcome.SKIPPED
+    return Outcome.FAILED
 
 
 def after_lookup(kind: WriteKind, finding: Finding, *, settled: bool, resent: bool) -> Step:

@@ -28,8 +28,7 @@ from dialler_async import (
 )
 from dialler_async import _checkpoint as checkpoint_module
 from dialler_async._digests import DigestSet
-from dialler_async._engine import GONE_BEFORE
-from dialler_async._operations import Import, KeyedAction, Update
+from dialler_async._operations import GONE_BEFORE, Import, KeyedAction, Update
 from dialler_async._results import Operation
 from dialler_async.emulator import Emulator, FaultKind
 

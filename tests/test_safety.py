@@ -28,6 +28,7 @@ from dialler_async._operations import (
     WriteKind,
     after_failure,
     after_lookup,
+    after_not_found,
     rules_for,
     write_kind,
 )
@@ -67,6 +68,26 @@ def test_what_is_safe_to_resend(
     operation: Operation, overwrite: bool, user_data: str | None, kind: WriteKind
 ) -> None:
     assert write_kind(operation, overwrite=overwrite, user_data=user_data) is kind
+
+
+@pytest.mark.parametrize(
+    ("journaled_unsettled", "journal_incomplete", "outcome"),
+    [
+        (True, False, Outcome.SUCCEEDED),  # our earlier attempt may have landed: it did
+        (True, True, Outcome.SUCCEEDED),
+        (False, True, Outcome.SKIPPED),  # no entry, but the last outcomes may be lost
+        (False, False, Outcome.FAILED),  # no entry, none lost: really not there
+    ],
+)
+def test_what_a_resumed_delete_that_finds_nothing_is(
+    journaled_unsettled: bool, journal_incomplete: bool, outcome: Outcome
+) -> None:
+    assert (
+        after_not_found(
+            journaled_unsettled=journaled_unsettled, journal_incomplete=journal_incomplete
+        )
+        is outcome
+    )
 
 
 @pytest.mark.parametrize("overwrite", [True, False])
