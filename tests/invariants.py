@@ -178,3 +178,16 @@ def bulk_result_of(error: BaseException) -> BulkResult:
     result = getattr(error, "bulk_result", None)
     assert isinstance(result, BulkResult), f"{error!r} carries no bulk_result"
     return result
+
+
+async def cancel_twice(task: asyncio.Task[Any], limit: float) -> None:
+    """Cancel ``task``, let it start unwinding, cancel it again; it must end cancelled within
+    ``limit`` seconds (a second cancel must neither hang it nor turn into another error)."""
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    try:
+        await asyncio.wait_for(task, limit)
+    except asyncio.CancelledError:
+        return
+    raise AssertionError(f"{task!r} was cancelled twice and did not end cancelled")

@@ -38,7 +38,14 @@ from dialler_async._validation import checked_contact, plain_import_body
 from dialler_async.emulator import Emulator, FaultKind
 
 from .conftest import FakeClock, contact, serving
-from .invariants import Counted, Snapshot, assert_account, bulk_result_of, no_job_tasks
+from .invariants import (
+    Counted,
+    Snapshot,
+    assert_account,
+    bulk_result_of,
+    cancel_twice,
+    no_job_tasks,
+)
 from .test_limits import max_in_window
 
 LIMIT = 30.0  # seconds a job may take before the test calls it hung (never reached when green)
@@ -856,11 +863,7 @@ async def test_an_ordered_stream_of_one_key_with_a_slow_consumer_cancelled_twice
     task = asyncio.create_task(consume())
     while len(got) < 30:
         await asyncio.sleep(0.005)
-    task.cancel()
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, LIMIT)
+    await cancel_twice(task, LIMIT)
     assert got == list(range(len(got)))
     assert no_job_tasks()
 

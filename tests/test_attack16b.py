@@ -33,7 +33,14 @@ from dialler_async._results import Operation
 from dialler_async.emulator import Emulator, FaultKind
 
 from .conftest import contact
-from .invariants import Counted, Snapshot, assert_account, bulk_result_of, no_job_tasks
+from .invariants import (
+    Counted,
+    Snapshot,
+    assert_account,
+    bulk_result_of,
+    cancel_twice,
+    no_job_tasks,
+)
 
 LIMIT = 30.0
 
@@ -633,35 +640,17 @@ def test_sigkill_of_an_upsert_job_with_unsafe_rows_and_resume(tmp_path: Path) ->
     first) in one job, killed twice mid-batch: the resume duplicates no UserData, sends no
     unchecked CREATE row again, and accounts for every row."""
     import json
-    import os
     import signal
     import subprocess
     import sys
 
-    from .test_checkpoint import _wait_for_journal
+    from .test_checkpoint import _start_emulator, _wait_for_journal
 
     script = tmp_path / "job.py"
     script.write_text(_UPSERT_JOB, encoding="utf-8")
     db_file, journal, n = tmp_path / "server.db", tmp_path / "job.db", 800
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dialler_async.emulator",
-            "--port",
-            "0",
-            "--db",
-            str(db_file),
-            "--latency",
-            "0.01",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "DIALLER_TOKEN": "kill-test"},
-    )
+    server, base_url = _start_emulator(db_file)
     try:
-        assert server.stdout is not None
-        base_url = server.stdout.readline().split(" on ")[1].split()[0]
         for progress in (150, 450):
             job = subprocess.Popen(
                 [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
@@ -794,11 +783,7 @@ async def test_stream_consumer_cancelled_twice_while_rows_are_chained(
     task = asyncio.create_task(consume())
     while len(got) < 5:
         await asyncio.sleep(0.005)
-    task.cancel()
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, LIMIT)
+    await cancel_twice(task, LIMIT)
     result = holder[0].result
     assert_account(result, read=data.read, emulator=emulator, before=before, upsert=True)
     assert no_job_tasks()
