@@ -21,6 +21,7 @@ from yarl import URL
 
 from . import __about__
 from ._adaptive import Signal, signal_for
+from ._deadlines import AttemptDeadlines
 from ._exceptions import (
     APIStatusError,
     ClientStateError,
@@ -150,9 +151,16 @@ class Transport:
         connector = aiohttp.TCPConnector(
             limit=governor.limits.max_concurrency, limit_per_host=0, ssl=verify
         )
+        self.timeout = timeout
+        self.deadlines = AttemptDeadlines(timeout)
+        connect = min(timeout, 10.0)
+        #: what aiohttp enforces itself: connecting (an attempt armed in self.deadlines) ...
+        self._armed_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect)
+        #: ... or everything (an attempt outside a task, which cannot be armed)
+        self._whole_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect)
         self.session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0)),
+            timeout=self._armed_timeout,
             headers={
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/json",
@@ -242,7 +250,9 @@ class Transport:
         compressed or not.
         """
         data = orjson.dumps(body) if body is not None else None
-        url = self._urls.get(path) or self._url(path)
+        url = self._urls.get(path)
+        if url is None:  # not ``or``: a yarl URL's truth is a Python-level call per request
+            url = self._url(path)
         limit = self.max_answer_bytes if max_bytes is None else max_bytes
         governor = self.governor
         # Most attempts find a slot free: taken without the coroutine of the full path.
@@ -251,9 +261,17 @@ class Transport:
             started = await self._admit(method, path)
         # What this attempt tells an adaptive concurrency limit: nothing unless it ends below.
         signal = Signal.NEUTRAL
+        deadlines = self.deadlines
+        task = deadlines.arm()
         try:
             self.requests += 1
-            async with self.session.request(method, url, data=data, allow_redirects=False) as resp:
+            async with self.session.request(
+                method,
+                url,
+                data=data,
+                allow_redirects=False,
+                timeout=self._armed_timeout if task is not None else self._whole_timeout,
+            ) as resp:
                 status = resp.status
                 headers = resp.headers
                 declared = resp.content_length
@@ -266,6 +284,11 @@ class Transport:
                     raw = await _read_bounded(resp, limit)
             if governor.adaptive is not None:
                 signal = signal_for(status)
+        except asyncio.CancelledError:
+            if task is None or not deadlines.timed_out(task):
+                raise
+            signal = Signal.CONGESTED
+            raise _translate(TimeoutError(), method, path) from None
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError) as exc:
             error = _translate(exc, method, path)
             if isinstance(error, TransportError):
@@ -274,6 +297,8 @@ class Transport:
         except _TooLarge as exc:
             raise _too_large(limit, str(exc), method, path) from None
         finally:
+            if task is not None:
+                deadlines.disarm(task)
             governor.release(started, signal)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %s (%d bytes)", method, path, status, len(raw))
@@ -341,9 +366,8 @@ class Transport:
         # A streamed answer may take far longer than ``timeout`` to arrive in full (a campaign
         # of 500,000): ``timeout`` bounds each wait for data instead (the headers, then every
         # chunk), so a server that stalls is still given up on, one that sends is not cut off.
-        session = self.session.timeout
         return aiohttp.ClientTimeout(
-            total=None, sock_connect=session.sock_connect, sock_read=session.total
+            total=None, sock_connect=self._armed_timeout.sock_connect, sock_read=self.timeout
         )
 
     async def open_stream(self, method: str, path: str, *, max_bytes: int | None = None) -> Body:
