@@ -11,7 +11,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -88,6 +88,17 @@ def _check(status: int, data: Any) -> dict[str, Any]:
     return record
 
 
+async def _timed_pool(
+    worker: Callable[[], Awaitable[None]], concurrency: int
+) -> tuple[float, float]:
+    """Run ``concurrency`` copies of ``worker`` to the end: wall-clock and process CPU seconds."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(concurrency):
+            tg.create_task(worker())
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 async def pool_loop(
     base_url: str,
     token: str,
@@ -120,11 +131,7 @@ async def pool_loop(
                     continue
                 counts[1] += 1
 
-        t0, c0 = time.perf_counter(), time.process_time()
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(concurrency):
-                tg.create_task(worker())
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        elapsed, cpu = await _timed_pool(worker, concurrency)
     return Run(counts[0], elapsed, cpu, counts[1])
 
 
@@ -157,11 +164,7 @@ async def pool_bytes(
                     continue
                 counts[1] += 1
 
-        t0, c0 = time.perf_counter(), time.process_time()
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(concurrency):
-                tg.create_task(worker())
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        elapsed, cpu = await _timed_pool(worker, concurrency)
     return Run(counts[0], elapsed, cpu, counts[1])
 
 
