@@ -101,6 +101,12 @@ BACKOFF: Final = 0.75
 PROBE_SAMPLES: Final = 25
 #: A window is at least this many requests (and twice the limit), however low the limit.
 MIN_WINDOW: Final = 32
+#: An answer slower than this many baselines waited inside the server for a request ahead of it.
+SLOW: Final = 1.5
+#: The share of a window's answers that may be slow (:data:`SLOW`) before the limit is cut.
+TAIL: Final = 1 / 20
+#: Windows the limit does not grow after a cut for slow answers.
+HOLD: Final = 4
 
 
 class Signal(enum.Enum):
@@ -133,11 +139,13 @@ class Window:
     ``rtt``: the mean of its answers' faster nine tenths of round trips (None: no answer).
     ``dropped``: a timeout, connection failure, 5xx or 429 was among them.
     ``inflight``: the most requests at the server at once while the window ran.
+    ``slow``: the share of its answers slower than :data:`SLOW` times the baseline.
     """
 
     rtt: float | None
     dropped: bool
     inflight: int
+    slow: float = 0.0
 
 
 def median(rtts: list[float]) -> float:
@@ -169,6 +177,7 @@ def next_limit(
     floor: int,
     ceiling: int,
     slow_start: bool,
+    hold: bool = False,
 ) -> tuple[float, bool]:
     """The limit after ``window``, and whether slow start goes on.
 
@@ -194,6 +203,12 @@ def next_limit(
     target = target_queue(limit)
     if queued > target:
         return clamp(max(limit / 2.0, inflight * baseline / rtt + target)), False
+    if window.slow > TAIL:
+        # the mean is within the target but a twentieth of the answers waited for a request
+        # ahead of them: one fewer
+        return clamp(max(limit / 2.0, limit - 1.0)), False
+    if hold:
+        return clamp(limit), slow_start
     # +1 with no queue at all, less the closer the queue comes to the target
     return clamp(limit * 2.0 if slow_start else limit + 1.0 - queued / target), slow_start
 
@@ -213,12 +228,14 @@ class AdaptiveLimit:
         "_clock",
         "_count",
         "_dropped",
+        "_hold",
         "_inflight",
         "_next_probe",
         "_probe_interval",
         "_probing",
         "_rtts",
         "_saved",
+        "_slow",
         "_slow_start",
         "baseline",
         "ceiling",
@@ -244,6 +261,7 @@ class AdaptiveLimit:
         self._clock = clock
         self._probe_interval = probe_interval
         self._slow_start = True
+        self._hold = 0
         # The first thing measured is the baseline, at the floor, before any queue of ours
         # can exist: a first window at the initial limit may already queue at a small server.
         self._probing = True
@@ -266,6 +284,7 @@ class AdaptiveLimit:
         self._count = 0
         self._dropped = False
         self._rtts: list[float] = []
+        self._slow = 0
         self._inflight = 0
 
     def _set(self, value: float) -> None:
@@ -280,6 +299,8 @@ class AdaptiveLimit:
         self._dropped = self._dropped or dropped
         if rtt is not None:
             self._rtts.append(rtt)
+            if self.baseline is not None and rtt > SLOW * self.baseline:
+                self._slow += 1
         # +1: this request has already left the server's in-flight count
         self._inflight = max(self._inflight, inflight + 1)
         if self._probing:
@@ -292,10 +313,18 @@ class AdaptiveLimit:
         # A congestion signal needs no precision: a window with one closes after a round
         # trip's worth of answers (a timeout can take many seconds to arrive).
         size = max(3, self.limit) if self._dropped else max(MIN_WINDOW, 2 * self.limit)
-        if self._count < size:
+        # Nor do slow answers once there are more than the whole window may have: the window
+        # is over its tail whatever comes next, and every further answer at this limit adds
+        # to the server's tail latency.
+        if self._count < size and self._slow <= TAIL * size:
             return
-        rtt = window_rtt(self._rtts) if self._rtts else None
-        window = Window(rtt=rtt, dropped=self._dropped, inflight=self._inflight)
+        rtts = self._rtts
+        window = Window(
+            rtt=window_rtt(rtts) if rtts else None,
+            dropped=self._dropped,
+            inflight=self._inflight,
+            slow=self._slow / len(rtts) if rtts else 0.0,
+        )
         value, self._slow_start = next_limit(
             self.value,
             window,
@@ -303,7 +332,12 @@ class AdaptiveLimit:
             floor=self.floor,
             ceiling=self.ceiling,
             slow_start=self._slow_start,
+            hold=self._hold > 0,
         )
+        if window.slow > TAIL and value < self.value:
+            self._hold = HOLD
+        elif self._hold:
+            self._hold -= 1
         if self._clock() >= self._next_probe and not window.dropped:
             self._probing = True
             self._saved = value

@@ -16,6 +16,7 @@ import pytest
 from dialler_async import Limits
 from dialler_async._adaptive import (
     BACKOFF,
+    HOLD,
     MIN_WINDOW,
     PROBE_SAMPLES,
     AdaptiveLimit,
@@ -179,11 +180,15 @@ def test_slow_start_doubles_per_window_until_a_queue_shows() -> None:
     assert seen[30] == 4 and seen[31] == 8 and seen[63] == 16 and seen[-1] == 32
     assert limit.baseline == pytest.approx(B)
     # the queue shows (2 x baseline at 32 in flight): cut to 16 + the target (32/7), slow start
-    # is over
-    seen = feed(limit, clock, [2 * B] * 64)
+    # is over. Every answer is slow, so the window of 64 closes as soon as more than a
+    # twentieth of it (3.2) is: at the fourth answer
+    seen = feed(limit, clock, [2 * B] * 4)
     assert seen[-2] == 32 and seen[-1] == 20
-    after = feed(limit, clock, [B] * 40)  # 40 answers close exactly one window at 20
-    assert after[-2] == 20 and after[-1] == limit.limit == 21  # +1 per window, not doubling
+    # a cut with slow answers holds the limit for HOLD windows of 40 answers (at 20) ...
+    after = feed(limit, clock, [B] * 40 * HOLD)
+    assert set(after) == {20}
+    after = feed(limit, clock, [B] * 40)  # ... then +1 per window, not doubling
+    assert after[-2] == 20 and after[-1] == limit.limit == 21
 
 
 def test_answers_to_requests_admitted_under_an_earlier_limit_are_ignored() -> None:
@@ -336,10 +341,12 @@ def simulate(
     floor: int = 1,
     ceiling: int = 64,
     outside: float = 0.0,
+    jitter: float = 0.2,
 ) -> list[tuple[float, int, float, float]]:
     """A closed loop: as many requests as the limit allows, served first come first served by
-    ``capacity(t)`` workers taking ``service`` (± 20%, seeded) each, plus up to ``stall``
-    seconds of client-side delay on a tenth of the answers (a loaded machine; seeded), plus
+    ``capacity(t)`` workers taking ``service`` (± ``jitter``: 20% unless told; seeded) each,
+    plus up to ``stall`` seconds of client-side delay on a tenth of the answers (a loaded
+    machine; seeded), plus
     ``outside`` seconds on every round trip that no queue causes (the network, parsing, the
     client's own work: half on the way there, half back).
     Returns ``(time, limit, rtt, server latency)`` per answer.
@@ -359,7 +366,7 @@ def simulate(
         while len(outstanding) < limit.limit:
             arrives = clock.now + outside / 2
             i = free.index(min(free))
-            done = max(arrives, free[i]) + service * rng.uniform(0.8, 1.2)
+            done = max(arrives, free[i]) + service * rng.uniform(1 - jitter, 1 + jitter)
             free[i] = done
             extra = stall * rng.random() if rng.random() < 0.1 else 0.0
             heapq.heappush(outstanding, (done + outside / 2 + extra, clock.now, done - arrives))
