@@ -104,7 +104,7 @@ MIN_WINDOW: Final = 32
 #: An answer slower than this many baselines waited inside the server for a request ahead of it.
 SLOW: Final = 1.5
 #: The share of a window's answers that may be slow (:data:`SLOW`) before the limit is cut.
-TAIL: Final = 1 / 20
+TAIL: Final = 1 / 16
 #: Windows the limit does not grow after a cut for slow answers.
 HOLD: Final = 4
 
@@ -203,10 +203,6 @@ def next_limit(
     target = target_queue(limit)
     if queued > target:
         return clamp(max(limit / 2.0, inflight * baseline / rtt + target)), False
-    if window.slow > TAIL:
-        # the mean is within the target but a twentieth of the answers waited for a request
-        # ahead of them: one fewer
-        return clamp(max(limit / 2.0, limit - 1.0)), False
     if hold:
         return clamp(limit), slow_start
     # +1 with no queue at all, less the closer the queue comes to the target
@@ -236,7 +232,9 @@ class AdaptiveLimit:
         "_rtts",
         "_saved",
         "_slow",
+        "_slow_at",
         "_slow_start",
+        "_trim_below",
         "baseline",
         "ceiling",
         "floor",
@@ -262,6 +260,8 @@ class AdaptiveLimit:
         self._probe_interval = probe_interval
         self._slow_start = True
         self._hold = 0
+        self._trim_below = 0
+        self._slow_at = -math.inf
         # The first thing measured is the baseline, at the floor, before any queue of ours
         # can exist: a first window at the initial limit may already queue at a small server.
         self._probing = True
@@ -299,8 +299,14 @@ class AdaptiveLimit:
         self._dropped = self._dropped or dropped
         if rtt is not None:
             self._rtts.append(rtt)
-            if self.baseline is not None and rtt > SLOW * self.baseline:
-                self._slow += 1
+            baseline = self.baseline
+            if baseline is not None and rtt > SLOW * baseline:
+                # A stall (of this process, of the machine) delays every answer in flight at
+                # once and counts once; a queue delays a request per wave, wave after wave.
+                now = self._clock()
+                if now - self._slow_at >= baseline / 2:
+                    self._slow += 1
+                    self._slow_at = now
         # +1: this request has already left the server's in-flight count
         self._inflight = max(self._inflight, inflight + 1)
         if self._probing:
@@ -334,8 +340,19 @@ class AdaptiveLimit:
             slow_start=self._slow_start,
             hold=self._hold > 0,
         )
-        if window.slow > TAIL and value < self.value:
+        if value < self.value:  # the mean says the server has fewer places: trim anew
+            self._trim_below = 0
+            if window.slow > TAIL:
+                self._hold = HOLD
+        elif window.slow > TAIL and not window.dropped:
+            # The mean is within the target, the tail is not: no growth for HOLD windows, and
+            # one fewer, but not again below that until the limit is back (a tail of stalls
+            # on a loaded machine, not of a queue, costs one request, not all of them).
             self._hold = HOLD
+            if self.limit > self._trim_below:
+                value = max(float(self.floor), self.value - 1.0)
+                self._slow_start = False
+                self._trim_below = math.floor(value)
         elif self._hold:
             self._hold -= 1
         if self._clock() >= self._next_probe and not window.dropped:
