@@ -341,6 +341,15 @@ def test_the_tail_trims_one_request_until_the_limit_is_back() -> None:
     assert feed(limit, clock, tail)[-1] == 8
 
 
+def test_the_tail_never_trims_below_the_floor() -> None:
+    clock = Clock()
+    limit = fresh(clock, floor=4, initial=4, probe_interval=1e9)
+    slow = SLOW * B * 1.01
+    for _ in range(5):
+        assert set(feed(limit, clock, [B] * 20 + [slow] * 3)) == {4}
+    assert limit.value == 4.0
+
+
 def test_slow_answers_released_together_count_once() -> None:
     """A stall delays every answer in flight at once: 8 slow answers released together are
     one slow event, within the tail of a window of 32; spread a round trip apart, five are
