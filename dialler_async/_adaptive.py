@@ -391,10 +391,11 @@ class AdaptiveLimit:
             self._trim_below = 0
             if window.slow > TAIL:
                 self._hold = HOLD
-        elif window.slow > TAIL and not window.dropped:
+        elif window.slow > TAIL and not window.dropped and window.inflight * 2 >= self.value:
             # The mean is within the target, the tail is not: no growth for HOLD windows, and
             # one fewer, but not again below that until the limit is back (a tail of stalls
-            # on a loaded machine, not of a queue, costs one request, not all of them).
+            # on a loaded machine, not of a queue, costs one request, not all of them). With
+            # fewer than half the limit in flight the tail is not our queue (see next_limit).
             self._hold = HOLD
             if self.limit > self._trim_below:
                 value = max(float(self.floor), self.value - 1.0)

@@ -341,6 +341,16 @@ def test_the_tail_trims_one_request_until_the_limit_is_back() -> None:
     assert feed(limit, clock, tail)[-1] == 8
 
 
+def test_the_tail_of_an_app_limited_window_trims_nothing() -> None:
+    """Fewer than half the limit in flight (a slow input): slow answers are not our queue."""
+    clock = Clock()
+    limit = fresh(clock, initial=16, probe_interval=1e9)
+    slow = SLOW * B * 1.01
+    # the window closes at its third slow answer (over its tail) and keeps the limit
+    seen = feed(limit, clock, [B] * 20 + [slow] * 3, inflight=4)
+    assert set(seen) == {16} and limit.value == 16.0
+
+
 def test_the_tail_never_trims_below_the_floor() -> None:
     clock = Clock()
     limit = fresh(clock, floor=4, initial=4, probe_interval=1e9)
