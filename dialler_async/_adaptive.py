@@ -261,9 +261,10 @@ class AdaptiveLimit:
 
     The tail guard lives here (it needs a little state): a window whose mean
     :func:`next_limit` lets grow or hold but more than :data:`TAIL` of whose answers were
-    slower than :data:`SLOW` baselines (released at least half a baseline apart) trims the
-    limit by one, unless it was trimmed to here already; either way, and after a cut by the
-    mean with such a tail, the limit does not grow for :data:`HOLD` windows.
+    slower than :data:`SLOW` baselines (released at least half a baseline apart), with at
+    least half the limit in flight, trims the limit by one, unless it was trimmed to here
+    already; either way, and after a cut by the mean with such a tail, the limit does not grow
+    for :data:`HOLD` windows.
     """
 
     __slots__ = (
