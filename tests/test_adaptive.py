@@ -22,8 +22,6 @@ from dialler_async._adaptive import (
     SLOW,
     TAIL,
     AdaptiveLimit,
-    LoopLag,
-    OwnWait,
     Signal,
     Window,
     median,
@@ -33,6 +31,7 @@ from dialler_async._adaptive import (
     window_rtt,
 )
 from dialler_async._limits import ConcurrencyGate, Governor
+from dialler_async._own_delay import LoopLag, OwnWait
 
 
 class Clock:
