@@ -16,8 +16,12 @@ import time
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from dialler_async import DiallerClient, RequestTimeoutError, RetryPolicy
 from dialler_async._deadlines import AttemptDeadlines
+
+from .conftest import serving
 
 TIMEOUT = 0.05
 
@@ -144,3 +148,171 @@ def test_never_early_on_uvloop() -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         ratios = runner.run(main())
     assert min(ratios) >= 1.0, f"timed out early: {ratios}"
+
+
+# -- single calls over HTTP --------------------------------------------------------------------
+
+RECORD = {"ID": 1, "Name": "Ann", "PhoneNumber1": "+49301", "DiallerCampaignsID": 5}
+
+
+def _slow_then_fast(slow: int, delay: float = 1.0) -> tuple[list[int], Any]:
+    """A handler answering its first ``slow`` requests after ``delay``, the rest at once; and
+    the list its request count is kept in."""
+    seen = [0]
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        seen[0] += 1
+        if seen[0] <= slow:
+            await asyncio.sleep(delay)
+        return web.json_response({"records": [RECORD], "count": 1, "status": 200})
+
+    return seen, answer
+
+
+def _no_cancellation_left(client: DiallerClient) -> None:
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    assert len(client.transport.deadlines) == 0
+
+
+def _pass_the_deadlines(deadlines: AttemptDeadlines) -> None:
+    """Every attempt armed so far is past its time: this tick cancels them."""
+    deadlines._epoch += 1
+    deadlines._ticks.appendleft((float("-inf"), deadlines._epoch))
+    deadlines._on_tick(asyncio.get_running_loop())
+    assert deadlines._expired, "the deadline passed for no attempt"
+
+
+async def test_many_single_calls_gathered_from_one_task_all_time_out() -> None:
+    _, answer = _slow_then_fast(10_000)
+    async with (
+        serving(answer) as base_url,
+        DiallerClient(base_url, 7, "tok", retry=RetryPolicy.never(), timeout=0.1) as c,
+    ):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await asyncio.gather(
+            *(c.get_contact(1) for _ in range(30)), return_exceptions=True
+        )
+        assert loop.time() - started >= 0.1
+        assert all(isinstance(r, RequestTimeoutError) for r in results), results
+        assert all(r.request_sent for r in results)  # type: ignore[union-attr]
+        _no_cancellation_left(c)
+
+
+async def test_a_retry_after_a_timeout_is_armed_again_and_answers() -> None:
+    seen, answer = _slow_then_fast(2)
+    retry = RetryPolicy(max_attempts=3, initial_backoff=0.0, max_backoff=0.0)
+    async with (
+        serving(answer) as base_url,
+        DiallerClient(base_url, 7, "tok", retry=retry, timeout=0.1) as c,
+    ):
+        assert (await c.get_contact(1)).id == 1
+        assert seen[0] == 3
+        _no_cancellation_left(c)
+
+
+@pytest.mark.parametrize("order", ["deadline first", "cancel first"])
+async def test_a_deadline_and_a_cancel_in_the_same_turn_over_http(order: str) -> None:
+    """The caller cancels a call in the same loop turn as its deadline passes: the caller's
+    cancellation wins (CancelledError, counted once), the client goes on."""
+    seen, answer = _slow_then_fast(1)
+    async with (
+        serving(answer) as base_url,
+        DiallerClient(base_url, 7, "tok", retry=RetryPolicy.never(), timeout=5.0) as c,
+    ):
+        task = asyncio.create_task(c.get_contact(1))
+        while seen[0] == 0:  # the request is at the server: the attempt is armed
+            await asyncio.sleep(0.005)
+        deadlines = c.transport.deadlines
+        assert len(deadlines) == 1
+        if order == "deadline first":
+            _pass_the_deadlines(deadlines)
+            task.cancel()
+        else:
+            task.cancel()
+            _pass_the_deadlines(deadlines)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelling() == 1
+        assert (await c.get_contact(1)).id == 1
+        _no_cancellation_left(c)
+
+
+async def test_a_deadline_and_an_outer_timeout_in_the_same_turn() -> None:
+    """asyncio.timeout around the call expires in the same turn as the attempt's deadline:
+    the outer timeout is raised as TimeoutError (it was asked for), nothing left counted."""
+    seen, answer = _slow_then_fast(1)
+    async with (
+        serving(answer) as base_url,
+        DiallerClient(base_url, 7, "tok", retry=RetryPolicy.never(), timeout=5.0) as c,
+    ):
+        deadlines = c.transport.deadlines
+
+        async def expire_both(outer: asyncio.Timeout) -> None:
+            while seen[0] == 0:
+                await asyncio.sleep(0.005)
+            _pass_the_deadlines(deadlines)
+            outer._on_timeout()  # type: ignore[attr-defined]  # what its timer does
+
+        helpers = []
+
+        async def call_within() -> None:
+            async with asyncio.timeout(None) as outer:
+                helpers.append(asyncio.create_task(expire_both(outer)))
+                await c.get_contact(1)
+
+        with pytest.raises(TimeoutError) as info:
+            await call_within()
+        await helpers[0]
+        assert not isinstance(info.value, RequestTimeoutError)
+        _no_cancellation_left(c)
+
+
+async def test_a_task_group_cancelling_calls_over_their_deadline_leaves_nothing() -> None:
+    _, answer = _slow_then_fast(10_000)
+    async with (
+        serving(answer) as base_url,
+        DiallerClient(base_url, 7, "tok", retry=RetryPolicy.never(), timeout=0.1) as c,
+    ):
+
+        async def boom() -> None:
+            await asyncio.sleep(0.1)  # fails just as the calls' deadlines pass
+            raise LookupError("sibling failed")
+
+        calls: list[asyncio.Task[Any]] = []
+
+        async def in_a_group() -> None:
+            async with asyncio.TaskGroup() as group:
+                calls.extend(group.create_task(c.get_contact(1)) for _ in range(10))
+                group.create_task(boom())
+                # The body waits (Python 3.11's TaskGroup leaves its parent cancelling() at 1
+                # when the failure comes while it waits in __aexit__, with or without us).
+                await asyncio.sleep(10)
+
+        with pytest.raises(ExceptionGroup) as info:
+            await in_a_group()
+        kinds = {type(e) for e in info.value.exceptions}
+        assert LookupError in kinds and kinds <= {LookupError, RequestTimeoutError}
+        for call in calls:  # timed out: nothing counted; cancelled by the group: its one
+            assert call.cancelling() == (1 if call.cancelled() else 0)
+        _no_cancellation_left(c)
+
+
+async def test_closing_the_client_with_attempts_armed() -> None:
+    seen, answer = _slow_then_fast(10_000)
+    async with serving(answer) as base_url:
+        c = DiallerClient(base_url, 7, "tok", retry=RetryPolicy.never(), timeout=5.0)
+        await c.__aenter__()
+        deadlines = c.transport.deadlines
+        calls = [asyncio.create_task(c.get_contact(1)) for _ in range(5)]
+        while seen[0] < 5:
+            await asyncio.sleep(0.005)
+        assert len(deadlines) == 5
+        await c.aclose()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in results), results
+        assert all(t.cancelling() == 0 for t in calls)
+        assert len(deadlines) == 0
+        while deadlines._ticking:  # the ticker finds nobody and stops
+            await asyncio.sleep(deadlines.tick)
