@@ -18,10 +18,19 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from dialler_async import DiallerClient, RequestTimeoutError, RetryPolicy
+from dialler_async import (
+    DiallerClient,
+    ItemResult,
+    Limits,
+    Outcome,
+    RequestTimeoutError,
+    RetryPolicy,
+)
 from dialler_async._deadlines import AttemptDeadlines
+from dialler_async.emulator import Emulator, FaultKind
 
-from .conftest import serving
+from .conftest import contact, serving
+from .invariants import Counted, Snapshot, assert_account, bulk_result_of, no_job_tasks
 
 TIMEOUT = 0.05
 
@@ -316,3 +325,182 @@ async def test_closing_the_client_with_attempts_armed() -> None:
         assert len(deadlines) == 0
         while deadlines._ticking:  # the ticker finds nobody and stops
             await asyncio.sleep(deadlines.tick)
+
+
+# -- bulk jobs on a server slower than the timeout ---------------------------------------------
+
+NO_PAUSE = RetryPolicy(max_attempts=2, initial_backoff=0.0, max_backoff=0.0)
+
+
+def _slow_client(emulator: Emulator, timeout: float = 0.1) -> DiallerClient:
+    """A client whose attempts time out for real; its settle waits before a final lookup
+    (one timeout) last until the server has finished what it holds: a commit later than
+    the settle wait is outside the SDK's contract (it may then be sent again, with or without
+    commit 32564c1: ``settle_delay``)."""
+
+    async def sleep(delay: float) -> None:
+        if delay >= timeout:
+            await asyncio.wait_for(emulator.faults.settled(), 30)
+        await asyncio.sleep(0)
+
+    return emulator.client(
+        limits=Limits(max_concurrency=8), timeout=timeout, retry=NO_PAUSE, sleep=sleep
+    )
+
+
+def _nothing_left(client: DiallerClient) -> None:
+    """No attempt armed, no cancellation counted on the caller, no job task left."""
+    _no_cancellation_left(client)
+    assert no_job_tasks()
+
+
+def _timeouts_are_classified(items: list[ItemResult]) -> None:
+    """Every write that timed out is AMBIGUOUS or was proven (never FAILED as if not sent)."""
+    for item in items:
+        if isinstance(item.error, RequestTimeoutError):
+            assert item.error.request_sent
+            assert item.outcome is Outcome.AMBIGUOUS, item
+
+
+async def test_imports_on_a_server_slower_than_the_timeout_are_exact(emulator: Emulator) -> None:
+    emulator.configure(slow_seconds=0.3)
+    emulator.faults.script(FaultKind.SLOW, times=15, operation="import_contact")
+    before = Snapshot.take(emulator)
+    rows = Counted([contact(n) for n in range(60)])
+    async with _slow_client(emulator) as c:
+        result = await c.import_contacts(rows, overwrite_duplicates=False, keep_results=True)
+        await asyncio.wait_for(emulator.faults.settled(), 30)
+        assert_account(
+            result, read=rows.read, emulator=emulator, before=before, campaign_id=538, upsert=False
+        )
+        assert result.total == 60 and result.succeeded + result.ambiguous == 60
+        _timeouts_are_classified(list(result.items or []))
+        assert emulator.store.contact_count() == 60  # every slow commit landed, none twice
+        _nothing_left(c)
+
+
+@pytest.mark.parametrize("operation", ["delete", "lock"])
+async def test_keyed_jobs_on_a_server_slower_than_the_timeout_are_exact(
+    emulator: Emulator, operation: str
+) -> None:
+    async with _slow_client(emulator, timeout=5.0) as c:
+        await c.import_contacts([contact(n) for n in range(40)], keep_results=True)
+    emulator.configure(slow_seconds=0.3)
+    route = f"{operation}_contact_by_user_data"
+    emulator.faults.script(FaultKind.SLOW, times=10, operation=route)
+    before = Snapshot.take(emulator)
+    keys = Counted([f"CRM-{n:06d}" for n in range(40)])
+    async with _slow_client(emulator) as c:
+        job = c.delete_contacts if operation == "delete" else c.lock_contacts
+        result = await job(user_data=keys, keep_results=True)
+        await asyncio.wait_for(emulator.faults.settled(), 30)
+        assert_account(result, read=keys.read, emulator=emulator, before=before)
+        assert result.succeeded + result.ambiguous == 40
+        _timeouts_are_classified(list(result.items or []))
+        _nothing_left(c)
+
+
+@pytest.mark.parametrize("grace", [0.0, 0.05, 0.2])
+async def test_cancel_twice_while_imports_are_at_their_deadline(
+    emulator: Emulator, grace: float
+) -> None:
+    """Every import hangs past the 0.1 s timeout; the job is cancelled twice around the
+    moment the first attempts' deadlines pass (and the grace runs into the next ones)."""
+    emulator.configure(slow_seconds=0.3)
+    emulator.faults.script(FaultKind.SLOW, times=1000, operation="import_contact")
+    before = Snapshot.take(emulator)
+    rows = Counted([contact(n) for n in range(40)])
+    async with _slow_client(emulator) as c:
+        task = asyncio.create_task(
+            c.import_contacts(rows, overwrite_duplicates=False, keep_results=True, grace=grace)
+        )
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as info:
+            await asyncio.wait_for(task, 30)
+        partial = bulk_result_of(info.value)
+        await asyncio.wait_for(emulator.faults.settled(), 30)
+        assert_account(partial, read=rows.read, emulator=emulator, before=before, upsert=False)
+        _timeouts_are_classified(list(partial.items or []))
+        _nothing_left(c)
+        assert await c.list_campaigns()  # the client goes on
+
+
+async def test_an_outer_timeout_equal_to_the_client_timeout_around_a_job(
+    emulator: Emulator,
+) -> None:
+    """asyncio.timeout around a job whose attempts time out at the same moment: the outer
+    TimeoutError is raised, the account is exact, nothing is left counted."""
+    emulator.configure(slow_seconds=0.3)
+    emulator.faults.script(FaultKind.SLOW, times=1000, operation="import_contact")
+    before = Snapshot.take(emulator)
+    rows = Counted([contact(n) for n in range(20)])
+    async with _slow_client(emulator) as c:
+
+        async def within() -> None:
+            async with asyncio.timeout(0.1):
+                await c.import_contacts(rows, overwrite_duplicates=False, keep_results=True)
+
+        with pytest.raises(TimeoutError) as info:
+            await within()
+        assert not isinstance(info.value, RequestTimeoutError)
+        assert info.value.__context__ is not None
+        partial = bulk_result_of(info.value.__context__)
+        await asyncio.wait_for(emulator.faults.settled(), 30)
+        assert_account(partial, read=rows.read, emulator=emulator, before=before, upsert=False)
+        _nothing_left(c)
+
+
+@pytest.mark.parametrize("kind", ["raises", "blocks"])
+async def test_callbacks_on_a_slow_server(emulator: Emulator, kind: str) -> None:
+    """on_result raises on the first timeout (the job stops and raises it), or blocks the
+    loop past the other attempts' deadlines (answers that arrived meanwhile may time out:
+    the imports are then proven by lookup, never sent twice)."""
+    emulator.configure(slow_seconds=0.3)
+    emulator.faults.script(FaultKind.SLOW, times=5, operation="import_contact")
+    before = Snapshot.take(emulator)
+    rows = Counted([contact(n) for n in range(40)])
+    seen: list[ItemResult] = []
+
+    def on_result(item: ItemResult) -> None:
+        seen.append(item)
+        if kind == "raises" and len(seen) == 5:
+            raise KeyError("callback failed")
+        if kind == "blocks" and len(seen) % 10 == 1:
+            time.sleep(0.15)  # longer than the timeout
+
+    async with _slow_client(emulator) as c:
+        if kind == "raises":
+            with pytest.raises(KeyError) as info:
+                await c.import_contacts(
+                    rows, overwrite_duplicates=False, keep_results=True, on_result=on_result
+                )
+            result = bulk_result_of(info.value)
+        else:
+            result = await c.import_contacts(
+                rows, overwrite_duplicates=False, keep_results=True, on_result=on_result
+            )
+            assert result.succeeded + result.ambiguous == 40
+        await asyncio.wait_for(emulator.faults.settled(), 30)
+        assert_account(
+            result, read=rows.read, emulator=emulator, before=before, campaign_id=538, upsert=False
+        )
+        _timeouts_are_classified(list(result.items or []))
+        _nothing_left(c)
+
+
+async def test_a_consumer_that_stops_early_while_attempts_hang(emulator: Emulator) -> None:
+    emulator.configure(slow_seconds=0.3)
+    emulator.faults.script(FaultKind.SLOW, times=1000, operation="import_contact")
+    before = Snapshot.take(emulator)
+    rows = Counted([contact(n) for n in range(40)])
+    async with _slow_client(emulator) as c:
+        stream = c.stream("import", rows, overwrite_duplicates=False, grace=0.05)
+        async with stream:
+            async for _ in stream:
+                break
+        await asyncio.wait_for(emulator.faults.settled(), 30)
+        assert_account(stream.result, read=rows.read, emulator=emulator, before=before)
+        _nothing_left(c)
