@@ -504,3 +504,70 @@ async def test_a_consumer_that_stops_early_while_attempts_hang(emulator: Emulato
         await asyncio.wait_for(emulator.faults.settled(), 30)
         assert_account(stream.result, read=rows.read, emulator=emulator, before=before)
         _nothing_left(c)
+
+
+async def test_a_sync_on_a_server_slower_than_the_timeout_is_exact(emulator: Emulator) -> None:
+    """A sync whose imports, updates and missing-contact locks are slower than the timeout:
+    the rows and the missing policy are accounted exactly, nothing left behind."""
+    async with _slow_client(emulator, timeout=5.0) as c:
+        await c.import_contacts([contact(n) for n in range(30)], keep_results=True)
+    emulator.configure(slow_seconds=0.15)
+    for route in ("import_contact", "update_contact", "lock_contact"):
+        emulator.faults.script(FaultKind.SLOW, times=4, operation=route)
+    # 0..19 kept (10..19 changed), 30..39 new, 20..29 missing (locked)
+    rows = Counted(
+        [contact(n) for n in range(10)]
+        + [contact(n, FirstName="Moritz") for n in range(10, 20)]
+        + [contact(n) for n in range(30, 40)]
+    )
+    before = Snapshot.take(emulator)
+    async with _slow_client(emulator) as c:
+        result = await c.sync_contacts(
+            rows, campaign_id=538, missing="lock", force=True, keep_results=True
+        )
+        await asyncio.wait_for(emulator.faults.settled(), 30)
+        assert_account(
+            result.rows, read=rows.read, emulator=emulator, before=before, campaign_id=538
+        )
+        assert result.missing is not None
+        assert_account(result.missing, read=result.missing.total)
+        assert result.missing.total == 10
+        assert result.rows.failed == result.missing.failed == 0
+        timed_out = [i for i in result.rows.items or [] if i.reconciled or i.attempts > 1]
+        assert len(timed_out) >= 8  # the slow imports and updates were given up on
+        _timeouts_are_classified(list(result.rows.items or []))
+        _nothing_left(c)
+
+
+def test_a_job_on_a_slow_server_on_uvloop() -> None:
+    """The whole path on uvloop (the loop ``dialler_async.run`` picks where installed)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with Emulator() as emulator:
+            emulator.configure(slow_seconds=0.15)
+            emulator.faults.script(FaultKind.SLOW, times=10, operation="import_contact")
+            before = Snapshot.take(emulator)
+            rows = Counted([contact(n) for n in range(40)])
+            async with _slow_client(emulator) as c:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                result = await c.import_contacts(
+                    rows, overwrite_duplicates=False, keep_results=True
+                )
+                assert loop.time() - started >= 0.1  # the slow ones waited out their time
+                await asyncio.wait_for(emulator.faults.settled(), 30)
+                assert_account(
+                    result,
+                    read=rows.read,
+                    emulator=emulator,
+                    before=before,
+                    campaign_id=538,
+                    upsert=False,
+                )
+                assert result.succeeded == 40
+                assert sum(1 for i in (result.items or []) if i.reconciled) == 10
+                _nothing_left(c)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
