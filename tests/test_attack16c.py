@@ -12,6 +12,7 @@ only make easier to meet (a blocked iteration is never shorter than its block).
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from dialler_async import (
     RequestTimeoutError,
     RetryPolicy,
 )
+from dialler_async._adaptive import Signal
 from dialler_async._deadlines import AttemptDeadlines
 from dialler_async.emulator import Emulator, FaultKind
 
@@ -221,6 +223,39 @@ async def test_a_retry_after_a_timeout_is_armed_again_and_answers() -> None:
         _no_cancellation_left(c)
 
 
+async def test_a_timed_out_attempt_tells_the_adaptive_limit_congested() -> None:
+    """As before the commit: a timeout is a sign of overload (Signal.CONGESTED)."""
+    _, answer = _slow_then_fast(1)
+    limits = Limits(adaptive_concurrency=True)
+    async with (
+        serving(answer) as base_url,
+        DiallerClient(
+            base_url, 7, "tok", retry=RetryPolicy.never(), timeout=0.1, limits=limits
+        ) as c,
+    ):
+        governor = c.transport.governor
+        signals: list[Signal] = []
+
+        class Recording:
+            """The governor, noting what each attempt's end tells it."""
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(governor, name)
+
+            def release(
+                self, started: float | None = None, signal: Signal = Signal.NEUTRAL
+            ) -> None:
+                signals.append(signal)
+                governor.release(started, signal)
+
+        c.transport.governor = Recording()  # type: ignore[assignment]
+        with pytest.raises(RequestTimeoutError):
+            await c.get_contact(1)
+        assert (await c.get_contact(1)).id == 1
+        assert signals[0] is Signal.CONGESTED and signals[1] is not Signal.CONGESTED
+        _no_cancellation_left(c)
+
+
 @pytest.mark.parametrize("order", ["deadline first", "cancel first"])
 async def test_a_deadline_and_a_cancel_in_the_same_turn_over_http(order: str) -> None:
     """The caller cancels a call in the same loop turn as its deadline passes: the caller's
@@ -352,6 +387,8 @@ def _nothing_left(client: DiallerClient) -> None:
     """No attempt armed, no cancellation counted on the caller, no job task left."""
     _no_cancellation_left(client)
     assert no_job_tasks()
+    connector = client.transport.session.connector
+    assert connector is not None and not connector._acquired  # no connection held
 
 
 def _timeouts_are_classified(items: list[ItemResult]) -> None:
@@ -571,3 +608,26 @@ def test_a_job_on_a_slow_server_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+
+
+async def test_a_consumer_that_drops_the_stream_while_attempts_hang(emulator: Emulator) -> None:
+    """A bare ``break`` and the stream dropped (the finalizer stops the job): the hanging
+    attempts still time out, the job ends by itself, nothing is left."""
+    emulator.configure(slow_seconds=0.15)
+    emulator.faults.script(FaultKind.SLOW, times=1000, operation="import_contact")
+    rows = Counted([contact(n) for n in range(40)])
+    async with _slow_client(emulator) as c:
+        stream = c.stream("import", rows, overwrite_duplicates=False, grace=0.3)
+        async for _ in stream:
+            break
+        del stream
+        gc.collect()
+
+        async def job_ended() -> None:
+            while not no_job_tasks():
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(job_ended(), 30)
+        await asyncio.wait_for(emulator.faults.settled(), 30)
+        _nothing_left(c)
+        assert emulator.store.contact_count() <= rows.read
