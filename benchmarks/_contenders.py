@@ -11,7 +11,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import aiohttp
 import httpx
 import orjson
+from yarl import URL
 
 from benchmarks._payloads import CAMPAIGN_ID
 from dialler_async import DiallerClient, Limits, RetryPolicy
@@ -87,6 +88,17 @@ def _check(status: int, data: Any) -> dict[str, Any]:
     return record
 
 
+async def _timed_pool(
+    worker: Callable[[], Awaitable[None]], concurrency: int
+) -> tuple[float, float]:
+    """Run ``concurrency`` copies of ``worker`` to the end: wall-clock and process CPU seconds."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(concurrency):
+            tg.create_task(worker())
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 async def pool_loop(
     base_url: str,
     token: str,
@@ -119,15 +131,41 @@ async def pool_loop(
                     continue
                 counts[1] += 1
 
-        t0, c0 = time.perf_counter(), time.process_time()
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(concurrency):
-                tg.create_task(worker())
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        elapsed, cpu = await _timed_pool(worker, concurrency)
     return Run(counts[0], elapsed, cpu, counts[1])
 
 
 pool_orjson = partial(pool_loop, fast_json=True)
+
+
+async def pool_bytes(
+    base_url: str, token: str, contacts: Iterable[dict[str, Any]], concurrency: int
+) -> Run:
+    """The worker pool as someone who has profiled aiohttp writes it: the body encoded with
+    orjson and passed as bytes (``data=``, with the Content-Type among the session's
+    headers), the URL parsed once (a ``yarl.URL``), the answer read and decoded with
+    ``orjson.loads`` (no ``resp.json()`` content-type check). ~8% fewer instructions a row
+    than :func:`pool_orjson` (callgrind: ``benchmarks/README.md``)."""
+    url = URL(import_url(base_url))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        counts = [0, 0]  # done, ok
+        source = iter(contacts)
+
+        async def worker() -> None:
+            for contact in source:
+                counts[0] += 1
+                body = orjson.dumps({**contact, "DiallerCampaignsID": CAMPAIGN_ID})
+                try:
+                    async with session.post(url, data=body) as resp:
+                        _check(resp.status, orjson.loads(await resp.read()))
+                except (aiohttp.ClientError, RuntimeError, ValueError):
+                    continue
+                counts[1] += 1
+
+        elapsed, cpu = await _timed_pool(worker, concurrency)
+    return Run(counts[0], elapsed, cpu, counts[1])
 
 
 async def aiohttp_loop(

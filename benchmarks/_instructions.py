@@ -11,7 +11,8 @@ costs (start-up, warm-up, the server's start) cancelled out::
             python -m benchmarks._instructions sdk $n 2>&1 | grep Collected
     done
 
-Contenders: ``pool`` (the worker-pool hand loop with orjson, ``pool_orjson``), ``sdk`` (default
+Contenders: ``pool`` (the worker-pool hand loop with orjson, ``pool_orjson``), ``pool_bytes``
+(the same with the body pre-encoded, the URL parsed once, ``resp.read()``), ``sdk`` (default
 options), ``streaming`` (the streaming options), ``checkpoint`` (default options and
 ``checkpoint=``). Under valgrind the client runs ~50x slower than the server, so it always finds
 answers waiting; the counts are the client's own work per row, not a model of its scheduling.
@@ -25,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from benchmarks._config import TOKEN
-from benchmarks._contenders import STREAMING, Run, pool_orjson, sdk, sdk_checkpoint
+from benchmarks._contenders import STREAMING, Run, pool_bytes, pool_orjson, sdk, sdk_checkpoint
 from benchmarks._payloads import contacts
 from benchmarks._procs import fast_server
 
@@ -35,6 +36,7 @@ CONCURRENCY = 32
 def _contender(name: str, url: str) -> Callable[[list[dict[str, Any]]], Awaitable[Run]]:
     return {
         "pool": lambda rows: pool_orjson(url, TOKEN, rows, CONCURRENCY),
+        "pool_bytes": lambda rows: pool_bytes(url, TOKEN, rows, CONCURRENCY),
         "sdk": lambda rows: sdk(url, TOKEN, rows, CONCURRENCY),
         "streaming": lambda rows: sdk(url, TOKEN, rows, CONCURRENCY, **STREAMING),
         "checkpoint": lambda rows: sdk_checkpoint(url, TOKEN, rows, CONCURRENCY),

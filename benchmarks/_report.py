@@ -17,17 +17,22 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if ov := res.get("overhead"):
         best = ov["best_hand_loop"]
+        # Issue 16's targets are against pool_orjson (its "worker-pool hand loop"); the best
+        # hand loop of the run, when another, is held to the same goals.
+        baselines = dict.fromkeys(("pool_orjson", best))
         for row, label, goal in (
             ("sdk", "SDK default options", 0.95),
             ("sdk_streaming", "SDK streaming options", 1.0),
             ("sdk_checkpoint", "SDK with checkpoint", 0.90),
         ):
-            thr = ov["ratios"][f"{row}/{best}"]["throughput"]["of_medians"]
-            out.append(
-                _target(
-                    f"throughput {label} / best hand loop ({best})", thr, f">= {goal}", thr >= goal
+            for base in baselines:
+                thr = ov["ratios"][f"{row}/{base}"]["throughput"]["of_medians"]
+                which = "best hand loop" if base == best else "issue 16's baseline"
+                out.append(
+                    _target(
+                        f"throughput {label} / {which} ({base})", thr, f">= {goal}", thr >= goal
+                    )
                 )
-            )
         cpu = ov["ratios"][f"sdk/{best}"]["cpu_per_contact"]["of_medians"]
         out.append(_target(f"client CPU per contact SDK / {best}", cpu, "<= 1.20", cpu <= 1.2))
         hx = ov["ratios"]["sdk/httpx"]["throughput"]["of_medians"]

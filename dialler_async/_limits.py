@@ -19,7 +19,8 @@ from typing import Any
 
 import attrs
 
-from ._adaptive import AdaptiveLimit, LoopLag, OwnWait, Signal
+from ._adaptive import AdaptiveLimit, Signal
+from ._own_delay import LoopLag, OwnWait
 
 Clock = Callable[[], float]
 _NEVER = -math.inf

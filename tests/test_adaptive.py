@@ -16,11 +16,12 @@ import pytest
 from dialler_async import Limits
 from dialler_async._adaptive import (
     BACKOFF,
+    HOLD,
     MIN_WINDOW,
     PROBE_SAMPLES,
+    SLOW,
+    TAIL,
     AdaptiveLimit,
-    LoopLag,
-    OwnWait,
     Signal,
     Window,
     median,
@@ -30,6 +31,7 @@ from dialler_async._adaptive import (
     window_rtt,
 )
 from dialler_async._limits import ConcurrencyGate, Governor
+from dialler_async._own_delay import LoopLag, OwnWait
 
 
 class Clock:
@@ -100,6 +102,54 @@ def test_next_limit(
 def test_next_limit_without_a_baseline_holds() -> None:
     window = Window(rtt=0.5, dropped=False, inflight=10)
     assert next_limit(10.0, window, None, floor=1, ceiling=64, slow_start=True) == (10.0, True)
+
+
+@pytest.mark.parametrize(
+    ("limit", "rtt", "slow_start", "expected", "slow_after"),
+    [
+        # held (after a cut for slow answers): no growth, however clear the window
+        (4.0, B, False, 4.0, False),
+        (4.0, B, True, 4.0, True),
+        (5.0, B * 1.1, False, 5.0, False),
+        # but cuts still apply while held
+        (16.0, B * 2, False, 8.0 + 16 / 7, False),
+        (6.0, B * 4 / 3, False, 4.5 + 6 / 7, False),
+    ],
+)
+def test_next_limit_held(
+    limit: float, rtt: float, slow_start: bool, expected: float, slow_after: bool
+) -> None:
+    window = Window(rtt=rtt, dropped=False, inflight=int(limit))
+    got, still_slow = next_limit(
+        limit, window, B, floor=2, ceiling=64, slow_start=slow_start, hold=True
+    )
+    assert got == pytest.approx(expected)
+    assert still_slow is slow_after
+
+
+def test_a_window_closes_once_its_tail_is_decided_and_the_cut_holds() -> None:
+    """At 8 (windows of 32), the third answer over SLOW x the baseline puts the window over
+    its tail (more than 32 / 16): it closes there, one fewer; then HOLD windows without
+    growth, however clear; then growth again."""
+    clock = Clock()
+    limit = fresh(clock, initial=8, probe_interval=1e9)
+    slow = SLOW * B * 1.01
+    # two slow answers in a full window: within the tail, the window runs to its end
+    seen = feed(limit, clock, [slow, slow] + [B] * 29)
+    assert set(seen) == {8}
+    seen = feed(limit, clock, [B])
+    assert seen == [16]  # slow start: the window was within the target and the tail
+    seen = feed(limit, clock, [B] * 20 + [slow, slow])  # at 16, windows of 32: 2 slow are fine
+    assert set(seen) == {16}
+    # the third: decided at the window's 23rd answer. Its mean (a queue of 1.0) is within the
+    # target (16/7): the tail alone cuts, by one
+    seen = feed(limit, clock, [slow])
+    assert seen == [15] and limit.value == pytest.approx(15.0)
+    # held: HOLD clear windows (of 32) at 15, then one grows it
+    seen = feed(limit, clock, [B] * 32 * HOLD)
+    assert set(seen) == {15}
+    seen = feed(limit, clock, [B] * 32)
+    assert seen[-1] == 16
 
 
 @pytest.mark.parametrize(
@@ -179,11 +229,16 @@ def test_slow_start_doubles_per_window_until_a_queue_shows() -> None:
     assert seen[30] == 4 and seen[31] == 8 and seen[63] == 16 and seen[-1] == 32
     assert limit.baseline == pytest.approx(B)
     # the queue shows (2 x baseline at 32 in flight): cut to 16 + the target (32/7), slow start
-    # is over
-    seen = feed(limit, clock, [2 * B] * 64)
+    # is over. Every answer is slow, so the window of 64 closes as soon as more than TAIL of
+    # it (a sixteenth: 4) is: at the fifth answer
+    assert int(64 * TAIL) == 4
+    seen = feed(limit, clock, [2 * B] * 5)
     assert seen[-2] == 32 and seen[-1] == 20
-    after = feed(limit, clock, [B] * 40)  # 40 answers close exactly one window at 20
-    assert after[-2] == 20 and after[-1] == limit.limit == 21  # +1 per window, not doubling
+    # a cut with slow answers holds the limit for HOLD windows of 40 answers (at 20) ...
+    after = feed(limit, clock, [B] * 40 * HOLD)
+    assert set(after) == {20}
+    after = feed(limit, clock, [B] * 40)  # ... then +1 per window, not doubling
+    assert after[-2] == 20 and after[-1] == limit.limit == 21
 
 
 def test_answers_to_requests_admitted_under_an_earlier_limit_are_ignored() -> None:
@@ -244,16 +299,81 @@ def waves(limit: int, capacity: int) -> list[float]:
 
 
 def test_recorded_waves_hold_the_limit_near_the_capacity() -> None:
-    """A server serving 4 at once, answering in waves: the limit settles between the capacity
-    and twice it (at most one wave waiting). With the window's lower quartile standing for it,
-    the first wave hid the queue from the rule and the limit climbed to 17."""
+    """A server serving 4 at once, answering in waves: the limit settles at the capacity,
+    trying one more now and then (at 5, every fifth answer waits a whole wave: a tail of a
+    fifth, over TAIL). With the window's lower quartile standing for it, the first wave hid
+    the queue from the rule and the limit climbed to 17; with the mean alone (no tail guard)
+    it settled between the capacity and twice it."""
     clock = Clock()
     limit = fresh(clock, initial=4, probe_interval=1e9)
     seen: list[int] = []
     for _ in range(200):
         current = limit.limit
         seen += feed(limit, clock, waves(current, 4), inflight=current)
-    assert max(seen[-100:]) <= 8 and min(seen[-100:]) >= 4
+    assert set(seen[-100:]) == {4, 5}
+    assert seen[-100:].count(4) >= 75
+
+
+def test_the_tail_trims_one_request_until_the_limit_is_back() -> None:
+    """Slow answers with the mean within the target trim the limit by one; more of them at the
+    trimmed limit (stalls of a loaded machine, not a queue) do not trim it further; once the
+    limit is back where it was trimmed, a tail trims it again. A cut by the mean starts over."""
+    clock = Clock()
+    limit = fresh(clock, initial=8, probe_interval=1e9)
+    slow = SLOW * B * 1.01
+    tail = [B] * 20 + [slow] * 3  # over the tail at its 23rd answer; the mean within the target
+    feed(limit, clock, [B] * 32)  # slow start: 16
+    assert limit.limit == 16
+    assert feed(limit, clock, tail)[-1] == 15
+    for _ in range(3):  # tails at 15: no further trim (the hold is renewed; the limit stays)
+        assert set(feed(limit, clock, tail)) == {15}
+    # HOLD clear windows, then growth back to 16, where a tail trims again
+    feed(limit, clock, [B] * 32 * HOLD)
+    assert limit.limit == 15
+    feed(limit, clock, [B] * 32)
+    assert limit.limit == 16
+    assert feed(limit, clock, tail)[-1] == 15
+    # a cut by the mean (a deep queue: 2 x the baseline) ...
+    feed(limit, clock, [2 * B] * 3)
+    assert limit.limit == 9  # 7.5 + 15/7
+    # ... after which a tail may trim again
+    assert feed(limit, clock, tail)[-1] == 8
+
+
+def test_the_tail_of_an_app_limited_window_trims_nothing() -> None:
+    """Fewer than half the limit in flight (a slow input): slow answers are not our queue."""
+    clock = Clock()
+    limit = fresh(clock, initial=16, probe_interval=1e9)
+    slow = SLOW * B * 1.01
+    # the window closes at its third slow answer (over its tail) and keeps the limit
+    seen = feed(limit, clock, [B] * 20 + [slow] * 3, inflight=4)
+    assert set(seen) == {16} and limit.value == 16.0
+
+
+def test_the_tail_never_trims_below_the_floor() -> None:
+    clock = Clock()
+    limit = fresh(clock, floor=4, initial=4, probe_interval=1e9)
+    slow = SLOW * B * 1.01
+    for _ in range(5):
+        assert set(feed(limit, clock, [B] * 20 + [slow] * 3)) == {4}
+    assert limit.value == 4.0
+
+
+def test_slow_answers_released_together_count_once() -> None:
+    """A stall delays every answer in flight at once: 8 slow answers released together are
+    one slow event, within the tail of a window of 32; spread a round trip apart, five are
+    over the tail of a window of 64 (4)."""
+    clock = Clock()
+    limit = fresh(clock, initial=16, probe_interval=1e9)
+    slow = SLOW * B * 1.01
+    started = clock.now
+    clock.now += slow
+    for _ in range(8):  # admitted together, answered together after a stall of ours
+        limit.on_sample(started, slow, False, 15)
+    feed(limit, clock, [B] * 24)
+    assert limit.limit == 32  # one slow event in 32, the mean within the target: doubled
+    feed(limit, clock, [B] * 59 + [slow] * 5)
+    assert limit.limit == 31  # five slow answers a round trip apart: one fewer
 
 
 RECORDED = json.loads((Path(__file__).parent / "fixtures" / "adaptive_rtts.json").read_text())
@@ -422,6 +542,18 @@ def test_simulated_round_trips_with_a_part_no_queue_causes(outside: float) -> No
     assert _p95(during) <= 2 * B
     assert len(during) / 9.0 >= 0.9 * 200
     assert len(_server_between(seen, 22.0, 30.0)) / 8.0 >= 0.9 * 800
+
+
+@pytest.mark.parametrize("outside", [0.0, 0.002])
+def test_simulated_drop_the_tail_guard_holds_the_capacity(outside: float) -> None:
+    """After a drop from 16 to 4 the limit stays at 4 most of the time, trying 5 now and then,
+    and the server's p95 stays at 1.5 x the service time. Without the tail guard (the mean
+    alone) this simulator held 4 half the time at no outside time and an eighth of it at 2 ms
+    (p95 31 and 33 ms)."""
+    seen = simulate(lambda t: 4 if 10.0 <= t < 20.0 else 16, 30.0, outside=outside)
+    limits = [limit for t, limit, *_ in seen if 11.0 <= t < 20.0]
+    assert limits.count(4) >= 0.7 * len(limits)
+    assert _p95(_server_between(seen, 11.0, 20.0)) <= 1.5 * B
 
 
 def test_simulated_limit_stays_within_floor_and_ceiling() -> None:
