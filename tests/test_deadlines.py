@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from dialler_async import DiallerClient, RequestTimeoutError, RetryPolicy
-from dialler_async._deadlines import TICKS, AttemptDeadlines
+from dialler_async._deadlines import AttemptDeadlines
 
 from .conftest import serving
 
@@ -38,8 +38,11 @@ async def _attempt(deadlines: AttemptDeadlines, waits: float) -> str:
 
 def _pass_the_deadlines(deadlines: AttemptDeadlines) -> None:
     """Every attempt armed so far is past its time: the next tick cancels them."""
-    deadlines._epoch += TICKS + 1
+    # A tick after every attempt armed so far, one timeout ago (deadlines are kept by time).
+    deadlines._epoch += 1
+    deadlines._ticks.appendleft((float("-inf"), deadlines._epoch))
     deadlines._on_tick(asyncio.get_running_loop())
+    assert deadlines._expired, "the deadline passed for no attempt"
 
 
 async def test_an_attempt_past_its_deadline_times_out_and_leaves_no_cancellation() -> None:
