@@ -41,7 +41,7 @@ class AttemptDeadlines:
     """Deadlines of the attempts in flight on one event loop (one per transport).
 
     Per attempt, in the task making it: :meth:`arm` before its first wait (None outside a
-    task: the caller needs another timeout), :meth:`timed_out` when it raised
+    task, where aiohttp cannot send a request either), :meth:`timed_out` when it raised
     :class:`asyncio.CancelledError`, :meth:`disarm` when it ends however it ends (in a
     ``finally``). A task makes one attempt at a time.
     """

@@ -153,14 +153,12 @@ class Transport:
         )
         self.timeout = timeout
         self.deadlines = AttemptDeadlines(timeout)
-        connect = min(timeout, 10.0)
-        #: what aiohttp enforces itself: connecting (an attempt armed in self.deadlines) ...
-        self._armed_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect)
-        #: ... or everything (an attempt outside a task, which cannot be armed)
-        self._whole_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect)
+        # aiohttp keeps only the connect timeout; self.deadlines keeps the attempt's (aiohttp
+        # cannot send a request outside a task, the one place an attempt cannot be armed).
+        self._connect_timeout = min(timeout, 10.0)
         self.session = aiohttp.ClientSession(
             connector=connector,
-            timeout=self._armed_timeout,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
             headers={
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/json",
@@ -265,13 +263,7 @@ class Transport:
         task = deadlines.arm()
         try:
             self.requests += 1
-            async with self.session.request(
-                method,
-                url,
-                data=data,
-                allow_redirects=False,
-                timeout=self._armed_timeout if task is not None else self._whole_timeout,
-            ) as resp:
+            async with self.session.request(method, url, data=data, allow_redirects=False) as resp:
                 status = resp.status
                 headers = resp.headers
                 declared = resp.content_length
@@ -367,7 +359,7 @@ class Transport:
         # of 500,000): ``timeout`` bounds each wait for data instead (the headers, then every
         # chunk), so a server that stalls is still given up on, one that sends is not cut off.
         return aiohttp.ClientTimeout(
-            total=None, sock_connect=self._armed_timeout.sock_connect, sock_read=self.timeout
+            total=None, sock_connect=self._connect_timeout, sock_read=self.timeout
         )
 
     async def open_stream(self, method: str, path: str, *, max_bytes: int | None = None) -> Body:
