@@ -208,7 +208,11 @@ async def test_many_single_calls_gathered_from_one_task_all_time_out() -> None:
         )
         assert loop.time() - started >= 0.1
         assert all(isinstance(r, RequestTimeoutError) for r in results), results
-        assert all(r.request_sent for r in results)  # type: ignore[union-attr]
+        # Thirty connections opened at once on a loaded machine: some may not connect within
+        # the 0.1 s connect limit (min(timeout, 10 s)); those say so. Every other one was sent.
+        for r in results:
+            assert isinstance(r, RequestTimeoutError)
+            assert r.request_sent or "connect timed out" in str(r), r
         _no_cancellation_left(c)
 
 
@@ -217,7 +221,8 @@ async def test_a_retry_after_a_timeout_is_armed_again_and_answers() -> None:
     retry = RetryPolicy(max_attempts=3, initial_backoff=0.0, max_backoff=0.0)
     async with (
         serving(answer) as base_url,
-        DiallerClient(base_url, 7, "tok", retry=retry, timeout=0.1) as c,
+        # 0.3 s: the answer that comes at once must not time out on a loaded machine
+        DiallerClient(base_url, 7, "tok", retry=retry, timeout=0.3) as c,
     ):
         assert (await c.get_contact(1)).id == 1
         assert seen[0] == 3
@@ -231,7 +236,7 @@ async def test_a_timed_out_attempt_tells_the_adaptive_limit_congested() -> None:
     async with (
         serving(answer) as base_url,
         DiallerClient(
-            base_url, 7, "tok", retry=RetryPolicy.never(), timeout=0.1, limits=limits
+            base_url, 7, "tok", retry=RetryPolicy.never(), timeout=0.3, limits=limits
         ) as c,
     ):
         governor = c.transport.governor
@@ -396,7 +401,10 @@ def _timeouts_are_classified(items: list[ItemResult]) -> None:
     """Every write that timed out is AMBIGUOUS or was proven (never FAILED as if not sent)."""
     for item in items:
         if isinstance(item.error, RequestTimeoutError):
-            assert item.error.request_sent
+            if not item.error.request_sent:
+                # a connect timeout on a loaded machine (never sent): FAILED is right for it
+                assert "connect timed out" in str(item.error), item
+                continue
             assert item.outcome is Outcome.AMBIGUOUS, item
 
 
