@@ -33,23 +33,9 @@ from dialler_async.emulator import Emulator, FaultKind
 
 from .conftest import contact, serving
 from .invariants import Counted, Snapshot, assert_account, bulk_result_of, no_job_tasks
+from .test_deadlines import _attempt, _pass_the_deadlines
 
 TIMEOUT = 0.05
-
-
-async def _attempt(deadlines: AttemptDeadlines, waits: float) -> str:
-    """An attempt as the transport makes one: 'done', 'timed out', or CancelledError."""
-    task = deadlines.arm()
-    assert task is not None
-    try:
-        await asyncio.sleep(waits)
-    except asyncio.CancelledError:
-        if deadlines.timed_out(task):
-            return "timed out"
-        raise
-    finally:
-        deadlines.disarm(task)
-    return "done"
 
 
 class _ManualLoop:
@@ -185,14 +171,6 @@ def _no_cancellation_left(client: DiallerClient) -> None:
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
     assert len(client.transport.deadlines) == 0
-
-
-def _pass_the_deadlines(deadlines: AttemptDeadlines) -> None:
-    """Every attempt armed so far is past its time: this tick cancels them."""
-    deadlines._epoch += 1
-    deadlines._ticks.appendleft((float("-inf"), deadlines._epoch))
-    deadlines._on_tick(asyncio.get_running_loop())
-    assert deadlines._expired, "the deadline passed for no attempt"
 
 
 async def test_many_single_calls_gathered_from_one_task_all_time_out() -> None:
