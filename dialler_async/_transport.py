@@ -151,14 +151,19 @@ class Transport:
         connector = aiohttp.TCPConnector(
             limit=governor.limits.max_concurrency, limit_per_host=0, ssl=verify
         )
-        self.timeout = timeout
-        self.deadlines = AttemptDeadlines(timeout)
         # aiohttp keeps only the connect timeout; self.deadlines keeps the attempt's (aiohttp
         # cannot send a request outside a task, the one place an attempt cannot be armed).
-        self._connect_timeout = min(timeout, 10.0)
+        self.deadlines = AttemptDeadlines(timeout)
+        connect = min(timeout, 10.0)
+        # A streamed answer may take far longer than ``timeout`` to arrive in full (a campaign
+        # of 500,000): ``timeout`` bounds each wait for data instead (the headers, then every
+        # chunk), so a server that stalls is still given up on, one that sends is not cut off.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect, sock_read=timeout
+        )
         self.session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect),
             headers={
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/json",
@@ -324,7 +329,7 @@ class Transport:
         try:
             self.requests += 1
             resp = await self.session.request(
-                method, url, allow_redirects=False, timeout=self._stream_timeout()
+                method, url, allow_redirects=False, timeout=self._stream_timeout
             )
             if resp.status < 300:
                 declared = resp.content_length
@@ -353,14 +358,6 @@ class Transport:
                 resp.release()
         self.governor.release()
         raise _status_error(status, raw, headers, method, path)
-
-    def _stream_timeout(self) -> aiohttp.ClientTimeout:
-        # A streamed answer may take far longer than ``timeout`` to arrive in full (a campaign
-        # of 500,000): ``timeout`` bounds each wait for data instead (the headers, then every
-        # chunk), so a server that stalls is still given up on, one that sends is not cut off.
-        return aiohttp.ClientTimeout(
-            total=None, sock_connect=self._connect_timeout, sock_read=self.timeout
-        )
 
     async def open_stream(self, method: str, path: str, *, max_bytes: int | None = None) -> Body:
         """A 2xx answer to read as a stream of chunks (:class:`Body`), obtained through the same

@@ -639,36 +639,16 @@ def test_sigkill_of_an_upsert_job_with_unsafe_rows_and_resume(tmp_path: Path) ->
     """Safe rows (sent without a journal entry first) and CREATE rows (no UserData: PENDING
     first) in one job, killed twice mid-batch: the resume duplicates no UserData, sends no
     unchecked CREATE row again, and accounts for every row."""
-    import json
     import signal
-    import subprocess
-    import sys
 
-    from .test_checkpoint import _start_emulator, _wait_for_journal
+    from .test_checkpoint import _start_emulator, kill_then_finish
 
     script = tmp_path / "job.py"
     script.write_text(_UPSERT_JOB, encoding="utf-8")
     db_file, journal, n = tmp_path / "server.db", tmp_path / "job.db", 800
     server, base_url = _start_emulator(db_file)
     try:
-        for progress in (150, 450):
-            job = subprocess.Popen(
-                [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
-                stdout=subprocess.DEVNULL,
-            )
-            try:
-                _wait_for_journal(journal, progress)
-            finally:
-                job.send_signal(signal.SIGKILL)
-                job.wait()
-        final = subprocess.run(
-            [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        counts = json.loads(final.stdout.strip().splitlines()[-1])
+        counts = kill_then_finish(script, base_url, journal, n, (150, 450))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)

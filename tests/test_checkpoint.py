@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -175,6 +176,24 @@ def _wait_for_journal(journal: Path, entries: int, timeout: float = 120.0) -> No
     raise AssertionError(f"the journal never showed {entries} outcomes")
 
 
+def kill_then_finish(
+    script: Path, base_url: str, journal: Path, n: int, kill_at: tuple[int, ...]
+) -> dict[str, int]:
+    """Run the job ``script`` against ``base_url``, SIGKILL it once its journal holds each of
+    ``kill_at`` entries in turn (with writes in flight), then let one run finish: its counts."""
+    command = [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)]
+    for progress in kill_at:
+        job = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        try:
+            _wait_for_journal(journal, progress)
+        finally:
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+    final = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    counts: dict[str, int] = json.loads(final.stdout.strip().splitlines()[-1])
+    return counts
+
+
 @pytest.mark.slow
 def test_sigkill_and_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
     """Kill a plain (non-upsert) import with SIGKILL, several times, and resume it each time."""
@@ -185,24 +204,7 @@ def test_sigkill_and_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path)
     try:
         # Kill only once the journal shows progress (a fixed delay kills before row one on a
         # loaded machine), at three depths, each time with writes in flight.
-        for progress in (100, 250, 400):
-            job = subprocess.Popen(
-                [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
-                stdout=subprocess.DEVNULL,
-            )
-            try:
-                _wait_for_journal(journal, progress)
-            finally:
-                job.send_signal(signal.SIGKILL)
-                job.wait()
-        final = subprocess.run(
-            [sys.executable, str(script), base_url, "kill-test", str(journal), str(n)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        counts = __import__("json").loads(final.stdout.strip().splitlines()[-1])
+        counts = kill_then_finish(script, base_url, journal, n, (100, 250, 400))
         assert sum(counts.values()) == n
         assert counts["skipped"] > 0 and counts["succeeded"] + counts["skipped"] == n
     finally:
