@@ -139,17 +139,28 @@ pool_orjson = partial(pool_loop, fast_json=True)
 
 
 async def pool_bytes(
-    base_url: str, token: str, contacts: Iterable[dict[str, Any]], concurrency: int
+    base_url: str,
+    token: str,
+    contacts: Iterable[dict[str, Any]],
+    concurrency: int,
+    *,
+    connector_limit: int | None = None,
+    **session_options: Any,
 ) -> Run:
     """The worker pool as someone who has profiled aiohttp writes it: the body encoded with
     orjson and passed as bytes (``data=``, with the Content-Type among the session's
     headers), the URL parsed once (a ``yarl.URL``), the answer read and decoded with
     ``orjson.loads`` (no ``resp.json()`` content-type check). ~8% fewer instructions a row
-    than :func:`pool_orjson` (callgrind: ``benchmarks/README.md``)."""
+    than :func:`pool_orjson` (callgrind: ``benchmarks/README.md``). ``connector_limit`` and
+    ``session_options`` (for ``aiohttp.ClientSession``) are the variants ``_instructions.py``
+    counts."""
     url = URL(import_url(base_url))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+    limit = concurrency if connector_limit is None else connector_limit
+    connector = aiohttp.TCPConnector(limit=limit)
+    async with aiohttp.ClientSession(
+        headers=headers, connector=connector, **session_options
+    ) as session:
         counts = [0, 0]  # done, ok
         source = iter(contacts)
 

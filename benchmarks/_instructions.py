@@ -12,10 +12,12 @@ costs (start-up, warm-up, the server's start) cancelled out::
     done
 
 Contenders: ``pool`` (the worker-pool hand loop with orjson, ``pool_orjson``), ``pool_bytes``
-(the same with the body pre-encoded, the URL parsed once, ``resp.read()``), ``sdk`` (default
-options), ``streaming`` (the streaming options), ``checkpoint`` (default options and
-``checkpoint=``). Under valgrind the client runs ~50x slower than the server, so it always finds
-answers waiting; the counts are the client's own work per row, not a model of its scheduling.
+(the same with the body pre-encoded, the URL parsed once, ``resp.read()``; and its variants
+``pool_bytes_limit0``, ``pool_bytes_lean_headers``, ``pool_bytes_no_total_timeout``),
+``sdk`` (default options), ``streaming`` (the streaming options), ``checkpoint`` (default
+options and ``checkpoint=``). Under valgrind the client runs ~50x slower than the server, so it
+always finds answers waiting; the counts are the client's own work per row, not a model of its
+scheduling.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import aiohttp
 
 from benchmarks._config import TOKEN
 from benchmarks._contenders import STREAMING, Run, pool_bytes, pool_orjson, sdk, sdk_checkpoint
@@ -37,6 +41,25 @@ def _contender(name: str, url: str) -> Callable[[list[dict[str, Any]]], Awaitabl
     return {
         "pool": lambda rows: pool_orjson(url, TOKEN, rows, CONCURRENCY),
         "pool_bytes": lambda rows: pool_bytes(url, TOKEN, rows, CONCURRENCY),
+        # variants of pool_bytes: what aiohttp's options cost per request
+        "pool_bytes_limit0": lambda rows: pool_bytes(
+            url, TOKEN, rows, CONCURRENCY, connector_limit=0
+        ),
+        "pool_bytes_lean_headers": lambda rows: pool_bytes(
+            url,
+            TOKEN,
+            rows,
+            CONCURRENCY,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        ),
+        "pool_bytes_no_total_timeout": lambda rows: pool_bytes(
+            url,
+            TOKEN,
+            rows,
+            CONCURRENCY,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        ),
         "sdk": lambda rows: sdk(url, TOKEN, rows, CONCURRENCY),
         "streaming": lambda rows: sdk(url, TOKEN, rows, CONCURRENCY, **STREAMING),
         "checkpoint": lambda rows: sdk_checkpoint(url, TOKEN, rows, CONCURRENCY),

@@ -112,13 +112,13 @@ Where we differ, and why:
   requests/s, 25 at 394 of 400. A probe costs 25 round trips at the floor per
   ``probe_interval`` (about 2% at 30 s).
 * Our own delays are taken out of each round trip before the rule sees it, the larger of two
-  estimates: :class:`LoopLag` (how late the event loop runs a timer: the process waiting for
-  a shared CPU) and :class:`OwnWait` (how long this answer waited for the client to handle
-  the answers of its wave before it). Never more than half the round trip.
+  estimates (``_own_delay.py``): :class:`LoopLag` (how late the event loop runs a timer: the
+  process waiting for a shared CPU) and :class:`OwnWait` (how long this answer waited for the
+  client to handle the answers of its wave before it). Never more than half the round trip.
 
 :func:`next_limit` is the rule of the mean: pure, and tested from tables. :class:`AdaptiveLimit`
-feeds it windows, keeps the baseline and applies the tail guard (a little state: the hold and
-the level trimmed from), on an injectable clock.
+feeds it windows, keeps the baseline and the state of :func:`tail_guard` (the tail guard's
+rule, pure and tested from a table too), on an injectable clock.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ import enum
 import math
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NamedTuple
 
 import attrs
 
@@ -248,6 +248,38 @@ def next_limit(
     return clamp(limit * 2.0 if slow_start else limit + 1.0 - queued / target), slow_start
 
 
+class Guard(NamedTuple):
+    """The tail guard's state: windows left without growth, and the level the tail trimmed the
+    limit to (0: none; the guard does not trim again below it until the mean moves)."""
+
+    hold: int = 0
+    trimmed_to: int = 0
+
+
+def tail_guard(
+    limit: float, proposed: float, window: Window, guard: Guard, *, floor: int
+) -> tuple[float, Guard]:
+    """The limit after ``window`` once the tail guard has had its say on ``proposed`` (what
+    :func:`next_limit` made of ``limit``), and the guard's next state.
+
+    A cut by the mean stands (and, with a tail, holds). Otherwise a tail of more than
+    :data:`TAIL` slow answers, with at least half the limit in flight, holds the limit for
+    :data:`HOLD` windows and trims it by one, but not again below that level until the mean
+    cuts (a tail of stalls on a loaded machine, not of a queue, costs one request, not all of
+    them). With fewer than half the limit in flight the tail is not our queue (see
+    :func:`next_limit`). Without a tail the hold counts down.
+    """
+    tail = window.slow > TAIL
+    if proposed < limit:  # the mean says the server has fewer places: trim anew
+        return proposed, Guard(HOLD if tail else guard.hold, 0)
+    if tail and not window.dropped and window.inflight * 2 >= limit:
+        if max(floor, math.floor(limit)) > guard.trimmed_to:
+            trimmed = max(float(floor), limit - 1.0)
+            return trimmed, Guard(HOLD, math.floor(trimmed))
+        return proposed, Guard(HOLD, guard.trimmed_to)
+    return proposed, Guard(max(0, guard.hold - 1), guard.trimmed_to)
+
+
 class AdaptiveLimit:
     """The adaptive limit of one governor: windows, baseline and probes around :func:`next_limit`.
 
@@ -257,12 +289,8 @@ class AdaptiveLimit:
     were at the server when it finished. Read :attr:`limit` (an int within the floor and the
     ceiling) and :attr:`baseline`.
 
-    The tail guard lives here (it needs a little state): a window whose mean
-    :func:`next_limit` lets grow or hold but more than :data:`TAIL` of whose answers were
-    slower than :data:`SLOW` baselines (released at least half a baseline apart), with at
-    least half the limit in flight, trims the limit by one, unless it was trimmed to here
-    already; either way, and after a cut by the mean with such a tail, the limit does not grow
-    for :data:`HOLD` windows.
+    It counts each window's slow answers (slower than :data:`SLOW` baselines, released at
+    least half a baseline apart) for :func:`tail_guard`, and keeps the guard's state.
     """
 
     __slots__ = (
@@ -270,7 +298,7 @@ class AdaptiveLimit:
         "_clock",
         "_count",
         "_dropped",
-        "_hold",
+        "_guard",
         "_inflight",
         "_next_probe",
         "_probe_interval",
@@ -280,7 +308,6 @@ class AdaptiveLimit:
         "_slow",
         "_slow_at",
         "_slow_start",
-        "_trim_below",
         "baseline",
         "ceiling",
         "floor",
@@ -305,8 +332,7 @@ class AdaptiveLimit:
         self._clock = clock
         self._probe_interval = probe_interval
         self._slow_start = True
-        self._hold = 0
-        self._trim_below = 0
+        self._guard = Guard()
         self._slow_at = -math.inf
         # The first thing measured is the baseline, at the floor, before any queue of ours
         # can exist: a first window at the initial limit may already queue at a small server.
@@ -384,24 +410,11 @@ class AdaptiveLimit:
             floor=self.floor,
             ceiling=self.ceiling,
             slow_start=self._slow_start,
-            hold=self._hold > 0,
+            hold=self._guard.hold > 0,
         )
-        if value < self.value:  # the mean says the server has fewer places: trim anew
-            self._trim_below = 0
-            if window.slow > TAIL:
-                self._hold = HOLD
-        elif window.slow > TAIL and not window.dropped and window.inflight * 2 >= self.value:
-            # The mean is within the target, the tail is not: no growth for HOLD windows, and
-            # one fewer, but not again below that until the limit is back (a tail of stalls
-            # on a loaded machine, not of a queue, costs one request, not all of them). With
-            # fewer than half the limit in flight the tail is not our queue (see next_limit).
-            self._hold = HOLD
-            if self.limit > self._trim_below:
-                value = max(float(self.floor), self.value - 1.0)
-                self._slow_start = False
-                self._trim_below = math.floor(value)
-        elif self._hold:
-            self._hold -= 1
+        value, self._guard = tail_guard(self.value, value, window, self._guard, floor=self.floor)
+        if self._guard.hold == HOLD:  # a tail was seen: slow start is over
+            self._slow_start = False
         if self._clock() >= self._next_probe and not window.dropped:
             self._probing = True
             self._saved = value

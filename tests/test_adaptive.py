@@ -22,11 +22,13 @@ from dialler_async._adaptive import (
     SLOW,
     TAIL,
     AdaptiveLimit,
+    Guard,
     Signal,
     Window,
     median,
     next_limit,
     signal_for,
+    tail_guard,
     target_queue,
     window_rtt,
 )
@@ -735,3 +737,39 @@ def test_own_wait_counts_at_most_limit_minus_one_answers_back() -> None:
     assert waits[:3] == pytest.approx([0.0, 0.0, 0.001])
     assert max(waits) == pytest.approx(0.001)
     assert own(1) == 0.0  # one in flight: nothing can have been ahead
+
+
+# -- the tail guard, as a table ------------------------------------------------------------------
+
+
+def _tail_window(slow: float, inflight: int = 8, dropped: bool = False) -> Window:
+    return Window(rtt=B, dropped=dropped, inflight=inflight, slow=slow)
+
+
+@pytest.mark.parametrize(
+    ("limit", "proposed", "window", "guard", "expected"),
+    [
+        # no tail: the mean's proposal stands, the hold counts down
+        (8.0, 9.0, _tail_window(0.0), Guard(), (9.0, Guard(0, 0))),
+        (8.0, 8.0, _tail_window(0.0), Guard(3, 7), (8.0, Guard(2, 7))),
+        # a tail at 8 in flight: one fewer, held, and the level noted
+        (8.0, 9.0, _tail_window(0.2), Guard(), (7.0, Guard(HOLD, 7))),
+        # a tail again at the trimmed level: held, not cut further
+        (7.0, 7.5, _tail_window(0.2, inflight=7), Guard(2, 7), (7.5, Guard(HOLD, 7))),
+        # back above the trimmed level: trimmed once more
+        (9.0, 9.0, _tail_window(0.2, inflight=9), Guard(0, 7), (8.0, Guard(HOLD, 8))),
+        # fewer than half the limit in flight: the tail is not our queue
+        (8.0, 8.0, _tail_window(0.5, inflight=3), Guard(2, 0), (8.0, Guard(1, 0))),
+        # a congestion signal in the window: the mean's cut is the answer
+        (8.0, 8.0, _tail_window(0.5, dropped=True), Guard(), (8.0, Guard(0, 0))),
+        # a cut by the mean stands; with a tail it holds; the trimmed level is forgotten
+        (8.0, 5.0, _tail_window(0.2), Guard(0, 7), (5.0, Guard(HOLD, 0))),
+        (8.0, 5.0, _tail_window(0.0), Guard(2, 7), (5.0, Guard(2, 0))),
+        # never below the floor
+        (3.0, 3.0, _tail_window(0.5, inflight=3), Guard(), (3.0, Guard(HOLD, 3))),
+    ],
+)
+def test_tail_guard_table(
+    limit: float, proposed: float, window: Window, guard: Guard, expected: tuple[float, Guard]
+) -> None:
+    assert tail_guard(limit, proposed, window, guard, floor=3) == expected
