@@ -21,20 +21,31 @@ from pathlib import Path
 from dialler_async._checkpoint import _PRAGMAS, _SCHEMA, _UPSERT
 
 
+def _fresh(directory: Path, pragmas: bool) -> sqlite3.Connection:
+    """A new journal with the checkpoint's schema (and its pragmas, or SQLite's defaults)."""
+    db = sqlite3.connect(directory / "job.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=OFF")
+    for pragma in _PRAGMAS if pragmas else ():
+        db.execute(pragma)
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _entries(rows: int, seed: int) -> list[tuple[object, ...]]:
+    """SUCCEEDED entries with random digests, as a job's are."""
+    rng = random.Random(seed)
+    return [
+        (rng.getrandbits(63), 0, f"bench-{i:09d}", "succeeded", i, 1, time.time(), None)
+        for i in range(rows)
+    ]
+
+
 def cost(rows: int, batch: int, pragmas: bool, seed: int) -> float:
     """Process CPU µs per entry for one fresh journal."""
     with tempfile.TemporaryDirectory(prefix="dialler-journal-") as tmp:
-        db = sqlite3.connect(Path(tmp) / "job.db", isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=OFF")
-        for pragma in _PRAGMAS if pragmas else ():
-            db.execute(pragma)
-        db.executescript(_SCHEMA)
-        rng = random.Random(seed)
-        entries = [
-            (rng.getrandbits(63), 0, f"bench-{i:09d}", "succeeded", i, 1, time.time(), None)
-            for i in range(rows)
-        ]
+        db = _fresh(Path(tmp), pragmas)
+        entries = _entries(rows, seed)
         started = time.process_time()
         for start in range(0, rows, batch):
             db.execute("BEGIN")
@@ -62,18 +73,9 @@ _FOLD = _UPSERT.replace(
 def append_cost(rows: int, batch: int, seed: int) -> tuple[float, float]:
     """Process CPU µs per entry appended to the log during a run, and to fold it afterwards."""
     with tempfile.TemporaryDirectory(prefix="dialler-journal-") as tmp:
-        db = sqlite3.connect(Path(tmp) / "job.db", isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=OFF")
-        for pragma in _PRAGMAS:
-            db.execute(pragma)
-        db.executescript(_SCHEMA)
+        db = _fresh(Path(tmp), pragmas=True)
         db.execute(_LOG)
-        rng = random.Random(seed)
-        entries = [
-            (rng.getrandbits(63), 0, f"bench-{i:09d}", "succeeded", i, 1, time.time(), None)
-            for i in range(rows)
-        ]
+        entries = _entries(rows, seed)
         started = time.process_time()
         for start in range(0, rows, batch):
             db.execute("BEGIN")
