@@ -268,7 +268,12 @@ class Transport:
         task = deadlines.arm()
         try:
             self.requests += 1
-            async with self.session.request(method, url, data=data, allow_redirects=False) as resp:
+            # Awaited, not ``async with``: the context manager's five coroutines per request
+            # (its __aenter__/__aexit__, the response's, wait_for_close) do nothing here that
+            # release() does not (it cancels a writer still sending; the connection returns
+            # to the pool when that ends, or is closed if the answer was not read in full).
+            resp = await self.session.request(method, url, data=data, allow_redirects=False)
+            try:
                 status = resp.status
                 headers = resp.headers
                 declared = resp.content_length
@@ -279,6 +284,8 @@ class Transport:
                     raw = await resp.read()
                 else:
                     raw = await _read_bounded(resp, limit)
+            finally:
+                resp.release()
             if governor.adaptive is not None:
                 signal = signal_for(status)
         except asyncio.CancelledError:
