@@ -201,6 +201,8 @@ class Prepared(NamedTuple):
     warnings: tuple[str, ...] = ()
 
 
+_tuple_new = tuple.__new__
+
 #: One write as the transport sends it: method, path, body.
 Request = tuple[str, str, Any]
 
@@ -333,10 +335,13 @@ class Import:
             body.update(self.default_campaign)
         if not (user_data and user_data.strip()):
             user_data = None
-        # write_kind(Operation.IMPORT, ...) and _prepared(), inline: this runs once per row.
+        # write_kind(Operation.IMPORT, ...) and _prepared(), inline: this runs once per row
+        # (and the tuple built as a tuple: Prepared(...) is a Python-level constructor).
         idempotent = bool(self.overwrite and user_data)
         kind = WriteKind.IDEMPOTENT if idempotent else WriteKind.CREATE
-        prepared = Prepared(user_data, user_data, body, idempotent, user_data, kind)
+        prepared = _tuple_new(
+            Prepared, (user_data, user_data, body, idempotent, user_data, kind, None, ())
+        )
         if skip is not None or warnings:
             # A skipped row is never sent, so it need not wait in its UserData's chain.
             serial_key = None if skip is not None else prepared.serial_key

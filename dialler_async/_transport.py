@@ -141,7 +141,7 @@ class Transport:
         self.retry = retry
         self.governor = governor
         self._sleep = sleep
-        self._clock = clock
+        self.clock = clock
         self._rand = rand
         self.budget = RetryBudget(retry.budget) if retry.budget is not None else None
         self.requests = 0
@@ -393,18 +393,50 @@ class Transport:
         ``max_bytes``: the answer size limit (see :meth:`send`)."""
         # The first attempt is made here, not through _retrying: most calls need no retry,
         # and a bulk job makes hundreds of thousands of them.
-        started = self._clock()
+        started = self.clock()
         try:
             data = await self.send(method, path, body, max_bytes=max_bytes)
         except DiallerError as exc:
             first_error = exc
         else:
-            if self.budget is not None:
-                self.budget.refund()
-            self.governor.on_success()
+            self.succeeded()
             return Reply(data, 1, method, path)
         # Retried outside the except block: raised in it, every later attempt's error would
         # carry the first one (and the frames holding its answer) as __context__.
+        return await self.retry_after(
+            first_error,
+            started,
+            method,
+            path,
+            body,
+            idempotent=idempotent,
+            missing_ok_on_retry=missing_ok_on_retry,
+            max_bytes=max_bytes,
+        )
+
+    def succeeded(self) -> None:
+        """A call's first attempt (:meth:`send`) succeeded: what :meth:`call` notes then."""
+        if self.budget is not None:
+            self.budget.refund()
+        self.governor.on_success()
+
+    async def retry_after(
+        self,
+        first_error: DiallerError,
+        started: float,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        idempotent: bool,
+        missing_ok_on_retry: bool = False,
+        max_bytes: int | None = None,
+    ) -> Reply:
+        """The rest of :meth:`call` after its first attempt, begun at clock time ``started``,
+        failed with ``first_error``: retried as the policy allows, or ``first_error`` raised.
+        For a caller that makes the first attempt itself with :meth:`send` (then
+        :meth:`succeeded` when it succeeds): the bulk engine, which saves a coroutine per row
+        so. Await it outside the ``except`` block that caught ``first_error``."""
         data, attempts = await self._retrying(
             method,
             path,
@@ -415,11 +447,6 @@ class Transport:
             started=started,
         )
         return Reply(data, attempts, method, path)
-
-    def _succeeded(self) -> None:
-        if self.budget is not None:
-            self.budget.refund()
-        self.governor.on_success()
 
     async def _retrying(
         self,
@@ -438,7 +465,7 @@ class Transport:
         failed so."""
         attempt = 0
         if started is None:
-            started = self._clock()
+            started = self.clock()
         maybe_done = False
         while True:
             attempt += 1
@@ -456,7 +483,7 @@ class Transport:
                     err,
                     attempt=attempt,
                     idempotent=idempotent,
-                    elapsed=self._clock() - started,
+                    elapsed=self.clock() - started,
                     rand=self._rand,
                 )
                 if isinstance(err, RateLimitError) and not err.storm:
@@ -477,7 +504,7 @@ class Transport:
                 )
                 await self._sleep(decision.delay)
             else:
-                self._succeeded()
+                self.succeeded()
                 return data, attempt
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dialler_async import ContactValidationError
 from dialler_async import _fields as F
-from dialler_async._operations import Import
+from dialler_async._operations import Import, Prepared, WriteKind
 from dialler_async._validation import checked_contact, plain_import_body
 
 _KEYS = [f.api for f in F.IMPORT_FIELDS] + ["ID", "Unknown", "name", "phone_number1"]
@@ -91,3 +91,28 @@ def test_prepare_gives_the_same_request_either_way() -> None:
     assert short.user_data is None and full.user_data is None  # blank UserData: no key
     assert short.kind is full.kind
     assert row == {"UserData": " ", "Name": "Ann", "PhoneNumber1": "+4930123"}  # not mutated
+
+
+@pytest.mark.parametrize(
+    ("overwrite", "user_data"), [(True, "ud-1"), (False, "ud-1"), (True, None), (False, None)]
+)
+def test_prepare_builds_the_named_tuple_its_fields_say(
+    overwrite: bool, user_data: str | None
+) -> None:
+    # Import.prepare builds its Prepared with tuple.__new__ (once per row, cheaper than the
+    # named tuple's constructor): every field must still land under its own name.
+    rules = Import(overwrite_duplicates=overwrite, campaign_id=538, campaign_name=None)
+    row = {"Name": "Ann", "PhoneNumber1": "+4930123"}
+    if user_data is not None:
+        row["UserData"] = user_data
+    prepared = rules.prepare(row)
+    idempotent = overwrite and user_data is not None
+    assert prepared == Prepared(
+        key=user_data,
+        serial_key=user_data,
+        payload={**row, "DiallerCampaignsID": 538},
+        idempotent=idempotent,
+        user_data=user_data,
+        kind=WriteKind.IDEMPOTENT if idempotent else WriteKind.CREATE,
+    )
+    assert prepared.skip is None and prepared.warnings == ()

@@ -21,7 +21,7 @@ from dialler_async._exceptions import (
     ResponseFormatError,
     ServerError,
 )
-from dialler_async._item import ItemRunner, KeyGate
+from dialler_async._item import ItemRunner, KeyGate, Verdict, succeeded
 from dialler_async._operations import (
     Finding,
     Step,
@@ -578,3 +578,16 @@ async def test_a_lookup_that_fails_leaves_the_write_ambiguous_not_resent(
     assert result.ambiguous == 1 and result.failures[0].error is not None
     assert emulator.stats.requests["import_contact"] == 1
     assert emulator.store.contact_count() == 1
+
+
+@pytest.mark.parametrize("record", [None, {"ID": 7}])
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_the_success_verdict_is_the_named_tuple_its_fields_say(
+    record: dict[str, int] | None, attempts: int
+) -> None:
+    # succeeded() builds the tuple directly (once per row): field by field, it must be what
+    # the named tuple's own constructor builds.
+    verdict = succeeded(record, attempts)
+    assert verdict == Verdict(Outcome.SUCCEEDED, record=record, attempts=attempts)
+    assert verdict.outcome is Outcome.SUCCEEDED and verdict.record is record
+    assert verdict.error is None and verdict.reconciled is False and verdict.reason is None
