@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, I
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._checkpoint import Checkpoint, Identity
+from ._checkpoint import Checkpoint, Identity, Previous
 from ._digests import DigestSet, key_digest, stable_digest
 from ._exceptions import (
     APIStatusError,
@@ -655,13 +655,23 @@ class Engine:
         try:
             if self.stopping:
                 return self._not_started(job)
-            runner = self.runner
-            if self.checkpoint is None:
+            checkpoint, identity = self.checkpoint, job.identity
+            if (
+                checkpoint is not None
+                and identity is not None
+                and (
+                    (previous := checkpoint.previous(identity, prepared.key)) is not None
+                    or not prepared.idempotent
+                    or checkpoint.after_interruption
+                )
+            ):
+                verdict = await self._process(job, prepared, checkpoint, identity, previous)
+            else:
+                # Nothing to check or journal first (the common case): no frame of run().
+                runner = self.runner
                 verdict = await (
                     runner.send(job, prepared) if runner.gate is None else runner.run(job, prepared)
                 )
-            else:
-                verdict = await self._process(job, prepared)
         except CheckpointError as exc:
             self._fail(exc)
             error: DiallerError = exc
@@ -709,21 +719,19 @@ class Engine:
                 return self._result(job, Outcome.SKIPPED, reason="already done")
         return self._result(job, Outcome.CANCELLED)
 
-    async def _process(self, job: _Job, prepared: Prepared) -> Verdict:
-        """:meth:`ItemRunner.run` under the checkpoint: done in an earlier run, resumed, or
-        journaled before an unsafe send."""
+    async def _process(
+        self,
+        job: _Job,
+        prepared: Prepared,
+        checkpoint: Checkpoint,
+        identity: Identity,
+        previous: Previous | None,
+    ) -> Verdict:
+        """:meth:`ItemRunner.run` under the checkpoint, for an item an earlier run journaled
+        (``previous``), or one to journal before an unsafe send, or any item after an
+        interrupted run."""
         resumed: str | None = None
         settled = True
-        checkpoint, identity = self.checkpoint, job.identity
-        if checkpoint is None or identity is None:
-            return await self.runner.run(job, prepared)
-        previous = checkpoint.previous(identity, prepared.key)
-        if previous is None and prepared.idempotent and not checkpoint.after_interruption:
-            # Nothing to check or journal first (the common case: no frame of run()).
-            runner = self.runner
-            return await (
-                runner.send(job, prepared) if runner.gate is None else runner.run(job, prepared)
-            )
         if previous is not None:
             if previous.state == Outcome.SUCCEEDED.value:
                 return Verdict(Outcome.SKIPPED, reason="already done")
