@@ -348,6 +348,8 @@ def _format_refused(path: Path, found: str | None) -> str:
             f"checkpoint {path} was written by an older version of dialler_async (format 1, "
             "keyed by row position); delete it to start over"
         )
+    if found is None:
+        return f"checkpoint {path} has no format in its meta table; delete it to start over"
     return (
         f"checkpoint {path} has format {found!r}; this version of dialler_async reads formats "
         f"{' and '.join(OPENS)} (a newer version wrote it?): use that version, or delete it to "

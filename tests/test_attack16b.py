@@ -652,6 +652,10 @@ def test_sigkill_of_an_upsert_job_with_unsafe_rows_and_resume(tmp_path: Path) ->
     assert sum(counts.values()) == n, counts
     assert counts["skipped"] > 0
     assert counts["succeeded"] + counts["skipped"] + counts.get("ambiguous", 0) == n, counts
+    seen = collections.Counter(e.state for e in journal_entries(journal).values())
+    assert seen == collections.Counter(
+        succeeded=counts["succeeded"] + counts["skipped"], ambiguous=counts.get("ambiguous", 0)
+    ), seen
     db = sqlite3.connect(db_file)
     keyed = db.execute(
         "SELECT COUNT(*), COUNT(DISTINCT user_data) FROM contacts WHERE user_data != ''"

@@ -20,7 +20,7 @@ from dialler_async._journal import PENDING, journal_entries
 from dialler_async.emulator import Emulator, FaultKind
 
 from .conftest import contact
-from .journal import edit_items
+from .journal import edit_items, states
 
 
 def rows(n: int) -> list[dict[str, object]]:
@@ -199,6 +199,8 @@ def test_sigkill_and_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path)
         counts = kill_then_finish(script, base_url, journal, n, (100, 250, 400))
         assert sum(counts.values()) == n
         assert counts["skipped"] > 0 and counts["succeeded"] + counts["skipped"] == n
+        # The journal agrees: one SUCCEEDED entry per row, folded or still in the log.
+        assert states(journal) == {"succeeded": n}
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)
