@@ -25,7 +25,6 @@ after it was killed.
 
 from __future__ import annotations
 
-import operator
 import sqlite3
 from pathlib import Path
 from typing import Any, Final
@@ -41,10 +40,6 @@ FORMAT: Final = "3"
 OPENS: Final = ("2", FORMAT)
 #: An entry's fields, in the order they are bound and encoded.
 ENTRY: Final = ("digest", "occurrence", "key", "state", "row", "run", "at", "error")
-#: Entries per executemany while folding: each chunk is sorted by identity (stable, so the
-#: entries of one item keep their order) to visit the index in page order.
-_FOLD_CHUNK: Final = 65_536
-_LOG_ROWS: Final = 64  # log rows read per query while folding
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -97,7 +92,6 @@ WHERE excluded.state != 'cancelled' AND items.state != 'succeeded'
 
 Entry = tuple[Any, ...]  # ENTRY's fields; the digest signed (SQLite integers are signed)
 _U64: Final = (1 << 64) - 1
-_IDENTITY: Final = operator.itemgetter(0, 1)
 
 
 def encode(values: list[Entry] | list[tuple[int, int]]) -> bytes:
@@ -135,27 +129,14 @@ def fold(db: sqlite3.Connection) -> int:
     Raises ``sqlite3.Error``, or ``ValueError`` for a log row that is not orjson."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        applied = 0
-        seq = 0  # seq starts at 1
-        entries: list[Any] = []
-        numbers: list[Any] = []
-        while True:
-            rows = db.execute(
-                "SELECT seq, entries, numbers FROM log WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, _LOG_ROWS),
-            ).fetchall()
-            for seq, blob, noted in rows:  # noqa: B007 (seq: the last row's, after the loop)
-                entries += _decode(blob)
-                if noted is not None:
-                    numbers += _decode(noted)
-            if len(entries) >= _FOLD_CHUNK or not rows:
-                applied += len(entries)
-                _apply(db, entries, numbers)
-                entries, numbers = [], []
-            if not rows:
-                break
-        if seq:
-            db.execute("DELETE FROM log WHERE seq <= ?", (seq,))
+        applied = last = 0
+        # One log row at a time (a cursor, not fetchall): a batch's blob is up to ~0.5 MB.
+        # The upserts beside it touch only items and numbers, and nothing commits meanwhile.
+        for seq, blob, noted in db.execute("SELECT seq, entries, numbers FROM log ORDER BY seq"):
+            last = seq
+            applied += _apply(db, _decode(blob), None if noted is None else _decode(noted))
+        if last:
+            db.execute("DELETE FROM log WHERE seq <= ?", (last,))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -170,14 +151,13 @@ def _decode(blob: bytes) -> list[Any]:
     return decoded
 
 
-def _apply(db: sqlite3.Connection, entries: list[Any], numbers: list[Any]) -> None:
-    # A stable sort: the entries of one item keep their commit order, and UPSERT touches only
-    # its own item's row, so the result is that of applying them in commit order.
-    entries.sort(key=_IDENTITY)
+def _apply(db: sqlite3.Connection, entries: list[Any], numbers: list[Any] | None) -> int:
+    # In commit order. Sorting by identity (stably) would leave the same items, but costs more
+    # than it saves: 6.6 against 4.9 µs an entry folding 100,000 in chunks of 16,384.
     db.executemany(UPSERT, entries)
     if numbers:
-        numbers.sort()
         db.executemany(NUMBERS_INSERT, numbers)
+    return len(entries)
 
 
 @attrs.frozen(slots=True)
@@ -213,8 +193,8 @@ def journal_entries(path: str | Path) -> dict[tuple[int, int], JournalEntry]:
                 for entry in _decode(blob):
                     identity = (entry[0], entry[1])
                     folded[identity] = merge(folded.get(identity), tuple(entry))
-    except (sqlite3.Error, ValueError) as exc:
-        raise CheckpointError(f"reading checkpoint {path} failed: {exc}") from None
+    except (sqlite3.Error, ValueError, LookupError, TypeError) as exc:  # a damaged log row too
+        raise CheckpointError(f"reading checkpoint {path} failed: {exc!r}") from None
     finally:
         db.close()
     return {

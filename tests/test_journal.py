@@ -155,30 +155,6 @@ def test_random_histories_fold_as_they_were_upserted(tmp_path: Path, seed: int) 
     assert _logged(tmp_path / "logged.db", batches, fold_before) == direct
 
 
-def test_a_fold_in_small_chunks_is_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rng = random.Random(7)
-    entries = [
-        (
-            rng.randrange(-50, 50),
-            0,
-            "K",
-            rng.choice(["pending", "succeeded", "ambiguous"]),
-            n,
-            1,
-            n / 3,
-            None,
-        )
-        for n in range(400)
-    ]
-    batches = [entries[n : n + 9] for n in range(0, 400, 9)]
-    direct = _direct(tmp_path / "direct.db", batches)
-    monkeypatch.setattr(_journal, "_FOLD_CHUNK", 13)
-    monkeypatch.setattr(_journal, "_LOG_ROWS", 2)
-    assert _logged(tmp_path / "logged.db", batches, set()) == direct
-
-
 def test_numbers_fold_into_their_table(tmp_path: Path) -> None:
     pairs = [(-3, 4930), (5, 4931), (-3, 4930), (1 << 62, 4932)]
     db = _fresh(tmp_path / "logged.db")
@@ -221,17 +197,15 @@ def test_an_error_during_a_fold_leaves_the_log_for_the_next_open(
     path = tmp_path / "ck.db"
     entries = _first_run(path, 12)
     logged = _count(path, "log")
-    monkeypatch.setattr(_journal, "_LOG_ROWS", 1)
-    monkeypatch.setattr(_journal, "_FOLD_CHUNK", 1)
     applied = 0
     apply = _journal._apply
 
-    def failing(db: sqlite3.Connection, entries: list[Any], numbers: list[Any]) -> None:
+    def failing(db: sqlite3.Connection, entries: list[Any], numbers: list[Any] | None) -> int:
         nonlocal applied
         if applied == 3:
-            raise RuntimeError("injected: the fold dies after three chunks")
-        apply(db, entries, numbers)
+            raise RuntimeError("injected: the fold dies after three log rows")
         applied += 1
+        return apply(db, entries, numbers)
 
     monkeypatch.setattr(_journal, "_apply", failing)
     with pytest.raises(RuntimeError, match="injected"):
@@ -259,14 +233,13 @@ _KILLED_FOLD = textwrap.dedent(
 
     # A small page cache: the fold's pages spill into the WAL before it commits.
     _checkpoint._PRAGMAS = ("PRAGMA cache_size=10",)
-    _journal._LOG_ROWS, _journal._FOLD_CHUNK = 4, 64
-    apply, chunks = _journal._apply, []
+    apply, rows = _journal._apply, []
 
     def dying(db, entries, numbers):
-        apply(db, entries, numbers)
-        chunks.append(len(entries))
-        if len(chunks) == 5:
+        rows.append(apply(db, entries, numbers))
+        if len(rows) == 300:  # of 600 PENDING rows and the outcomes' batch
             os.kill(os.getpid(), signal.SIGKILL)
+        return rows[-1]
 
     _journal._apply = dying
     _checkpoint.Checkpoint(sys.argv[1], Operation.IMPORT, {})
