@@ -85,11 +85,15 @@ class Previous:
 
 
 _U64: Final = (1 << 64) - 1
+_TWO_63: Final = 1 << 63
+_TWO_64: Final = 1 << 64
+_SKIPPED: Final = Outcome.SKIPPED
+_INVALID: Final = Outcome.INVALID
 
 
 def _signed(digest: int) -> int:
     """SQLite integers are signed 64-bit."""
-    return digest - (1 << 64) if digest >= 1 << 63 else digest
+    return digest - _TWO_64 if digest >= _TWO_63 else digest
 
 
 class _FileLock:
@@ -298,12 +302,23 @@ class Checkpoint:
         error: str | None,
     ) -> None:
         """Journal an item's final outcome (in the next batch)."""
-        if outcome is Outcome.SKIPPED:
-            return  # the SUCCEEDED entry from the earlier run stays
-        if outcome is Outcome.INVALID:
-            return  # nothing was sent: the row is simply checked again next time
-        # _value_, not .value: the enum property is a Python-level descriptor call per row.
-        entry = _entry(identity, key, outcome._value_, row, self.run, error)
+        if outcome is _SKIPPED or outcome is _INVALID:
+            # SKIPPED: the SUCCEEDED entry from the earlier run stays. INVALID: nothing was
+            # sent, the row is simply checked again next time.
+            return
+        # _entry() inlined (a call per row). _value_, not .value: the enum property is a
+        # Python-level descriptor call per row.
+        digest = identity[0]
+        entry = (
+            digest - _TWO_64 if digest >= _TWO_63 else digest,
+            identity[1],
+            None if key is None else str(key),
+            outcome._value_,
+            row,
+            self.run,
+            time.time(),
+            None if error is None else error[:500],
+        )
         pending = self._pending
         if not pending:
             self._batch_started = entry[_AT]
