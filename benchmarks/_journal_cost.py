@@ -1,12 +1,19 @@
-"""SQLite's CPU per journaled outcome, the checkpoint's schema and upsert as shipped.
+"""SQLite's CPU per journaled outcome: the checkpoint's log (format 3) against the upsert.
 
-``python -m benchmarks._journal_cost [--rows 100000] [--batch 512 4096] [--append-log]``: inserts
-``rows`` SUCCEEDED entries with random digests (as a job's are) in commits of ``batch`` entries,
-with SQLite's defaults or the checkpoint's page-cache and WAL pragmas, and prints the process
-CPU per entry (minimum of three runs, a fresh file each). This is what chose 4,096 entries a
-commit and the pragmas in ``dialler_async/_checkpoint.py``. ``--append-log`` adds a candidate
-not built: the entries appended to an unindexed table during the run (with the pragmas) and
-folded into the index afterwards, the two costs apart.
+``python -m benchmarks._journal_cost [--rows 100000] [--batch 512 4096] [--append-log]
+[--numbers]``: journals ``rows`` SUCCEEDED entries with random digests (as a job's are) in
+commits of ``batch`` entries, a fresh file each, and prints the process CPU per entry (minimum
+of three runs):
+
+* **format 3, as shipped** (``dialler_async._journal``): each batch is one orjson blob appended
+  to the log (``encode`` + ``APPEND``, the cost a run pays), and the log is folded into the
+  index of items by ``fold`` (the cost the next open pays, once);
+* **format 2's upsert** of every entry into the WITHOUT ROWID ``items`` table at each commit
+  (``UPSERT``), with SQLite's defaults and with the checkpoint's page-cache and WAL pragmas:
+  this is what chose 4,096 entries a commit and the pragmas;
+* ``--append-log``: a candidate not built, the entries appended as rows of an unindexed table;
+* ``--numbers``: one dial number per entry (issue 14's ``dedupe_phone``), inserted into the
+  ``numbers`` table at each commit (format 2) or carried in the log row (format 3).
 """
 
 from __future__ import annotations
@@ -18,7 +25,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from dialler_async._checkpoint import _PRAGMAS, _SCHEMA, _UPSERT
+from dialler_async._checkpoint import _PRAGMAS
+from dialler_async._journal import (
+    APPEND,
+    LOG,
+    NUMBERS,
+    NUMBERS_INSERT,
+    SCHEMA,
+    UPSERT,
+    encode,
+    fold,
+)
 
 
 def _fresh(directory: Path, pragmas: bool) -> sqlite3.Connection:
@@ -28,7 +45,9 @@ def _fresh(directory: Path, pragmas: bool) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=OFF")
     for pragma in _PRAGMAS if pragmas else ():
         db.execute(pragma)
-    db.executescript(_SCHEMA)
+    db.executescript(SCHEMA)
+    db.execute(NUMBERS)
+    db.execute(LOG)
     return db
 
 
@@ -41,52 +60,83 @@ def _entries(rows: int, seed: int) -> list[tuple[object, ...]]:
     ]
 
 
-def cost(rows: int, batch: int, pragmas: bool, seed: int) -> float:
-    """Process CPU µs per entry for one fresh journal."""
+def _numbers(rows: int, seed: int) -> list[tuple[int, int]]:
+    """One dial number per entry, by a random item digest."""
+    rng = random.Random(-seed)
+    return [(rng.getrandbits(63), 4930_0000_0000 + i) for i in range(rows)]
+
+
+def cost(rows: int, batch: int, pragmas: bool, seed: int, numbers: bool = False) -> float:
+    """Format 2: process CPU µs per entry upserted at each commit, for one fresh journal."""
     with tempfile.TemporaryDirectory(prefix="dialler-journal-") as tmp:
         db = _fresh(Path(tmp), pragmas)
         entries = _entries(rows, seed)
+        pairs = _numbers(rows, seed) if numbers else []
         started = time.process_time()
         for start in range(0, rows, batch):
             db.execute("BEGIN")
-            db.executemany(_UPSERT, entries[start : start + batch])
+            if pairs:
+                db.executemany(NUMBERS_INSERT, pairs[start : start + batch])
+            db.executemany(UPSERT, entries[start : start + batch])
             db.execute("COMMIT")
         spent = time.process_time() - started
         db.close()
     return spent / rows * 1e6
 
 
-#: A candidate not built (see benchmarks/README.md, issue 16 third round): outcomes appended to
-#: an unindexed table during the run, folded into ``items`` (in digest order) at the next open.
-_LOG = (
-    "CREATE TABLE log (digest INTEGER NOT NULL, occurrence INTEGER NOT NULL, key TEXT, "
+def log_cost(rows: int, batch: int, seed: int, numbers: bool = False) -> tuple[float, float]:
+    """Format 3: process CPU µs per entry appended to the log during a run (encoding
+    included), and to fold it at the next open."""
+    with tempfile.TemporaryDirectory(prefix="dialler-journal-") as tmp:
+        db = _fresh(Path(tmp), pragmas=True)
+        entries = _entries(rows, seed)
+        pairs = _numbers(rows, seed) if numbers else []
+        started = time.process_time()
+        for start in range(0, rows, batch):
+            chunk = pairs[start : start + batch]
+            db.execute(
+                APPEND, (encode(entries[start : start + batch]), encode(chunk) if chunk else None)
+            )
+        appended = time.process_time()
+        fold(db)
+        folded = time.process_time()
+        assert db.execute("SELECT COUNT(*) FROM items").fetchone()[0] == rows
+        assert db.execute("SELECT COUNT(*) FROM numbers").fetchone()[0] == len(pairs)
+        db.close()
+    return (appended - started) / rows * 1e6, (folded - appended) / rows * 1e6
+
+
+_COLUMNS = (
+    "CREATE TABLE columns (digest INTEGER NOT NULL, occurrence INTEGER NOT NULL, key TEXT, "
     "state TEXT NOT NULL, row INTEGER NOT NULL, run INTEGER NOT NULL, at REAL NOT NULL, "
     "error TEXT)"
 )
-_FOLD = _UPSERT.replace(
+_FOLD_COLUMNS = UPSERT.replace(
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    "SELECT digest, occurrence, key, state, row, run, at, error FROM log WHERE true "
+    "SELECT digest, occurrence, key, state, row, run, at, error FROM columns WHERE true "
     "ORDER BY digest, occurrence, rowid",
 )
 
 
 def append_cost(rows: int, batch: int, seed: int) -> tuple[float, float]:
-    """Process CPU µs per entry appended to the log during a run, and to fold it afterwards."""
+    """The candidate not built: µs per entry appended as a row of an unindexed table during a
+    run, and to fold it (in digest order, in SQL) afterwards."""
     with tempfile.TemporaryDirectory(prefix="dialler-journal-") as tmp:
         db = _fresh(Path(tmp), pragmas=True)
-        db.execute(_LOG)
+        db.execute(_COLUMNS)
         entries = _entries(rows, seed)
         started = time.process_time()
         for start in range(0, rows, batch):
             db.execute("BEGIN")
             db.executemany(
-                "INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries[start : start + batch]
+                "INSERT INTO columns VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                entries[start : start + batch],
             )
             db.execute("COMMIT")
         appended = time.process_time()
         db.execute("BEGIN")
-        db.execute(_FOLD)
-        db.execute("DELETE FROM log")
+        db.execute(_FOLD_COLUMNS)
+        db.execute("DELETE FROM columns")
         db.execute("COMMIT")
         folded = time.process_time()
         assert db.execute("SELECT COUNT(*) FROM items").fetchone()[0] == rows
@@ -99,21 +149,29 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch", type=int, nargs="+", default=[512, 4096])
     parser.add_argument(
-        "--append-log", action="store_true", help="also the append-then-fold candidate"
+        "--append-log", action="store_true", help="also rows appended to an unindexed table"
     )
+    parser.add_argument("--numbers", action="store_true", help="also one dial number an entry")
     args = parser.parse_args()
-    print("| entries a commit | pragmas | CPU µs per entry (min of 3) |")
+    print("| entries a commit | journal | CPU µs per entry (min of 3) |")
     print("|---|---|---|")
     for batch in args.batch:
-        for pragmas in (False, True):
-            best = min(cost(args.rows, batch, pragmas, seed) for seed in range(3))
-            label = "cache 16 MiB, WAL 16 MiB" if pragmas else "SQLite's defaults"
-            print(f"| {batch:,} | {label} | {best:.2f} |")
-        if args.append_log:
-            runs = [append_cost(args.rows, batch, seed) for seed in range(3)]
-            run, fold = min(runs, key=sum)
+        for numbers in (False, True) if args.numbers else (False,):
+            also = ", a number each" if numbers else ""
+            run, fold_ = min((log_cost(args.rows, batch, s, numbers) for s in range(3)), key=sum)
             print(
-                f"| {batch:,} | append to a log, fold later | {run:.2f} in the run + {fold:.2f} |"
+                f"| {batch:,} | format 3: a log row a commit{also} "
+                f"| **{run:.2f}** in the run + {fold_:.2f} to fold at the next open |"
+            )
+            for pragmas in (False, True) if not numbers else (True,):
+                best = min(cost(args.rows, batch, pragmas, s, numbers) for s in range(3))
+                label = "cache 16 MiB, WAL 16 MiB" if pragmas else "SQLite's defaults"
+                print(f"| {batch:,} | format 2: upsert each entry, {label}{also} | {best:.2f} |")
+        if args.append_log:
+            run, fold_ = min((append_cost(args.rows, batch, s) for s in range(3)), key=sum)
+            print(
+                f"| {batch:,} | rows of an unindexed table (not built) "
+                f"| {run:.2f} in the run + {fold_:.2f} |"
             )
 
 

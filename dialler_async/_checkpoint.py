@@ -13,9 +13,13 @@ state:
   PENDING or AMBIGUOUS entry: a row cancelled during its check stays "check first".
 
 Final outcomes are written in short batches (a lost batch costs re-sending idempotent writes or
-re-checking PENDING ones, never a duplicate); a PENDING entry is committed on its own, at once.
-``synchronous=OFF``: every commit survives the process being killed (SIGKILL), which is what
-resuming needs, at a fraction of an fsync's cost.
+re-checking PENDING ones, never a duplicate); a PENDING entry is committed on its own, at once,
+before its write is sent. A batch is one row appended to the file's log; the index of items that
+a run reads is folded from the log when the file is next opened, so a run reads exactly what the
+runs before it journaled and a run that finishes never pays the index inserts (the layout, the
+fold and a read-only view of both: :mod:`dialler_async._journal`). ``synchronous=OFF``: every
+commit survives the process being killed (SIGKILL), which is what resuming needs, at a fraction
+of an fsync's cost.
 
 A checkpoint in use is locked (an OS file lock, released when the process dies): a second job on
 the same file fails at once with :class:`ConfigurationError`.
@@ -36,70 +40,37 @@ import orjson
 
 from ._digests import DigestSet
 from ._exceptions import CheckpointError, ConfigurationError
+from ._journal import (
+    APPEND,
+    FORMAT,
+    LOG,
+    NUMBERS,
+    OPENS,
+    PENDING,
+    SCHEMA,
+    encode,
+    fold,
+)
 from ._results import Operation, Outcome
 
-PENDING: Final = "pending"
-FORMAT: Final = "2"
-#: Outcomes per commit (or one second of them). Each commit writes every page its batch touched
-#: to the WAL, and digests are random, so one row's insert touches its own page: 4,096 rows a
-#: commit cost half the CPU per row of 512 (benchmarks/README.md, "checkpoint").
+__all__ = ["PENDING", "Checkpoint", "Identity", "Previous"]
+
+#: Outcomes per commit (or one second of them), one log row each: what a crash can lose. A log
+#: row of 512 costs about what one of 4,096 does per entry (0.41 against 0.36 µs of SQLite CPU,
+#: benchmarks/README.md, "the checkpoint's journal"); the bound is format 2's.
 _BATCH: Final = 4096
 #: The page cache (16 MiB; SQLite's default is 2) and the WAL size that triggers a checkpoint
-#: into the main file (4,000 pages, 16 MiB; default 1,000): a job of a few hundred thousand
-#: rows keeps its index pages in memory instead of reading them back per batch.
+#: into the main file (4,000 pages, 16 MiB; default 1,000): folding a few hundred thousand
+#: entries keeps the index pages in memory instead of reading them back per chunk.
 _PRAGMAS: Final = ("PRAGMA cache_size=-16384", "PRAGMA wal_autocheckpoint=4000")
 _BATCH_SECONDS: Final = 1.0
 _AT: Final = 6  # the entry's time, in _entry's tuple
-_CHECK_FIRST: Final = (PENDING, Outcome.AMBIGUOUS.value)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS items (
-    digest INTEGER NOT NULL,
-    occurrence INTEGER NOT NULL,
-    key TEXT,
-    state TEXT NOT NULL,
-    row INTEGER NOT NULL,
-    run INTEGER NOT NULL,
-    at REAL NOT NULL,
-    error TEXT,
-    PRIMARY KEY (digest, occurrence)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS unsettled ON items (key) WHERE state IN ('pending', 'ambiguous');
-"""
-# Issue 14, dedupe_phone across runs: the dial numbers (E.164 digits) of each item sent, by the
-# item's digest, so a resumed run knows what the account may already dial before any row of
-# its own is judged. Created in every file (a file from before this table simply has none).
-_NUMBERS = """
-CREATE TABLE IF NOT EXISTS numbers (
-    digest INTEGER NOT NULL,
-    number INTEGER NOT NULL,
-    PRIMARY KEY (digest, number)
-) WITHOUT ROWID
-"""
-_NUMBERS_INSERT = "INSERT OR IGNORE INTO numbers (digest, number) VALUES (?, ?)"
 # Items an earlier run sent that may be on the account: done, or possibly landed.
 _EARLIER_NUMBERS = """
 SELECT DISTINCT numbers.digest, numbers.number FROM numbers
 JOIN items ON items.digest = numbers.digest
 WHERE items.state IN ('succeeded', 'pending', 'ambiguous') AND items.run < ?
-"""
-
-# Nothing replaces SUCCEEDED (an item with this identity is then skipped, never sent), and
-# CANCELLED replaces nothing (it says only "not done in this run"): so only a confirmed outcome
-# (SUCCEEDED, FAILED) or another "check first" state replaces a PENDING or AMBIGUOUS entry.
-# An AMBIGUOUS outcome keeps the send time of its own run's PENDING entry; one left by an earlier
-# run says nothing about this run's resend (it may be on the server right now), so it does not.
-_UPSERT = """
-INSERT INTO items (digest, occurrence, key, state, row, run, at, error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (digest, occurrence) DO UPDATE SET
-    key = excluded.key, state = excluded.state, row = excluded.row, run = excluded.run,
-    at = CASE WHEN excluded.state = 'ambiguous' AND items.state = 'pending'
-                   AND items.run = excluded.run
-              THEN items.at ELSE excluded.at END,
-    error = excluded.error
-WHERE excluded.state != 'cancelled' AND items.state != 'succeeded'
 """
 
 Identity = tuple[int, int]  # (digest, occurrence)
@@ -115,11 +86,15 @@ class Previous:
 
 
 _U64: Final = (1 << 64) - 1
+_TWO_63: Final = 1 << 63
+_TWO_64: Final = 1 << 64
+_SKIPPED: Final = Outcome.SKIPPED
+_INVALID: Final = Outcome.INVALID
 
 
 def _signed(digest: int) -> int:
     """SQLite integers are signed 64-bit."""
-    return digest - (1 << 64) if digest >= 1 << 63 else digest
+    return digest - _TWO_64 if digest >= _TWO_63 else digest
 
 
 class _FileLock:
@@ -207,8 +182,9 @@ class Checkpoint:
                 f"{self.path} is an SQLite file but not a checkpoint; give a new file name"
             )
         if not tables:
-            self._db.executescript(_SCHEMA)
-            self._db.execute(_NUMBERS)
+            self._db.executescript(SCHEMA)
+            self._db.execute(NUMBERS)
+            self._db.execute(LOG)
         meta = dict(self._db.execute("SELECT name, value FROM meta"))
         job = orjson.dumps(
             {"operation": operation.value, **options}, option=orjson.OPT_SORT_KEYS
@@ -219,17 +195,29 @@ class Checkpoint:
             )
             self.run = 1
             return
-        if meta.get("format") != FORMAT:
-            raise ConfigurationError(
-                f"checkpoint {self.path} was written by an older version of dialler_async "
-                "(format 1, keyed by row position); delete it to start over"
-            )
+        found = meta.get("format")
+        if found not in OPENS:
+            raise ConfigurationError(_format_refused(self.path, found))
         if meta.get("job") != job:
             raise ConfigurationError(
                 f"checkpoint {self.path} belongs to another job ({meta.get('job')}); this one "
                 f"is {job}. Use a new checkpoint file, or delete it to start over."
             )
-        self._db.execute(_NUMBERS)
+        try:
+            self._db.execute(NUMBERS)
+            if found != FORMAT:  # format 2: no log yet; the table and the format together
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(LOG)
+                self._db.execute("UPDATE meta SET value=? WHERE name='format'", (FORMAT,))
+                self._db.execute("COMMIT")
+            # Every earlier run's entries into the index, before anything is read from it.
+            fold(self._db)
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"writing checkpoint {self.path} failed: {exc}") from None
+        except ValueError as exc:  # a log row that is not orjson: not written by this code
+            raise ConfigurationError(
+                f"checkpoint {self.path} is damaged ({exc}); delete it to start over"
+            ) from None
         self.run = int(meta.get("runs", "0")) + 1
         # The run before this one ended without close() (killed, crashed, power lost): the
         # outcomes of its last batch may be lost, so a row without an entry may still have
@@ -315,12 +303,23 @@ class Checkpoint:
         error: str | None,
     ) -> None:
         """Journal an item's final outcome (in the next batch)."""
-        if outcome is Outcome.SKIPPED:
-            return  # the SUCCEEDED entry from the earlier run stays
-        if outcome is Outcome.INVALID:
-            return  # nothing was sent: the row is simply checked again next time
-        # _value_, not .value: the enum property is a Python-level descriptor call per row.
-        entry = _entry(identity, key, outcome._value_, row, self.run, error)
+        if outcome is _SKIPPED or outcome is _INVALID:
+            # SKIPPED: the SUCCEEDED entry from the earlier run stays. INVALID: nothing was
+            # sent, the row is simply checked again next time.
+            return
+        # _entry() inlined (a call per row). _value_, not .value: the enum property is a
+        # Python-level descriptor call per row.
+        digest = identity[0]
+        entry = (
+            digest - _TWO_64 if digest >= _TWO_63 else digest,
+            identity[1],
+            None if key is None else str(key),
+            outcome._value_,
+            row,
+            self.run,
+            time.time(),
+            None if error is None else error[:500],
+        )
         pending = self._pending
         if not pending:
             self._batch_started = entry[_AT]
@@ -338,15 +337,9 @@ class Checkpoint:
         entries, self._pending = self._pending, []
         numbers, self._numbers = self._numbers, []
         try:
-            self._db.execute("BEGIN")
-            try:
-                if numbers:
-                    self._db.executemany(_NUMBERS_INSERT, numbers)
-                self._db.executemany(_UPSERT, entries)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            # One row appended to the log, committed on its own (autocommit): the entries
+            # reach the index of items when a later run opens the file (_journal.fold).
+            self._db.execute(APPEND, (encode(entries), encode(numbers) if numbers else None))
         except sqlite3.Error as exc:
             raise CheckpointError(f"writing checkpoint {self.path} failed: {exc}") from None
 
@@ -363,6 +356,21 @@ class Checkpoint:
         finally:
             self._db.close()
             self._lock.release()
+
+
+def _format_refused(path: Path, found: str | None) -> str:
+    if found == "1":
+        return (
+            f"checkpoint {path} was written by an older version of dialler_async (format 1, "
+            "keyed by row position); delete it to start over"
+        )
+    if found is None:
+        return f"checkpoint {path} has no format in its meta table; delete it to start over"
+    return (
+        f"checkpoint {path} has format {found!r}; this version of dialler_async reads formats "
+        f"{' and '.join(OPENS)} (a newer version wrote it?): use that version, or delete it to "
+        "start over"
+    )
 
 
 def _entry(

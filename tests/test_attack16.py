@@ -695,17 +695,14 @@ async def test_rows_left_pending_are_checked_even_when_edited_and_reordered(
 ) -> None:
     """A run died after sending (every entry PENDING); the next run has the rows re-ordered,
     some edited (new content, same UserData), and new rows: nothing is imported twice."""
-    import sqlite3
+    from .journal import edit_items
 
     path = tmp_path / "ck.db"
     first = await asyncio.wait_for(
         client.import_contacts(rows(50), checkpoint=path, overwrite_duplicates=False), LIMIT
     )
     assert first.succeeded == 50
-    db = sqlite3.connect(path)
-    db.execute("UPDATE items SET state='pending'")
-    db.commit()
-    db.close()
+    edit_items(path, "UPDATE items SET state='pending'")
     second = [contact(n, Memo="edited") if n % 5 == 0 else contact(n) for n in range(50)][
         ::-1
     ] + rows(5, 50)

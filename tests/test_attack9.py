@@ -265,7 +265,7 @@ async def test_distinct_ids_are_not_flagged_as_duplicates(client: DiallerClient)
 # entry as settled, finds nothing (run 2's resend is still being applied) and sends a third
 # time: two contacts for one row of a plain import.
 async def test_a_resumed_resend_restarts_the_settle_time(emulator: Emulator, tmp_path: Any) -> None:
-    import sqlite3
+    from .journal import edit_items
 
     journal = tmp_path / "ck.db"
     opts: dict[str, Any] = {"overwrite_duplicates": False, "checkpoint": journal}
@@ -275,9 +275,7 @@ async def test_a_resumed_resend_restarts_the_settle_time(emulator: Emulator, tmp
         first = await asyncio.wait_for(client.import_contacts([contact(0)], **opts), LIMIT)
         assert first.succeeded == 1
         # Simulate: run 1 was SIGKILLed after PENDING, long ago, and its write never landed.
-        with sqlite3.connect(journal) as db:
-            db.execute("UPDATE items SET state='pending', at=at-1000")
-        db.close()
+        edit_items(journal, "UPDATE items SET state='pending', at=at-1000")
         await client.delete_contact(user_data="CRM-000000")
 
         emulator.faults.script("slow", times=1, operation="import_contact")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -23,6 +22,7 @@ from dialler_async.emulator import Emulator
 
 from .conftest import contact
 from .invariants import Snapshot, assert_account
+from .journal import states
 
 UNIVERSE = 120
 FAULTS = {
@@ -129,7 +129,4 @@ async def test_chaos_keeps_the_account_exact(
     assert result.ok and read == UNIVERSE, result.summary()
     per_key = Counter(c["UserData"] for c in emulator.store.all_contacts())
     assert len(per_key) == UNIVERSE and set(per_key.values()) == {1}, "a contact was duplicated"
-    db = sqlite3.connect(journal)
-    states = dict(db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
-    db.close()
-    assert states == {"succeeded": UNIVERSE}
+    assert states(journal) == {"succeeded": UNIVERSE}

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from dialler_async import ConfigurationError, DiallerClient, Outcome
+from dialler_async import CheckpointError, ConfigurationError, DiallerClient, Outcome
+from dialler_async._journal import PENDING, journal_entries
 from dialler_async.emulator import Emulator, FaultKind
 
 from .conftest import contact
+from .journal import edit_items, states
 
 
 def rows(n: int) -> list[dict[str, object]]:
@@ -88,10 +90,7 @@ async def test_pending_writes_are_reconciled_on_resume(
     )
     # Simulate a crash after sending row 0 (it landed) and row 1 (it did not), before their
     # outcomes were journaled: both rows are left PENDING, and row 1's contact is gone.
-    db = sqlite3.connect(journal)
-    db.execute("UPDATE items SET state='pending'")
-    db.commit()
-    db.close()
+    edit_items(journal, "UPDATE items SET state='pending'")
     await client.delete_contact(user_data="CRM-000001")
     resumed = await client.import_contacts(
         rows(2), checkpoint=journal, overwrite_duplicates=False, keep_results=True
@@ -111,10 +110,7 @@ async def test_pending_without_user_data_stays_ambiguous(
     await client.import_contacts(
         data, checkpoint=journal, overwrite_duplicates=False, keep_results=True
     )
-    db = sqlite3.connect(journal)
-    db.execute("UPDATE items SET state='pending'")
-    db.commit()
-    db.close()
+    edit_items(journal, "UPDATE items SET state='pending'")
     resumed = await client.import_contacts(
         data, checkpoint=journal, overwrite_duplicates=False, keep_results=True
     )
@@ -161,15 +157,11 @@ def _wait_for_journal(journal: Path, entries: int, timeout: float = 120.0) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if journal.exists():
-            db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
             try:
-                (done,) = db.execute(
-                    "SELECT COUNT(*) FROM items WHERE state != 'pending'"
-                ).fetchone()
-            except sqlite3.OperationalError:  # not created yet
-                done = 0
-            finally:
-                db.close()
+                seen = journal_entries(journal)  # read-only, items and the log
+            except CheckpointError:  # not created yet
+                seen = {}
+            done = sum(entry.state != PENDING for entry in seen.values())
             if done >= entries:
                 return
         time.sleep(0.02)
@@ -207,6 +199,8 @@ def test_sigkill_and_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path)
         counts = kill_then_finish(script, base_url, journal, n, (100, 250, 400))
         assert sum(counts.values()) == n
         assert counts["skipped"] > 0 and counts["succeeded"] + counts["skipped"] == n
+        # The journal agrees: one SUCCEEDED entry per row, folded or still in the log.
+        assert states(journal) == {"succeeded": n}
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)

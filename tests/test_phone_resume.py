@@ -16,6 +16,8 @@ from dialler_async._results import BulkResult
 from dialler_async.emulator import Emulator
 from tests.invariants import Snapshot, assert_account
 
+from .journal import folded
+
 DE = PhonePolicy("DE")
 
 
@@ -145,7 +147,7 @@ async def test_without_dedupe_nothing_is_journaled_and_nothing_skipped(
     opts = options(tmp_path, dedupe_phone=False)
     a, b = row("A", "030 1111111"), row("B", "030 1111111")
     await run(client, emulator, [a, b], opts)
-    with sqlite3.connect(tmp_path / "job.db") as db:
+    with folded(tmp_path / "job.db") as db:
         assert db.execute("SELECT count(*) FROM numbers").fetchone() == (0,)
     assert len(dialled(emulator)) == 2
 

@@ -39,6 +39,7 @@ from .invariants import (
     bulk_result_of,
     no_job_tasks,
 )
+from .journal import edit_items, states
 
 LIMIT = 30.0  # no test here may take longer: a hang fails, it does not block CI
 
@@ -401,10 +402,7 @@ async def test_a_resumed_check_that_is_cancelled_stays_a_check(
         rows(1), checkpoint=path, overwrite_duplicates=False, keep_results=True
     )
     assert first.ok
-    db = sqlite3.connect(path)
-    db.execute("UPDATE items SET state='pending'")
-    db.commit()
-    db.close()
+    edit_items(path, "UPDATE items SET state='pending'")
     emulator.faults.script("slow", times=1)  # the lookup hangs; cancel it
     emulator.configure(slow_seconds=2.0)
     task = asyncio.create_task(
@@ -418,9 +416,7 @@ async def test_a_resumed_check_that_is_cancelled_stays_a_check(
         await asyncio.wait_for(task, LIMIT)
     assert bulk_result_of(info.value).ambiguous == 1
     await emulator.faults.settled()
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT state FROM items").fetchall() == [("ambiguous",)]
-    db.close()
+    assert states(path) == {"ambiguous": 1}
     again = await client.import_contacts(
         rows(1), checkpoint=path, overwrite_duplicates=False, keep_results=True
     )
