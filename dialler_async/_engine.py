@@ -15,6 +15,11 @@ a checkpoint that cannot be written, the consumer leaving, the client closing) i
 :meth:`Engine.stop` stops the reading, lets in-flight items finish for ``grace`` seconds, then
 cancels what is left. It is idempotent; :meth:`Engine.shutdown` waits for it and survives
 further cancellation.
+
+This module is the executor. The account is kept by :class:`~._ledger.Ledger` (counted once,
+journaled, callbacks, stop rules); what a checkpoint asks of each item before it is sent is
+:class:`~._resume.Resume`'s policy; how one item is sent, retried and reconciled is
+:class:`~._item.ItemRunner`'s.
 """
 
 from __future__ import annotations
@@ -24,15 +29,13 @@ import collections
 import inspect
 import logging
 import math
-import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._checkpoint import Checkpoint, Identity, Previous
-from ._digests import DigestSet, key_digest, stable_digest
+from ._checkpoint import Checkpoint
+from ._digests import DigestSet, key_digest
 from ._exceptions import (
-    APIStatusError,
     BulkError,
     CheckpointError,
     ClientStateError,
@@ -41,41 +44,17 @@ from ._exceptions import (
 )
 from ._handover import Handover
 from ._intake import ReadSlots, WorkQueue
-from ._item import ItemRunner, Verdict
+from ._item import ItemRunner
+from ._ledger import Job, Ledger
 from ._limits import JOB_LIMITER, RateLimiter, check_concurrency, check_rate
-from ._models import Contact
-from ._operations import Import, KeyedAction, OperationRules, Prepared, rules_for, settle_delay
-from ._results import BulkResult, ItemResult, Operation, Outcome, Progress, Tally
+from ._operations import Import, KeyedAction, OperationRules, rules_for
+from ._results import BulkResult, ItemResult, Operation, Outcome, Progress
+from ._resume import Resume
 
 if TYPE_CHECKING:
     from ._client import DiallerClient
 
 log = logging.getLogger("dialler_async")
-
-
-class _Job:
-    __slots__ = (
-        "done",
-        "duplicate",
-        "identity",
-        "index",
-        "input",
-        "invalid",
-        "prepared",
-        "sending",
-        "sent_unsafe",
-    )
-
-    def __init__(self, index: int, item: Any) -> None:
-        self.index = index
-        self.input = item
-        self.prepared: Prepared | None = None
-        self.invalid: ContactValidationError | None = None
-        self.identity: Identity | None = None
-        self.duplicate = False
-        self.sent_unsafe = False
-        self.sending = False
-        self.done = False
 
 
 async def _each(items: AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
@@ -112,21 +91,6 @@ def _describe(rules: OperationRules) -> dict[str, object]:
     return {}
 
 
-def _detached(error: DiallerError) -> DiallerError:
-    """``error`` without the frames its traceback holds (they can hold a whole response):
-    a kept failure must stay small."""
-    pending: list[BaseException] = [error]
-    seen: set[int] = set()
-    while pending:
-        exc = pending.pop()
-        if id(exc) in seen:
-            continue
-        seen.add(id(exc))
-        exc.__traceback__ = None
-        pending += [e for e in (exc.__cause__, exc.__context__) if e is not None]
-    return error
-
-
 def _non_negative(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
@@ -156,22 +120,21 @@ class Engine:
         on_error: Literal["collect", "raise"] = options.pop("on_error", "collect")
         if on_error not in ("collect", "raise"):
             raise ValueError(f"on_error must be 'collect' or 'raise', not {on_error!r}")
-        self.raise_on_error = on_error == "raise"
-        self.max_failures: int | None = check_concurrency(
+        max_failures: int | None = check_concurrency(
             "max_failures", options.pop("max_failures", None)
         )
-        self.on_progress: Callable[[Progress], object] | None = options.pop("on_progress", None)
-        if self.on_progress is not None and not callable(self.on_progress):
-            raise TypeError(f"on_progress must be callable, not {self.on_progress!r}")
-        if inspect.iscoroutinefunction(self.on_progress):
+        on_progress: Callable[[Progress], object] | None = options.pop("on_progress", None)
+        if on_progress is not None and not callable(on_progress):
+            raise TypeError(f"on_progress must be callable, not {on_progress!r}")
+        if inspect.iscoroutinefunction(on_progress):
             # It would be called and its coroutine dropped: never one report.
             raise TypeError("on_progress must be a plain function, not an async one")
-        self.on_result: Callable[[ItemResult], object] | None = options.pop("on_result", None)
-        if self.on_result is not None and not callable(self.on_result):
-            raise TypeError(f"on_result must be callable, not {self.on_result!r}")
-        if inspect.iscoroutinefunction(self.on_result):
+        on_result: Callable[[ItemResult], object] | None = options.pop("on_result", None)
+        if on_result is not None and not callable(on_result):
+            raise TypeError(f"on_result must be callable, not {on_result!r}")
+        if inspect.iscoroutinefunction(on_result):
             raise TypeError("on_result must be a plain function, not an async one")
-        self.progress_interval = _non_negative(
+        progress_interval = _non_negative(
             "progress_interval", options.pop("progress_interval", 0.5)
         )
         # Order matters only to a consumer: run() hands nothing over.
@@ -190,28 +153,34 @@ class Engine:
             else None
         )
         self.runner = ItemRunner(client, self.rules, job_limiter)
-        self.total: int | None = options.pop("total", None)
-        if self.total is None and isinstance(items, Sized):
-            self.total = len(items)
-        self.tally = Tally(keep=bool(options.pop("keep_results", False)))
+        total: int | None = options.pop("total", None)
+        if total is None and isinstance(items, Sized):
+            total = len(items)
+        self.ledger = Ledger(
+            client,
+            operation,
+            keep=bool(options.pop("keep_results", False)),
+            total=total,
+            on_result=on_result,
+            on_progress=on_progress,
+            progress_interval=progress_interval,
+            raise_on_error=on_error == "raise",
+            max_failures=max_failures,
+            stop=self.stop,
+            fail=self._fail,
+        )
         self.seen_keys = DigestSet() if options.pop("detect_duplicates", True) else None
         checkpoint: str | Path | None = options.pop("checkpoint", None)
         if options:
             raise TypeError(f"unknown bulk options: {sorted(options)}")
         self.checkpoint_path = checkpoint
         self.checkpoint: Checkpoint | None = None
-        self.identities: DigestSet | None = None
-        self.repeats: dict[int, int] = {}  # occurrences of identities seen more than once
+        self.resume: Resume | None = None  # the checkpoint's part in each item, once open
 
-        self.clock = client._clock
-        self.started = self.clock()
-        self.base = (0, 0, 0)
         self.read = 0
         self.read_all = False
-        self.failures = 0
-        self.unfinished: dict[int, _Job] = {}  # read, not yet accounted for
-        self.chains: dict[object, collections.deque[_Job] | None] = {}
-        self.inbox: WorkQueue[_Job | None] = WorkQueue()
+        self.chains: dict[object, collections.deque[Job] | None] = {}
+        self.inbox: WorkQueue[Job | None] = WorkQueue()
         self.slots = ReadSlots(self.workers_count * 2)
         self.handover: Handover[ItemResult] = Handover(self.workers_count)
         self.window = self.workers_count * 4  # ordered: how far reading may run ahead
@@ -219,7 +188,6 @@ class Engine:
         self.reorder: dict[int, ItemResult] = {}
         self.stranded: list[ItemResult] = []  # accounted, hand-over cut off by a cancel
         self.next_index = 0
-        self.last_progress = self.started
         self.stopping = False
         self.aborted = False
         self.resolving = False
@@ -235,9 +203,7 @@ class Engine:
         """Start the job (once); raises :class:`ClientStateError` if the client is not open."""
         if self.driver is not None:
             return
-        transport = self.client.transport
-        self.started = self.last_progress = self.clock()
-        self.base = (transport.requests, transport.retries, transport.governor.throttled)
+        self.ledger.begin()  # raises ClientStateError if the client is not open
         self.driver = asyncio.create_task(self._drive(), name=f"dialler-bulk-{self.operation}")
         self.client._jobs.add(self)
 
@@ -319,7 +285,7 @@ class Engine:
             except AttributeError:  # an exception class with __slots__
                 log.debug("cannot attach bulk_result to %r", self.error)
             return self.error
-        if self.raise_on_error and self.failures:
+        if self.ledger.raise_on_error and self.ledger.failures:
             return BulkError(
                 f"{self.operation.value} stopped at the first failure: {account.summary()}",
                 account,
@@ -339,10 +305,10 @@ class Engine:
             await self.rules.resolve(self.client)  # campaign name -> ID once, before row one
             self.resolving = False
             if self.checkpoint_path is not None:
-                self.checkpoint = Checkpoint(
+                self.checkpoint = self.ledger.checkpoint = Checkpoint(
                     self.checkpoint_path, self.operation, _describe(self.rules)
                 )
-                self.identities = DigestSet()
+                self.resume = Resume(self.checkpoint, self.runner, self.client.timeout)
                 if isinstance(self.rules, Import) and self.rules.phones is not None:
                     # dedupe_phone across runs (issue 14): before row one is judged.
                     self.rules.phones.resume(self.checkpoint, self.rules.default_campaign)
@@ -367,18 +333,18 @@ class Engine:
     async def _finish(self) -> None:
         """Account for every item not yet accounted for, check the account, close up, and
         hand the consumer what it has not been given yet."""
-        leftovers = sorted(self.unfinished.values(), key=lambda job: job.index)
+        leftovers = sorted(self.ledger.unfinished.values(), key=lambda job: job.index)
         if leftovers and not self.stopping:
             self._fail(DiallerError(f"internal error: {len(leftovers)} items were left over"))
         swept = []
         for job in leftovers:
-            result = self._interrupted(job)
-            if self._account(job, result):
+            result = self.ledger.interrupted(job)
+            if self.ledger.account(job, result):
                 swept.append(result)
-        if self.tally.done != self.read:
+        if self.ledger.tally.done != self.read:
             self._fail(
                 DiallerError(
-                    f"internal error: the account holds {self.tally.done} items "
+                    f"internal error: the account holds {self.ledger.tally.done} items "
                     f"but {self.read} were read"
                 )
             )
@@ -387,7 +353,7 @@ class Engine:
                 self.checkpoint.close()
             except CheckpointError as exc:
                 self._fail(exc)
-        self._report(finished=True)
+        self.ledger.report(finished=True)
         if self.grace_timer is not None:
             self.grace_timer.cancel()
         try:
@@ -417,113 +383,8 @@ class Engine:
 
     # -- account ----------------------------------------------------------------------------
 
-    def _counters(self) -> dict[str, int]:
-        """Requests, retries and 429s made through the client since the job started."""
-        t = self.client._transport
-        if t is None:
-            return {"requests": 0, "retries": 0, "throttled": 0}
-        return {
-            "requests": t.requests - self.base[0],
-            "retries": t.retries - self.base[1],
-            "throttled": t.governor.throttled - self.base[2],
-        }
-
     def result(self) -> BulkResult:
-        return self.tally.result(
-            self.operation,
-            elapsed=self.clock() - self.started,
-            read_all=self.read_all,
-            **self._counters(),
-        )
-
-    def _report(self, finished: bool = False) -> None:
-        if self.on_progress is None:
-            return
-        now = self.clock()
-        if not finished and now - self.last_progress < self.progress_interval:
-            return
-        self.last_progress = now
-        # From the running counts only: result() sorts every kept item, too dear to repeat.
-        done, elapsed = self.tally.done, now - self.started
-        transport = self.client._transport
-        progress = Progress(
-            done=done,
-            total=self.total,
-            counts=dict(self.tally.counts),
-            elapsed=elapsed,
-            rate=done / elapsed if elapsed > 0 else 0.0,
-            current_rate_limit=transport.governor.rate if transport is not None else None,
-            concurrency_limit=(
-                transport.governor.concurrency_limit if transport is not None else None
-            ),
-            baseline_rtt=transport.governor.baseline_rtt if transport is not None else None,
-            finished=finished,
-            **self._counters(),
-        )
-        try:
-            self.on_progress(progress)
-        # The caller's callback: stop the job, raise it at the end. Any BaseException too (a
-        # framework's abort signal): escaping here it would kill a worker mid-account. Even
-        # CancelledError: a plain function is not where a cancellation arrives, so the callback
-        # raised it itself (escaping, it ended the worker and the job hung without it).
-        except BaseException as exc:
-            self.on_progress = None
-            self._fail(exc)
-
-    def _account(self, job: _Job, result: ItemResult) -> bool:
-        """Count a result exactly once: tally, checkpoint, stop rules, progress. Synchronous,
-        so a cancellation cannot cut it in half; False if ``job`` was already counted."""
-        if not self._claim(job):
-            return False
-        self.tally.add(result)
-        self._journal(job, result.key, result.outcome, str(result.error) if result.error else None)
-        if not result.ok and result.outcome is not Outcome.CANCELLED:
-            self.failures += 1
-            if self.raise_on_error or (self.max_failures and self.failures >= self.max_failures):
-                self.stop()
-        if self.on_result is not None:
-            try:
-                self.on_result(result)
-            except BaseException as exc:  # the caller's callback: as for on_progress
-                self.on_result = None
-                self._fail(exc)
-        if self.on_progress is not None:
-            self._report()
-        return True
-
-    def _account_succeeded(self, job: _Job) -> bool:
-        """:meth:`_account` for a SUCCEEDED item whose ItemResult nobody reads: the same
-        bookkeeping (a success triggers no stop rule), without building the result."""
-        if not self._claim(job):
-            return False
-        self.tally.add_succeeded(job.duplicate)
-        if self.checkpoint is not None:
-            self._journal(
-                job,
-                job.prepared.key if job.prepared is not None else None,
-                Outcome.SUCCEEDED,
-                None,
-            )
-        if self.on_progress is not None:
-            self._report()
-        return True
-
-    def _claim(self, job: _Job) -> bool:
-        """Mark ``job`` accounted for; False if it already was (the exactly-once guard)."""
-        if job.done:
-            return False
-        job.done = True
-        del self.unfinished[job.index]
-        return True
-
-    def _journal(
-        self, job: _Job, key: str | int | None, outcome: Outcome, error: str | None
-    ) -> None:
-        if self.checkpoint is not None and job.identity is not None:
-            try:
-                self.checkpoint.record(job.identity, key, outcome, job.index, error)
-            except CheckpointError as exc:
-                self._fail(exc)
+        return self.ledger.result(read_all=self.read_all)
 
     async def _hand_over(self, result: ItemResult | None) -> None:
         """Give ``result`` to the consumer (in input order with ``ordered``: then it may give
@@ -548,77 +409,15 @@ class Engine:
                 self.stranded.append(ready)
                 raise
 
-    def _result(
-        self,
-        job: _Job,
-        outcome: Outcome,
-        *,
-        key: str | int | None = None,
-        error: DiallerError | None = None,
-        record: dict[str, Any] | None = None,
-        contact: Contact | None = None,
-        attempts: int = 0,
-        reconciled: bool = False,
-        reason: str | None = None,
-    ) -> ItemResult:
-        if key is None and job.prepared is not None:
-            key = job.prepared.key
-        status = (
-            error.status
-            if isinstance(error, APIStatusError)
-            else (None if error is not None or attempts == 0 else 200)
-        )
-        return ItemResult(
-            index=job.index,
-            key=key,
-            operation=self.operation,
-            outcome=outcome,
-            input=job.input,
-            record=record,
-            contact=contact,
-            error=None if error is None else _detached(error),
-            status=status,
-            attempts=attempts,
-            duplicate_in_input=job.duplicate,
-            reconciled=reconciled,
-            reason=reason,
-            warnings=job.prepared.warnings if job.prepared is not None else (),
-        )
-
-    def _interrupted(self, job: _Job) -> ItemResult:
-        if not job.sent_unsafe and job.sending:
-            return self._result(
-                job,
-                Outcome.AMBIGUOUS,
-                error=DiallerError(
-                    "the job stopped while this write was on its way; it may have landed "
-                    "(it is safe to send again: a resume does)"
-                ),
-            )
-        if not job.sent_unsafe:
-            return self._result(job, Outcome.CANCELLED)
-        return self._result(
-            job,
-            Outcome.AMBIGUOUS,
-            error=DiallerError(
-                "the job stopped while this write was on its way; it may have landed "
-                "(a resume with the same checkpoint checks it by lookup before sending)"
-            ),
-        )
-
     # -- per item ---------------------------------------------------------------------------
 
-    def _prepare(self, job: _Job) -> None:
+    def _prepare(self, job: Job) -> None:
         """Validate and convert the item once; note UserData/ID seen earlier in the input.
         Never raises: whatever goes wrong makes the item INVALID, before any request."""
         try:
             prepared = self.rules.prepare(job.input)
-            if self.identities is not None:
-                digest = stable_digest(prepared.serial_key, prepared.payload)
-                occurrence = 0
-                if not self.identities.add(digest):
-                    occurrence = self.repeats[digest] = self.repeats.get(digest, 0) + 1
-                job.identity = (digest, occurrence)
+            if self.resume is not None:
+                job.identity = self.resume.identify(prepared)
         except ContactValidationError as err:
             job.invalid = err
             return
@@ -641,31 +440,27 @@ class Engine:
         if self.seen_keys is not None and prepared.serial_key is not None:
             job.duplicate = not self.seen_keys.add(key_digest(prepared.serial_key))
 
-    async def _outcome(self, job: _Job) -> ItemResult | None:
+    async def _outcome(self, job: Job) -> ItemResult | None:
         """The item's result (None: it SUCCEEDED and is accounted already, see
-        :meth:`_account_succeeded`); only cancellation escapes (the sweep then accounts
+        :meth:`Ledger.account_succeeded`); only cancellation escapes (the sweep then accounts
         for it)."""
         prepared = job.prepared
         if prepared is None:
-            return self._result(
+            return self.ledger.item_result(
                 job, Outcome.INVALID, key=getattr(job.invalid, "key", None), error=job.invalid
             )
         if prepared.skip is not None:  # issue 14: suppressed / duplicate phone: never sent
-            return self._result(job, Outcome.SKIPPED, reason=prepared.skip)
+            return self.ledger.item_result(job, Outcome.SKIPPED, reason=prepared.skip)
         try:
             if self.stopping:
                 return self._not_started(job)
-            checkpoint, identity = self.checkpoint, job.identity
+            resume, identity = self.resume, job.identity
             if (
-                checkpoint is not None
+                resume is not None
                 and identity is not None
-                and (
-                    (previous := checkpoint.previous(identity, prepared.key)) is not None
-                    or not prepared.idempotent
-                    or checkpoint.after_interruption
-                )
+                and (journaled := resume.journaled(job, prepared, identity)) is not None
             ):
-                verdict = await self._process(job, prepared, checkpoint, identity, previous)
+                verdict = await journaled
             else:
                 # Nothing to check or journal first (the common case): no frame of run().
                 runner = self.runner
@@ -688,15 +483,15 @@ class Engine:
         else:
             if (
                 verdict.outcome is Outcome.SUCCEEDED
-                and self.on_result is None
+                and self.ledger.on_result is None
                 and not self.deliver
-                and not self.tally.keep
+                and not self.ledger.tally.keep
             ):
                 # Nobody reads this success's ItemResult (none kept, none handed over, no
                 # on_result): it is only counted, not built.
-                self._account_succeeded(job)
+                self.ledger.account_succeeded(job)
                 return None
-            return self._result(
+            return self.ledger.item_result(
                 job,
                 verdict.outcome,
                 error=verdict.error,
@@ -706,51 +501,16 @@ class Engine:
                 reconciled=verdict.reconciled,
                 reason=verdict.reason,
             )
-        return self._result(
+        return self.ledger.item_result(
             job, Outcome.AMBIGUOUS if job.sent_unsafe else Outcome.FAILED, error=error
         )
 
-    def _not_started(self, job: _Job) -> ItemResult:
+    def _not_started(self, job: Job) -> ItemResult:
         """The result of an item the job stopped before starting: SKIPPED if an earlier run
         did it, else CANCELLED."""
-        if self.checkpoint is not None and job.identity is not None and job.prepared is not None:
-            previous = self.checkpoint.previous(job.identity, job.prepared.key)
-            if previous is not None and previous.state == Outcome.SUCCEEDED.value:
-                return self._result(job, Outcome.SKIPPED, reason="already done")
-        return self._result(job, Outcome.CANCELLED)
-
-    async def _process(
-        self,
-        job: _Job,
-        prepared: Prepared,
-        checkpoint: Checkpoint,
-        identity: Identity,
-        previous: Previous | None,
-    ) -> Verdict:
-        """:meth:`ItemRunner.run` under the checkpoint, for an item an earlier run journaled
-        (``previous``), or one to journal before an unsafe send, or any item after an
-        interrupted run."""
-        resumed: str | None = None
-        settled = True
-        if previous is not None:
-            if previous.state == Outcome.SUCCEEDED.value:
-                return Verdict(Outcome.SKIPPED, reason="already done")
-            resumed = previous.state
-            # A run that stopped moments ago may have left a request the server is still
-            # working on: give it the settle time before "not found" may mean "not sent".
-            settled = time.time() - previous.at >= settle_delay(self.client.timeout)
-
-        def before_unsafe_send() -> None:
-            checkpoint.mark_pending(identity, prepared.key, job.index)
-
-        return await self.runner.run(
-            job,
-            prepared,
-            resumed=resumed,
-            resumed_settled=settled,
-            before_unsafe_send=before_unsafe_send,
-            journal_incomplete=checkpoint.after_interruption,
-        )
+        if self.resume is not None and self.resume.done_before(job):
+            return self.ledger.item_result(job, Outcome.SKIPPED, reason="already done")
+        return self.ledger.item_result(job, Outcome.CANCELLED)
 
     # -- tasks ------------------------------------------------------------------------------
 
@@ -799,9 +559,9 @@ class Engine:
                     log.debug("reading the input failed after %d items: %r", self.read, exc)
                     self._fail(exc)
                     break
-                job = _Job(self.read, item)
+                job = Job(self.read, item)
                 self.read += 1
-                self.unfinished[job.index] = job
+                self.ledger.read(job)
                 # Now, not when a worker takes it: a feed may refill the same object for its
                 # next row, and the row is what it was when it was handed over.
                 self._prepare(job)
@@ -823,7 +583,7 @@ class Engine:
 
     async def _work(self) -> None:
         JOB_LIMITER.set(self.runner.job_limiter)  # every attempt of this task passes it
-        inbox, chains, deliver = self.inbox, self.chains, self.deliver
+        inbox, chains, deliver, ledger = self.inbox, self.chains, self.deliver, self.ledger
         queued = inbox.rows
         while (job := queued.popleft() if queued else await inbox.get()) is not None:
             key = job.prepared.serial_key if job.prepared is not None else None
@@ -844,7 +604,7 @@ class Engine:
             try:
                 while True:
                     result = await self._outcome(job)
-                    if result is not None and self._account(job, result) and deliver:
+                    if result is not None and ledger.account(job, result) and deliver:
                         await self._hand_over(result)
                     if key is None or not (chain := chains[key]):
                         break
