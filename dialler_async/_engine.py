@@ -33,7 +33,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, I
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._checkpoint import Checkpoint
+from ._checkpoint import Checkpoint, open_checkpoint
 from ._digests import DigestSet, key_digest
 from ._exceptions import (
     BulkError,
@@ -301,13 +301,17 @@ class Engine:
 
     async def _drive(self) -> None:
         try:
+            # Until row one, an abort cancels the driver itself (nothing is in flight).
             self.resolving = True
-            await self.rules.resolve(self.client)  # campaign name -> ID once, before row one
-            self.resolving = False
-            if self.checkpoint_path is not None:
-                self.checkpoint = self.ledger.checkpoint = Checkpoint(
-                    self.checkpoint_path, self.operation, _describe(self.rules)
-                )
+            try:
+                await self.rules.resolve(self.client)  # campaign name -> ID, before row one
+                if self.checkpoint_path is not None:
+                    self.checkpoint = self.ledger.checkpoint = await open_checkpoint(
+                        self.checkpoint_path, self.operation, _describe(self.rules)
+                    )
+            finally:
+                self.resolving = False
+            if self.checkpoint is not None:
                 self.resume = Resume(self.checkpoint, self.runner, self.client.timeout)
                 if isinstance(self.rules, Import) and self.rules.phones is not None:
                     # dedupe_phone across runs (issue 14): before row one is judged.
