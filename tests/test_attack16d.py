@@ -23,6 +23,7 @@ import gc
 import gzip
 import json
 import warnings
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,8 @@ from dialler_async import (
     ConnectionLostError,
     DiallerClient,
     DiallerError,
+    Limits,
+    Outcome,
     RateLimitError,
     RequestTimeoutError,
     ResponseFormatError,
@@ -40,7 +43,7 @@ from dialler_async import (
     ServerError,
 )
 
-from .invariants import cancel_twice
+from .invariants import assert_account, cancel_twice
 
 LIMIT = 30.0  # seconds: a bound no healthy run comes near, for waits that must end
 
@@ -327,3 +330,313 @@ async def test_an_attempt_cut_off_leaves_no_connection_and_the_next_is_clean(
             await next_request_is_clean(c, server)
             assert server.connections == 2
             assert c.transport.governor.sending == 0
+
+
+# -- 1. Transport.send: a server that answers before it has read the request ---------------------
+
+
+def early_answer(status: int, keep: str, release: asyncio.Event, **headers: str) -> Script:
+    """Answer ``status`` having read only the head of a request whose body is still on its way;
+    ``keep``: "open" keeps the connection (reads nothing until ``release``, then to EOF: the
+    client must drop a connection whose request it did not finish), "close" closes it at once
+    (with the body unread: a reset), "half-close" stops sending and reads to EOF."""
+
+    async def script(conn: Conn, head: Head, n: int) -> bool:
+        body = json.dumps({"error": f"early {status}"}).encode()
+        if keep == "close":
+            headers["Connection"] = "close"
+        await conn.send(response(status, body, **headers))
+        conn.server.reached.set()
+        if keep == "open":
+            await release.wait()
+        elif keep == "half-close":
+            conn.writer.write_eof()
+        if keep != "close":
+            await read_to_eof(conn)
+        return False
+
+    return script
+
+
+@pytest.mark.parametrize("keep", ["open", "close", "half-close"])
+@pytest.mark.parametrize(
+    ("status", "headers", "error"),
+    [
+        (413, {}, APIStatusError),
+        (500, {}, ServerError),
+        (429, {"Retry_After": "7"}, RateLimitError),
+    ],
+)
+async def test_an_answer_before_the_body_was_read_leaves_no_connection(
+    keep: str, status: int, headers: dict[str, str], error: type[DiallerError]
+) -> None:
+    release = asyncio.Event()
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(early_answer(status, keep, release, **headers))
+        async with raw_client(server) as c:
+            with pytest.raises(DiallerError) as info:
+                await asyncio.wait_for(c.transport.send("POST", IMPORT, big_body()), LIMIT)
+            # The answer, or (the server closed with the body unread: a reset may come first)
+            # a lost connection; never anything else, and nothing held either way.
+            assert isinstance(info.value, error | ConnectionLostError), info.value
+            if keep == "open":
+                assert isinstance(info.value, error)
+            if isinstance(info.value, RateLimitError):
+                assert info.value.retry_after == 7.0
+            await released(c)
+            assert not writers_left()
+            release.set()
+            await until(lambda: server.open == 0)
+            await next_request_is_clean(c, server)
+            assert server.connections == 2
+
+
+async def test_an_early_answer_to_a_small_body_keeps_the_connection_for_the_next() -> None:
+    """The body was on its way in full when the answer came: the connection is whole, reused."""
+
+    async def early_then_read(conn: Conn, head: Head, n: int) -> bool:
+        await conn.send(response(413, b'{"error": "too large"}'))
+        await conn.body(head)
+        return True
+
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(early_then_read)
+        async with raw_client(server) as c:
+            with pytest.raises(APIStatusError) as info:
+                await c.transport.send("POST", IMPORT, {"Name": "Ann"})
+            assert info.value.status == 413
+            await released(c)
+            await next_request_is_clean(c, server)
+            await next_request_is_clean(c, server)
+            assert server.connections == 1
+
+
+# -- 1. Transport.send: oversized, compressed and odd answers, and the connection after each ----
+
+
+def stalled_answer(head_and_start: bytes, release: asyncio.Event) -> Script:
+    """Send the start of an answer that would be larger, stall until ``release``, read to EOF."""
+
+    async def script(conn: Conn, head: Head, n: int) -> bool:
+        await conn.body(head)
+        await conn.send(head_and_start)
+        conn.server.reached.set()
+        await release.wait()
+        await read_to_eof(conn)
+        return False
+
+    return script
+
+
+def chunked(*chunks: bytes, last: bool = True, encoding: str | None = None) -> bytes:
+    """A chunked 200 answer of ``chunks`` (``last``: with its terminating chunk)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    if encoding is not None:
+        head += f"Content-Encoding: {encoding}\r\n".encode()
+    head += b"Transfer-Encoding: chunked\r\n\r\n"
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+    return head + body + (b"0\r\n\r\n" if last else b"")
+
+
+GZIP_BOMB = gzip.compress(b" " * 4_000_000)  # 4 MB of JSON whitespace in ~4 KB
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # a declared length over the limit, with only its first bytes sent
+        response(200, b"x" * 100_000)[:-99_000],
+        # chunked, past the limit, never finished
+        chunked(*[b" " * 512] * 20, last=False),
+        # gzip that inflates past the limit, its compressed length declared and sent in full
+        response(200, GZIP_BOMB, Content_Encoding="gzip"),
+        # the same, chunked
+        chunked(GZIP_BOMB[:2000], GZIP_BOMB[2000:], encoding="gzip"),
+    ],
+    ids=["declared", "chunked", "gzip", "gzip-chunked"],
+)
+async def test_an_answer_over_the_limit_is_refused_and_the_next_request_is_clean(
+    answer: bytes,
+) -> None:
+    release = asyncio.Event()
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(stalled_answer(answer, release))
+        async with raw_client(server, max_answer_bytes=8_000) as c:
+            with pytest.raises(ResponseFormatError, match="8,000-byte limit"):
+                await asyncio.wait_for(c.transport.send("POST", IMPORT, {"Name": "Ann"}), LIMIT)
+            await released(c)
+            release.set()
+            # The refused answer's connection is never reused: the server sees it closed.
+            await until(lambda: server.open == 0)
+            await next_request_is_clean(c, server)
+            assert server.connections == 2
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_a_compressed_answer_is_read_and_its_connection_reused(
+    encoding: str, framing: str
+) -> None:
+    async def compressed(conn: Conn, head: Head, n: int) -> bool:
+        await conn.body(head)
+        plain = record_answer(n).split(b"\r\n\r\n", 1)[1]
+        packed = gzip.compress(plain) if encoding == "gzip" else zlib.compress(plain)
+        if framing == "length":
+            await conn.send(response(200, packed, Content_Encoding=encoding))
+        else:
+            await conn.send(chunked(packed[:5], packed[5:], encoding=encoding))
+        return True
+
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(compressed)
+        async with raw_client(server) as c:
+            await next_request_is_clean(c, server)  # the compressed one
+            await next_request_is_clean(c, server)
+            assert server.connections == 1
+
+
+async def test_an_answer_read_to_eof_is_not_reused() -> None:
+    """No length, no chunks: the answer ends where the server half-closes."""
+
+    async def to_eof(conn: Conn, head: Head, n: int) -> bool:
+        await conn.body(head)
+        plain = record_answer(n).split(b"\r\n\r\n", 1)[1]
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + plain)
+        conn.writer.write_eof()
+        await read_to_eof(conn)
+        return False
+
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(to_eof)
+        async with raw_client(server) as c:
+            await next_request_is_clean(c, server)
+            await until(lambda: server.open == 0)
+            await next_request_is_clean(c, server)
+            assert server.connections == 2
+
+
+async def test_a_kept_connection_the_server_half_closes_afterwards_is_not_reused() -> None:
+    async def then_half_close(conn: Conn, head: Head, n: int) -> bool:
+        await answer_normally(conn, head, n)
+        conn.writer.write_eof()
+        await read_to_eof(conn)
+        return False
+
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(then_half_close)
+        async with raw_client(server) as c:
+            await next_request_is_clean(c, server)
+            # The client closes its end when it sees the server's: the server's read ends.
+            await until(lambda: server.open == 0)
+            await next_request_is_clean(c, server)
+            assert server.connections == 2
+
+
+async def test_bytes_after_an_answer_never_become_the_next_answer() -> None:
+    """A server that sends a second, unasked-for answer behind the first one on a kept
+    connection: the next request must get its own answer, not the stale one."""
+
+    async def with_a_stale_answer(conn: Conn, head: Head, n: int) -> bool:
+        await conn.body(head)
+        await conn.send(record_answer(n) + record_answer(666))
+        return True
+
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(with_a_stale_answer)
+        async with raw_client(server) as c:
+            await next_request_is_clean(c, server)
+            await next_request_is_clean(c, server)
+            assert server.connections == 2  # aiohttp drops a connection with bytes left over
+
+
+async def test_an_answer_the_server_sends_unasked_on_an_idle_connection_is_not_taken() -> None:
+    """The stale answer comes after the connection went back to the pool, while it idles."""
+    idle = asyncio.Event()
+
+    async def later_a_stale_answer(conn: Conn, head: Head, n: int) -> bool:
+        await answer_normally(conn, head, n)
+        await idle.wait()
+        await conn.send(record_answer(666))
+        conn.server.reached.set()
+        return True
+
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(later_a_stale_answer)
+        async with raw_client(server) as c:
+            await next_request_is_clean(c, server)
+            idle.set()
+            await asyncio.wait_for(server.reached.wait(), LIMIT)
+            await until(lambda: queued(c))  # the stale answer is in; the pool holds it
+            await next_request_is_clean(c, server)
+            assert server.connections == 2
+
+
+def queued(client: DiallerClient) -> bool:
+    """Whether an idle pooled connection holds data no request asked for."""
+    connector = client.transport.session.connector
+    assert connector is not None
+    return any(proto.should_close for conns in connector._conns.values() for proto, _ in conns)
+
+
+async def test_a_reset_after_the_request_leaves_no_connection() -> None:
+    async def reset(conn: Conn, head: Head, n: int) -> bool:
+        await conn.body(head)
+        conn.writer.transport.abort()
+        return False
+
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(reset)
+        async with raw_client(server) as c:
+            with pytest.raises(ConnectionLostError):
+                await asyncio.wait_for(c.transport.send("POST", IMPORT, {"Name": "Ann"}), LIMIT)
+            await released(c)
+            await next_request_is_clean(c, server)
+            assert server.connections == 2
+
+
+async def test_an_unasked_answer_does_not_shift_a_jobs_answers_by_one() -> None:
+    """What the stale answer costs a bulk import without UserData (no check of the answer
+    against the request is possible): every later row on that connection would get the answer
+    to the row before it, and report another contact's ID as its own."""
+    idle = asyncio.Event()
+
+    async def imported(conn: Conn, head: Head, n: int) -> bool:
+        sent = json.loads(await conn.body(head))
+        record = {"ID": 100 + n, "Name": sent["Name"], "DiallerCampaignsID": 538}
+        body = json.dumps({"records": [record], "count": 1, "status": 200}).encode()
+        await conn.send(response(200, body))
+        if n == 1:
+            await idle.wait()
+            stale = {"ID": 666, "Name": "Stale", "DiallerCampaignsID": 538}
+            await conn.send(response(200, json.dumps({"records": [stale], "status": 200}).encode()))
+            conn.server.reached.set()
+        return True
+
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.extend([imported] * 5)
+        async with raw_client(server, limits=Limits(max_concurrency=1)) as c:
+
+            async def rows() -> AsyncIterator[dict[str, object]]:
+                yield {"Name": "Row0", "PhoneNumber1": "+4930100"}
+                await asyncio.wait_for(server.reached.wait(), LIMIT)
+                await until(lambda: queued(c))
+                for i in range(1, 5):
+                    yield {"Name": f"Row{i}", "PhoneNumber1": f"+493010{i}"}
+
+            result = await asyncio.wait_for(
+                c.import_contacts(
+                    rows(),
+                    overwrite_duplicates=False,
+                    campaign_id=538,
+                    keep_results=True,
+                    # row 0 is answered and its connection back in the pool: now the stale one
+                    on_result=lambda item: idle.set(),
+                ),
+                LIMIT,
+            )
+    assert result.total == 5
+    assert_account(result, read=5)
+    items = list(result.items or ())
+    assert [i.outcome for i in items] == [Outcome.SUCCEEDED] * 5
+    assert [i.record["Name"] for i in items if i.record] == [f"Row{i}" for i in range(5)]
+    assert 666 not in [i.contact_id for i in items]
