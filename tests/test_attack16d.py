@@ -640,3 +640,40 @@ async def test_an_unasked_answer_does_not_shift_a_jobs_answers_by_one() -> None:
     assert [i.outcome for i in items] == [Outcome.SUCCEEDED] * 5
     assert [i.record["Name"] for i in items if i.record] == [f"Row{i}" for i in range(5)]
     assert 666 not in [i.contact_id for i in items]
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n",  # a head the next answer would finish
+        b"HTTP/1.1 408 Request Timeout\r\n",
+        b"garbage",
+    ],
+)
+async def test_part_of_an_unasked_answer_on_an_idle_connection_is_never_taken(
+    stray: bytes,
+) -> None:
+    """Part of an answer arrives while the connection idles (aiohttp keeps it in its parser,
+    where the pool cannot see it): the next request gets its own answer or an error, never a
+    made-up one, and the request after it is clean."""
+    idle = asyncio.Event()
+
+    async def then_stray(conn: Conn, head: Head, n: int) -> bool:
+        await answer_normally(conn, head, n)
+        await idle.wait()
+        await conn.send(stray)
+        conn.server.reached.set()
+        return True
+
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(then_stray)
+        async with raw_client(server) as c:
+            await next_request_is_clean(c, server)
+            idle.set()
+            await asyncio.wait_for(server.reached.wait(), LIMIT)
+            await asyncio.sleep(0.1)  # let it arrive (if it has not, the test is only weaker)
+            try:
+                await next_request_is_clean(c, server)
+            except DiallerError:
+                await released(c)
+            await next_request_is_clean(c, server)
