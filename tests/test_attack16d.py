@@ -31,6 +31,7 @@ import pytest
 
 from dialler_async import (
     APIStatusError,
+    BulkResult,
     ConnectionLostError,
     DiallerClient,
     DiallerError,
@@ -42,8 +43,10 @@ from dialler_async import (
     RetryPolicy,
     ServerError,
 )
+from dialler_async.emulator import Emulator, FaultKind
 
-from .invariants import assert_account, cancel_twice
+from .conftest import FakeClock, contact
+from .invariants import Snapshot, assert_account, cancel_twice
 
 LIMIT = 30.0  # seconds: a bound no healthy run comes near, for waits that must end
 
@@ -677,3 +680,145 @@ async def test_part_of_an_unasked_answer_on_an_idle_connection_is_never_taken(
             except DiallerError:
                 await released(c)
             await next_request_is_clean(c, server)
+
+
+# -- 2. ItemRunner.send: the first attempt made inline, the retries after it ---------------------
+
+#: What each write kind runs as a job on ``n`` rows; the contacts 0..n-1 exist beforehand
+#: for all but the imports.
+JOBS: dict[str, tuple[str, Callable[[DiallerClient, int], Awaitable[BulkResult]]]] = {
+    "import-upsert": (
+        "import_contact",
+        lambda c, n: c.import_contacts(
+            [contact(i) for i in range(n)], overwrite_duplicates=True, keep_results=True
+        ),
+    ),
+    "import-create": (
+        "import_contact",
+        lambda c, n: c.import_contacts(
+            [contact(i) for i in range(n)], overwrite_duplicates=False, keep_results=True
+        ),
+    ),
+    "update": (
+        "update_contact",
+        lambda c, n: c.update_contacts(
+            [{"UserData": f"CRM-{i:06d}", "FirstName": "Moritz"} for i in range(n)],
+            keep_results=True,
+        ),
+    ),
+    "lock": (
+        "lock_contact_by_user_data",
+        lambda c, n: c.lock_contacts(
+            user_data=[f"CRM-{i:06d}" for i in range(n)], keep_results=True
+        ),
+    ),
+    "delete": (
+        "delete_contact_by_user_data",
+        lambda c, n: c.delete_contacts(
+            user_data=[f"CRM-{i:06d}" for i in range(n)], keep_results=True
+        ),
+    ),
+}
+
+FIRST_FAILURES = [
+    FaultKind.SERVER_ERROR,
+    FaultKind.RATE_LIMITED,
+    FaultKind.UNAVAILABLE,
+    FaultKind.DROP_BEFORE,
+    FaultKind.DROP_AFTER,
+    FaultKind.GATEWAY_TIMEOUT_AFTER,
+    FaultKind.SLOW,  # a timeout of the attempt (the write lands late)
+]
+
+
+@pytest.mark.parametrize("fault", FIRST_FAILURES, ids=lambda f: f.value)
+@pytest.mark.parametrize("job", list(JOBS))
+async def test_every_write_kind_after_every_kind_of_first_failure(
+    emulator: Emulator, job: str, fault: FaultKind
+) -> None:
+    operation, run = JOBS[job]
+    n = 6
+    if not job.startswith("import"):
+        async with emulator.client() as c:
+            assert (await c.import_contacts([contact(i) for i in range(n)])).succeeded == n
+    emulator.configure(slow_seconds=0.6, retry_after=3)
+    before = Snapshot.take(emulator)
+    emulator.stats.reset()
+    emulator.faults.script(fault, times=1, operation=operation)  # row 0's first attempt
+    clock = FakeClock()
+
+    async def sleep(delay: float) -> None:
+        # A settle wait before a lookup lasts until the server has finished what it holds.
+        if delay >= 0.2:
+            await asyncio.wait_for(emulator.faults.settled(), LIMIT)
+        await clock.sleep(delay)
+
+    retry = RetryPolicy(
+        max_attempts=4,
+        initial_backoff=0.01,
+        max_backoff=0.05,
+        deadline=60.0,
+        retry_statuses=frozenset({500, 502, 503, 504}),  # a 500 retried where that is safe
+    )
+    async with emulator.client(
+        limits=Limits(max_concurrency=1), retry=retry, timeout=0.2, clock=clock, sleep=sleep
+    ) as c:
+        result = await asyncio.wait_for(run(c, n), LIMIT)
+        await asyncio.wait_for(emulator.faults.settled(), LIMIT)
+        assert_account(
+            result,
+            read=n,
+            emulator=emulator,
+            before=before,
+            campaign_id=538,
+            upsert=job != "import-create",
+        )
+        items = list(result.items or ())
+        first, rest = items[0], items[1:]
+        assert all(i.outcome is Outcome.SUCCEEDED and i.error is None for i in rest), rest
+        assert all(i.status == 200 and i.attempts == 1 for i in rest), rest
+        if job == "delete" and fault in (FaultKind.SERVER_ERROR, FaultKind.DROP_BEFORE):
+            # A delete by UserData that may have landed, its contact still there: never
+            # resent (docs/reliability.md), whatever the first attempt was.
+            assert first.outcome is Outcome.AMBIGUOUS and first.attempts == 1, first
+            assert first.error is not None
+            return
+        assert first.outcome is Outcome.SUCCEEDED and first.error is None, first
+        # Row 0 was sent again (by the transport's retry, or the one resend a lookup allows),
+        # or, a write not safe to repeat that landed, proven by lookup.
+        assert first.attempts >= 2 or first.reconciled, first
+        if job in ("import-upsert", "update", "lock"):  # safe to repeat: the transport retried
+            assert result.retries == first.attempts - 1 == 1
+        if job.startswith("import"):
+            assert emulator.store.contact_count() == n
+            # (a reconciled row's contact_id: see the xfail test below)
+            assert all(i.contact_id is not None for i in items if not i.reconciled)
+            assert all(i.contact is not None and i.contact.id is not None for i in items)
+        if job == "delete":
+            assert emulator.store.contact_count() == 0
+        assert first.status == 200
+        if fault is FaultKind.RATE_LIMITED:
+            assert result.throttled == 1
+            assert 3.0 in clock.sleeps  # the server's Retry-After was kept
+        assert c.transport.governor.sending == 0
+        assert acquired(c) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ItemResult.contact_id reads only .record; a reconciled import has .contact (from "
+    "the lookup) and no record, so the source-row -> contact map loses it (_results.py)",
+)
+async def test_a_reconciled_import_reports_its_contact_id(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    emulator.faults.script(FaultKind.DROP_AFTER, times=1, operation="import_contact")
+    before = Snapshot.take(emulator)
+    result = await asyncio.wait_for(
+        client.import_contacts([contact(0)], overwrite_duplicates=False, keep_results=True), LIMIT
+    )
+    assert_account(result, read=1, emulator=emulator, before=before, upsert=False)
+    (item,) = result.items or ()
+    assert item.outcome is Outcome.SUCCEEDED and item.reconciled
+    assert item.contact is not None and item.contact.id is not None
+    assert item.contact_id == item.contact.id
