@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from dialler_async import (
     APIStatusError,
@@ -45,8 +46,8 @@ from dialler_async import (
 )
 from dialler_async.emulator import Emulator, FaultKind
 
-from .conftest import FakeClock, contact
-from .invariants import Snapshot, assert_account, cancel_twice
+from .conftest import FakeClock, Handler, contact, serving
+from .invariants import Snapshot, assert_account, bulk_result_of, cancel_twice, no_job_tasks
 
 LIMIT = 30.0  # seconds: a bound no healthy run comes near, for waits that must end
 
@@ -822,3 +823,164 @@ async def test_a_reconciled_import_reports_its_contact_id(
     assert item.outcome is Outcome.SUCCEEDED and item.reconciled
     assert item.contact is not None and item.contact.id is not None
     assert item.contact_id == item.contact.id
+
+
+def earlier_errors(error: BaseException) -> list[BaseException]:
+    """The errors of our tree ``error`` carries as __context__/__cause__, at any depth."""
+    found: list[BaseException] = []
+    pending = [e for e in (error.__context__, error.__cause__) if e is not None]
+    seen: set[int] = set()
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, DiallerError):
+            found.append(exc)
+        pending += [e for e in (exc.__context__, exc.__cause__) if e is not None]
+    return found
+
+
+def always(status: int, **headers: str) -> Handler:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.json_response({"error": f"always {status}"}, status=status, headers=headers)
+
+    return answer
+
+
+FIVE = RetryPolicy(max_attempts=5, initial_backoff=0.01, max_backoff=0.05, deadline=600.0)
+
+
+@pytest.mark.parametrize(("status", "headers"), [(503, {}), (429, {"Retry-After": "1"})])
+async def test_an_error_after_many_attempts_carries_none_of_the_earlier_ones(
+    clock: FakeClock, status: int, headers: dict[str, str]
+) -> None:
+    async with (
+        serving(always(status, **headers)) as base_url,
+        DiallerClient(
+            base_url, 7, "tok", retry=FIVE, clock=clock, sleep=clock.sleep, timeout=5.0
+        ) as c,
+    ):
+        # a single call (Transport.call) and a bulk row (ItemRunner.send), both after 5 attempts
+        with pytest.raises(APIStatusError) as info:
+            await asyncio.wait_for(c.get_contact(5), LIMIT)
+        assert info.value.attempts == 5 and not earlier_errors(info.value)
+        result = await asyncio.wait_for(
+            c.import_contacts([contact(0)], keep_results=True, campaign_id=538), LIMIT
+        )
+        assert_account(result, read=1)
+        (failure,) = result.failures
+        assert failure.outcome is Outcome.FAILED and failure.attempts == 5
+        assert isinstance(failure.error, APIStatusError) and failure.error.attempts == 5
+        assert not earlier_errors(failure.error), earlier_errors(failure.error)
+        assert c.transport.retries == 8
+
+
+async def test_an_unsafe_write_resent_after_a_lookup_carries_no_earlier_error(
+    client: DiallerClient, emulator: Emulator
+) -> None:
+    """A create that was lost on its way (reset), proven absent by lookup and sent once more,
+    lost again: its error is the last attempt's alone."""
+    emulator.faults.script(FaultKind.DROP_BEFORE, times=2, operation="import_contact")
+    before = Snapshot.take(emulator)
+    result = await asyncio.wait_for(
+        client.import_contacts([contact(0)], overwrite_duplicates=False, keep_results=True), LIMIT
+    )
+    assert_account(result, read=1, emulator=emulator, before=before, upsert=False)
+    (item,) = result.items or ()
+    assert item.attempts == 2 and item.error is not None, item
+    assert not earlier_errors(item.error), earlier_errors(item.error)
+
+
+@pytest.mark.parametrize(("took", "attempts"), [(100.0, 1), (10.0, 2)])
+async def test_a_rows_retry_deadline_counts_its_first_attempt(
+    clock: FakeClock, took: float, attempts: int
+) -> None:
+    """A first attempt that took longer than the whole deadline (30 s) is not retried; one that
+    took 10 s is."""
+    calls = 0
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        await request.read()
+        if calls == 1:
+            clock.now += took
+            return web.json_response({"status": 503}, status=503)
+        record = {"ID": 9, "UserData": "CRM-000000", "DiallerCampaignsID": 538}
+        return web.json_response({"records": [record], "status": 200})
+
+    retry = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, deadline=30.0)
+    async with (
+        serving(answer) as base_url,
+        DiallerClient(base_url, 7, "tok", retry=retry, clock=clock, sleep=clock.sleep) as c,
+    ):
+        result = await asyncio.wait_for(
+            c.import_contacts([contact(0)], keep_results=True, campaign_id=538), LIMIT
+        )
+    assert_account(result, read=1)
+    (item,) = result.items or ()
+    assert calls == attempts and item.attempts == attempts
+    assert item.outcome is (Outcome.SUCCEEDED if attempts == 2 else Outcome.FAILED)
+
+
+async def test_a_rows_first_attempt_success_refunds_the_retry_budget(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    retry = RetryPolicy(
+        max_attempts=5, initial_backoff=0.01, max_backoff=0.05, budget=3, retry_cost=1
+    )
+    emulator.faults.script(FaultKind.UNAVAILABLE, times=4, operation="import_contact")
+    before = Snapshot.take(emulator)
+    async with emulator.client(
+        retry=retry, limits=Limits(max_concurrency=1), clock=clock, sleep=clock.sleep
+    ) as c:
+        budget = c.transport.budget
+        assert budget is not None
+        rows = [contact(n) for n in range(3)]
+        result = await asyncio.wait_for(c.import_contacts(rows, keep_results=True), LIMIT)
+        assert_account(result, read=3, emulator=emulator, before=before, upsert=True)
+        items = list(result.items or ())
+        # Row 0: 1 attempt + 3 retries (the budget), the 4th retry refused; rows 1, 2: at once,
+        # each success refunding one token.
+        assert [i.attempts for i in items] == [4, 1, 1], items
+        assert items[0].outcome is Outcome.FAILED
+        assert budget.tokens == 2
+
+
+@pytest.mark.parametrize("first", [FaultKind.UNAVAILABLE, FaultKind.DROP_AFTER])
+async def test_a_job_cancelled_twice_during_a_rows_retry_sleep(
+    emulator: Emulator, first: FaultKind
+) -> None:
+    clock = FakeClock()
+    asleep = asyncio.Event()
+
+    async def sleep(delay: float) -> None:
+        asleep.set()
+        await asyncio.Event().wait()  # the retry sleep: only a cancel ends it
+
+    emulator.faults.script(first, times=1, operation="import_contact")
+    before = Snapshot.take(emulator)
+    async with emulator.client(
+        retry=FIVE, limits=Limits(max_concurrency=2), clock=clock, sleep=sleep
+    ) as c:
+        rows = [contact(n) for n in range(4)]
+        job = asyncio.create_task(c.import_contacts(rows, keep_results=True))
+        await asyncio.wait_for(asleep.wait(), LIMIT)
+        job.cancel()
+        await asyncio.sleep(0)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError) as info:
+            await asyncio.wait_for(job, LIMIT)
+        result = bulk_result_of(info.value)
+        await asyncio.wait_for(emulator.faults.settled(), LIMIT)
+        assert_account(result, read=result.total, emulator=emulator, before=before, upsert=True)
+        sleeper = next(f for f in result.failures if f.attempts or f.outcome is Outcome.AMBIGUOUS)
+        # Cut off between two attempts of a write safe to repeat: not done, or (its first
+        # attempt may have landed) AMBIGUOUS; a resume sends it again either way.
+        assert sleeper.outcome in (Outcome.CANCELLED, Outcome.AMBIGUOUS), sleeper
+        assert no_job_tasks()
+        assert c.transport.governor.sending == 0
+        assert len(c.transport.deadlines) == 0
+        await released(c)
