@@ -36,6 +36,7 @@ from dialler_async import (
     ConnectionLostError,
     DiallerClient,
     DiallerError,
+    ItemResult,
     Limits,
     Outcome,
     RateLimitError,
@@ -949,10 +950,10 @@ async def test_a_rows_first_attempt_success_refunds_the_retry_budget(
         assert budget.tokens == 2
 
 
-@pytest.mark.parametrize("first", [FaultKind.UNAVAILABLE, FaultKind.DROP_AFTER])
-async def test_a_job_cancelled_twice_during_a_rows_retry_sleep(
-    emulator: Emulator, first: FaultKind
-) -> None:
+async def cut_off_in_its_retry_sleep(emulator: Emulator, first: FaultKind) -> ItemResult:
+    """Run a 4-row upsert job whose row 0 fails its first attempt with ``first``; cancel the
+    job twice while that row sleeps before its retry; check the account and that nothing is
+    left; return row 0's result."""
     clock = FakeClock()
     asleep = asyncio.Event()
 
@@ -976,11 +977,41 @@ async def test_a_job_cancelled_twice_during_a_rows_retry_sleep(
         result = bulk_result_of(info.value)
         await asyncio.wait_for(emulator.faults.settled(), LIMIT)
         assert_account(result, read=result.total, emulator=emulator, before=before, upsert=True)
-        sleeper = next(f for f in result.failures if f.attempts or f.outcome is Outcome.AMBIGUOUS)
-        # Cut off between two attempts of a write safe to repeat: not done, or (its first
-        # attempt may have landed) AMBIGUOUS; a resume sends it again either way.
-        assert sleeper.outcome in (Outcome.CANCELLED, Outcome.AMBIGUOUS), sleeper
         assert no_job_tasks()
         assert c.transport.governor.sending == 0
         assert len(c.transport.deadlines) == 0
         await released(c)
+    (row0,) = [f for f in result.failures if f.index == 0]
+    return row0
+
+
+@pytest.mark.parametrize("first", [FaultKind.UNAVAILABLE, FaultKind.DROP_AFTER])
+async def test_a_job_cancelled_twice_during_a_rows_retry_sleep(
+    emulator: Emulator, first: FaultKind
+) -> None:
+    row0 = await cut_off_in_its_retry_sleep(emulator, first)
+    # Cut off between two attempts of a write safe to repeat: not done, or (its first attempt
+    # may have landed) AMBIGUOUS; a resume sends it again either way.
+    assert row0.outcome in (Outcome.CANCELLED, Outcome.AMBIGUOUS), row0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a row cut off in its retry sleep is accounted by Engine._interrupted, which "
+    "knows nothing of the attempts made (they are counted inside Transport._retrying)",
+)
+async def test_a_row_cut_off_in_its_retry_sleep_counts_its_attempt(emulator: Emulator) -> None:
+    row0 = await cut_off_in_its_retry_sleep(emulator, FaultKind.UNAVAILABLE)
+    assert row0.attempts == 1, row0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="item.sending stays True through Transport._retrying's sleep, so a cancel there "
+    "makes the row AMBIGUOUS ('may have landed') even after a 503 that certainly did not",
+)
+async def test_a_row_cut_off_in_its_retry_sleep_after_a_503_is_cancelled(
+    emulator: Emulator,
+) -> None:
+    row0 = await cut_off_in_its_retry_sleep(emulator, FaultKind.UNAVAILABLE)
+    assert row0.outcome is Outcome.CANCELLED, row0
