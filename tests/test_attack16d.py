@@ -38,7 +38,9 @@ from dialler_async import (
     DiallerError,
     ItemResult,
     Limits,
+    Operation,
     Outcome,
+    PhonePolicy,
     RateLimitError,
     RequestTimeoutError,
     ResponseFormatError,
@@ -1015,3 +1017,78 @@ async def test_a_row_cut_off_in_its_retry_sleep_after_a_503_is_cancelled(
 ) -> None:
     row0 = await cut_off_in_its_retry_sleep(emulator, FaultKind.UNAVAILABLE)
     assert row0.outcome is Outcome.CANCELLED, row0
+
+
+# -- 3. Verdict / Prepared / Reply built with tuple.__new__: every field of a success -----------
+
+
+def _rows() -> list[dict[str, object]]:
+    return [
+        contact(0),  # first attempt answered 503, retried
+        {"Name": "NoKey", "PhoneNumber1": "+4930999"},  # no UserData: key None
+        contact(0, FirstName="Moritz"),  # the same UserData again: duplicate_in_input
+        contact(3, PhoneNumber2="12"),  # a number the phone policy drops (with phones=)
+    ]
+
+
+async def _successes(
+    c: DiallerClient, mode: str, rows: list[dict[str, object]], **options: Any
+) -> list[ItemResult]:
+    if mode == "keep":
+        result = await c.import_contacts(rows, keep_results=True, **options)
+        assert_account(result, read=len(rows))
+        return list(result.items or ())
+    if mode == "on_result":
+        seen: list[ItemResult] = []
+        result = await c.import_contacts(rows, on_result=seen.append, **options)
+        assert_account(result, read=len(rows))
+        assert result.items is None
+        return sorted(seen, key=lambda i: i.index)
+    streamed: list[ItemResult] = []
+    async with c.stream("import", rows, ordered=mode == "stream-ordered", **options) as stream:
+        async for item in stream:
+            streamed.append(item)
+    assert_account(stream.result, read=len(rows))
+    return sorted(streamed, key=lambda i: i.index)
+
+
+@pytest.mark.parametrize("phones", [False, True], ids=["plain", "phone-policy"])
+@pytest.mark.parametrize("overwrite", [True, False], ids=["upsert", "create"])
+@pytest.mark.parametrize("mode", ["keep", "on_result", "stream", "stream-ordered"])
+async def test_every_field_of_a_successful_import(
+    emulator: Emulator, clock: FakeClock, mode: str, overwrite: bool, phones: bool
+) -> None:
+    rows = _rows()
+    options: dict[str, Any] = {"overwrite_duplicates": overwrite, "campaign_id": 538}
+    if phones:
+        options["phone_policy"] = PhonePolicy("DE")
+    emulator.faults.script(FaultKind.UNAVAILABLE, times=1, operation="import_contact")
+    before = Snapshot.take(emulator)
+    async with emulator.client(
+        retry=FIVE, limits=Limits(max_concurrency=1), clock=clock, sleep=clock.sleep
+    ) as c:
+        items = await asyncio.wait_for(_successes(c, mode, rows, **options), LIMIT)
+    assert [i.index for i in items] == [0, 1, 2, 3]
+    stored = Snapshot.take(emulator).contacts
+    assert len(stored) - len(before.contacts) == (3 if overwrite else 4)
+    for item, row in zip(items, rows, strict=True):
+        key = row.get("UserData")
+        assert item.input is row
+        assert item.key == key
+        assert item.operation is Operation.IMPORT
+        assert item.outcome is Outcome.SUCCEEDED and item.ok
+        assert item.error is None and item.status == 200
+        assert item.attempts == (2 if item.index == 0 else 1), item
+        assert item.duplicate_in_input is (item.index == 2)
+        assert item.reconciled is False and item.reason is None
+        dropped = phones and item.index == 3
+        assert item.warnings == (("PhoneNumber2: dropped, too short ('12')",) if dropped else ())
+        record = item.record
+        assert record is not None and isinstance(record["ID"], int)
+        assert item.contact_id == record["ID"]
+        on_server = stored[record["ID"]]
+        assert record.get("UserData") == on_server.get("UserData") == key
+        assert record["Name"] == on_server["Name"] == row["Name"]
+        assert item.contact is not None and item.contact.id == record["ID"]
+    # The second row of UserData CRM-000000 overwrote the first, or (create) made another.
+    assert (items[2].contact_id == items[0].contact_id) is overwrite
