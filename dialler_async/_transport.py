@@ -199,6 +199,15 @@ class Transport:
             self.session._retry_connection = False
 
     async def close(self) -> None:
+        connector = self.session.connector
+        if connector is not None:
+            # A connection whose request body the server stopped reading is aborted: aiohttp
+            # closes every connection gracefully and waits for it, and a graceful close first
+            # flushes what is left to send, for ever if the server never reads again.
+            for protocol in list(getattr(connector, "_acquired", ())):
+                transport = getattr(protocol, "transport", None)
+                if transport is not None and transport.get_write_buffer_size():
+                    transport.abort()
         await self.session.close()
         # Let the transports' close callbacks run (aiohttp docs, "Graceful Shutdown").
         await asyncio.sleep(0)

@@ -239,6 +239,7 @@ async def nothing_reported() -> AsyncIterator[None]:
     finally:
         loop.set_debug(old_debug)
         loop.set_exception_handler(old_handler)
+    assert not writers_left()
     ours = [
         w
         for w in caught
@@ -1092,3 +1093,22 @@ async def test_every_field_of_a_successful_import(
         assert item.contact is not None and item.contact.id == record["ID"]
     # The second row of UserData CRM-000000 overwrote the first, or (create) made another.
     assert (items[2].contact_id == items[0].contact_id) is overwrite
+
+
+async def test_closing_the_client_while_a_large_body_is_on_its_way() -> None:
+    """The server has stopped reading the body: closing the client must not wait for it
+    (aiohttp's graceful close of the connection flushes the body first, for ever)."""
+    release = asyncio.Event()
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(stall_at("writing the body", release))
+        c = raw_client(server, timeout=LIMIT)
+        await c.__aenter__()
+        call = asyncio.create_task(c.transport.send("POST", IMPORT, big_body()))
+        await asyncio.wait_for(server.reached.wait(), LIMIT)
+        assert writers_left()
+        await asyncio.wait_for(c.aclose(), LIMIT)
+        with pytest.raises(ConnectionLostError):
+            await asyncio.wait_for(call, LIMIT)
+        assert call.cancelling() == 0
+        release.set()
+        await until(lambda: server.open == 0)
