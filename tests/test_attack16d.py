@@ -22,6 +22,7 @@ import contextlib
 import gc
 import gzip
 import json
+import os
 import warnings
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -1112,3 +1113,42 @@ async def test_closing_the_client_while_a_large_body_is_on_its_way() -> None:
         assert call.cancelling() == 0
         release.set()
         await until(lambda: server.open == 0)
+
+
+def _open_sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts sockets in /proc")
+@pytest.mark.xfail(
+    strict=True,
+    reason="an attempt cut off while its body is stuck is closed by aiohttp gracefully (the "
+    "writer's conn.close(): transport.close() flushes first): the socket and the unsent body "
+    "stay until the server reads or resets; aborting it needs a Python-level "
+    "TCPConnector._release override, a cost on every request",
+)
+async def test_an_attempt_cut_off_with_its_body_stuck_frees_its_socket() -> None:
+    release = asyncio.Event()
+    async with nothing_reported(), RawServer() as server:
+        server.scripts.append(stall_at("writing the body", release))
+        async with raw_client(server, timeout=0.5) as c:
+            before = _open_sockets()
+            call = asyncio.create_task(c.transport.send("POST", IMPORT, big_body()))
+            await asyncio.wait_for(server.reached.wait(), LIMIT)
+            assert writers_left() and _open_sockets() == before + 2  # ours and the server's
+            with pytest.raises(RequestTimeoutError):
+                await asyncio.wait_for(call, LIMIT)
+            await released(c)
+            try:
+                for _ in range(100):  # the abort's callbacks: a few loop iterations
+                    if _open_sockets() == before + 1:
+                        break
+                    await asyncio.sleep(0.001)
+                assert _open_sockets() == before + 1  # only the server's is left
+            finally:
+                release.set()
+                await until(lambda: server.open == 0)
