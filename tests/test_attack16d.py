@@ -1001,7 +1001,7 @@ async def test_a_job_cancelled_twice_during_a_rows_retry_sleep(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a row cut off in its retry sleep is accounted by Engine._interrupted, which "
+    reason="a row cut off in its retry sleep is accounted by Ledger.interrupted, which "
     "knows nothing of the attempts made (they are counted inside Transport._retrying)",
 )
 async def test_a_row_cut_off_in_its_retry_sleep_counts_its_attempt(emulator: Emulator) -> None:
