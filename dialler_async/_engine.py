@@ -523,7 +523,7 @@ class Engine:
         # A plain iterable is pulled with next() right here, an async one through _each.
         async_items = _each(source) if isinstance(source, AsyncIterable) else None
         sync_items: Iterator[Any] | None = None
-        slots = self.slots
+        slots, unfinished = self.slots, self.ledger.unfinished
         try:
             while not self.stopping:
                 if slots.free > 0:
@@ -565,7 +565,7 @@ class Engine:
                     break
                 job = Job(self.read, item)
                 self.read += 1
-                self.ledger.read(job)
+                unfinished[job.index] = job  # owed a result: the ledger counts it off
                 # Now, not when a worker takes it: a feed may refill the same object for its
                 # next row, and the row is what it was when it was handed over.
                 self._prepare(job)

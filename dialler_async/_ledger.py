@@ -95,7 +95,8 @@ class Ledger:
         self._stop = stop
         self._fail = fail
         self.failures = 0
-        self.unfinished: dict[int, Job] = {}  # read, not yet accounted for
+        #: read, not yet accounted for (the engine adds each item as it reads it)
+        self.unfinished: dict[int, Job] = {}
         self.checkpoint: Checkpoint | None = None  # set once the engine has opened it
         self.clock = client._clock
         self.started = self.last_progress = self.clock()
@@ -106,10 +107,6 @@ class Ledger:
         transport = self.client.transport
         self.started = self.last_progress = self.clock()
         self.base = (transport.requests, transport.retries, transport.governor.throttled)
-
-    def read(self, job: Job) -> None:
-        """``job`` was read: it is owed a result."""
-        self.unfinished[job.index] = job
 
     # -- the account ------------------------------------------------------------------------
 
@@ -191,8 +188,10 @@ class Ledger:
     def account_succeeded(self, job: Job) -> bool:
         """:meth:`account` for a SUCCEEDED item whose ItemResult nobody reads: the same
         bookkeeping (a success triggers no stop rule), without building the result."""
-        if not self._claim(job):
+        if job.done:  # _claim(), inline: this runs for most rows of a job
             return False
+        job.done = True
+        del self.unfinished[job.index]
         self.tally.add_succeeded(job.duplicate)
         if self.checkpoint is not None:
             self._journal(
