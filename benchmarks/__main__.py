@@ -29,6 +29,7 @@ from benchmarks import (
     _breakdown,
     _conversion,
     _faults,
+    _instructions,
     _latency,
     _limiter,
     _memory,
@@ -52,6 +53,7 @@ SECTIONS = (
     "profile",
     "limiter",
     "phones",
+    "instructions",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 _PACKAGES = (
@@ -141,6 +143,7 @@ def _section(name: str, sizes: Sizes, res: dict[str, Any], out: Path) -> Any:
         "profile": lambda: asyncio.run(_profile.run(sizes, log, out)),
         "limiter": lambda: asyncio.run(_limiter.run(sizes, log)),
         "phones": lambda: asyncio.run(_phone.run(sizes, log)),
+        "instructions": lambda: _instructions.run(sizes.instruction_reps, log),
     }
     return runners[name]()
 

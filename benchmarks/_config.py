@@ -37,6 +37,8 @@ class Sizes(NamedTuple):
     phone_cpu_n: int
     suppress_n: int
     suppress_national_n: int
+    #: callgrind counts per contender (section "instructions"; 0: skipped)
+    instruction_reps: int
 
 
 FULL = Sizes(
@@ -68,6 +70,7 @@ FULL = Sizes(
     phone_cpu_n=5_000,
     suppress_n=2_000_000,
     suppress_national_n=50_000,
+    instruction_reps=3,
 )
 
 QUICK = Sizes(
@@ -99,4 +102,5 @@ QUICK = Sizes(
     phone_cpu_n=200,
     suppress_n=10_000,
     suppress_national_n=300,
+    instruction_reps=0,
 )

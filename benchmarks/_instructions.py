@@ -23,8 +23,12 @@ scheduling.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import statistics
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -71,6 +75,70 @@ async def _main(name: str, n: int) -> None:
         run = await _contender(name, server.url + "/rest/v1.0")(list(contacts(n, "instr")))
     if run.ok != n:
         raise SystemExit(f"{name}: {run.ok} of {n} succeeded")
+
+
+#: The contenders ``python -m benchmarks`` counts (section "instructions"), and the SDK rows'
+#: issue 16 targets against ``pool`` (pool_orjson): CPU ratio = pool's count / the row's.
+SECTION_CONTENDERS = ("pool", "pool_bytes", "sdk", "streaming", "checkpoint")
+TARGETS = {"sdk": 0.95, "streaming": 1.0, "checkpoint": 0.90}
+SIZES = (500, 2500)
+
+
+def _count(name: str, rows: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-m",
+            "benchmarks._instructions",
+            name,
+            str(rows),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _collected(proc: subprocess.Popen[str]) -> int:
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"valgrind failed ({proc.returncode}): {err[-500:]}")
+    for line in err.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    raise RuntimeError(f"no instruction count in valgrind's output: {err[-500:]}")
+
+
+def run(reps: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Each contender's client instructions per row, ``reps`` counts each, interleaved (the
+    two sizes of one count run side by side: only the client is counted); None where valgrind
+    is not installed."""
+    if reps <= 0 or shutil.which("valgrind") is None:
+        return {"skipped": "valgrind is not installed" if reps > 0 else "not in this run"}
+    counts: dict[str, list[float]] = {name: [] for name in SECTION_CONTENDERS}
+    for rep in range(reps):
+        for name in SECTION_CONTENDERS:
+            small, large = (_count(name, rows) for rows in SIZES)
+            per_row = (_collected(large) - _collected(small)) / (SIZES[1] - SIZES[0])
+            counts[name].append(per_row)
+            log(f"    count {rep + 1}/{reps} {name:<12} {per_row / 1000:8.1f}k instructions/row")
+    medians = {name: statistics.median(values) for name, values in counts.items()}
+    return {
+        "sizes": SIZES,
+        "reps": reps,
+        "per_row": {
+            name: {"median": medians[name], "min": min(v), "max": max(v)}
+            for name, v in counts.items()
+        },
+        "cpu_ratio_to_pool_orjson": {name: medians["pool"] / medians[name] for name in TARGETS},
+        "cpu_ratio_to_pool_bytes": {
+            name: medians["pool_bytes"] / medians[name] for name in TARGETS
+        },
+    }
 
 
 def main() -> None:

@@ -37,6 +37,21 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_target(f"client CPU per contact SDK / {best}", cpu, "<= 1.20", cpu <= 1.2))
         hx = ov["ratios"]["sdk/httpx"]["throughput"]["of_medians"]
         out.append(_target("throughput SDK / httpx loop", hx, ">= 10", hx >= 10))
+    if (ins := res.get("instructions")) and "per_row" in ins:
+        for name, label, goal in (
+            ("sdk", "SDK default options", 0.95),
+            ("streaming", "SDK streaming options", 1.0),
+            ("checkpoint", "SDK with checkpoint", 0.90),
+        ):
+            ratio = ins["cpu_ratio_to_pool_orjson"][name]
+            out.append(
+                _target(
+                    f"client instructions per row, pool_orjson / {label} (callgrind)",
+                    ratio,
+                    f">= {goal}",
+                    ratio >= goal,
+                )
+            )
     if lat := res.get("latency"):
         worst = min(p["contenders"]["sdk"]["vs_ceiling"] for p in lat["points"])
         top = max(p["concurrency"] for p in lat["points"])
@@ -355,6 +370,31 @@ def markdown(res: dict[str, Any]) -> str:
         )
     if ph := res.get("phones"):
         parts.append(_phones_md(ph))
+    if (ins := res.get("instructions")) and "per_row" in ins:
+        parts.append(
+            f"\n### Client instructions per row (callgrind, {ins['reps']} counts each, "
+            f"rows {ins['sizes'][0]:,} and {ins['sizes'][1]:,})\n"
+        )
+        to_orjson, to_bytes = ins["cpu_ratio_to_pool_orjson"], ins["cpu_ratio_to_pool_bytes"]
+        parts.append(
+            _table(
+                [
+                    "contender",
+                    "instructions/row median (min-max)",
+                    "CPU ratio to pool_orjson",
+                    "CPU ratio to pool_bytes",
+                ],
+                [
+                    [
+                        name,
+                        f"{c['median'] / 1e3:,.1f}k ({c['min'] / 1e3:,.1f}-{c['max'] / 1e3:,.1f}k)",
+                        to_orjson.get(name),
+                        to_bytes.get(name),
+                    ]
+                    for name, c in ins["per_row"].items()
+                ],
+            )
+        )
     if tg := res.get("targets"):
         parts.append("\n### Targets\n")
         parts.append(
