@@ -44,7 +44,7 @@ from ._exceptions import (
 )
 from ._handover import Handover
 from ._intake import ReadSlots, WorkQueue
-from ._item import ItemRunner
+from ._item import ItemRunner, Verdict
 from ._ledger import Job, Ledger
 from ._limits import JOB_LIMITER, RateLimiter, check_concurrency, check_rate
 from ._operations import Import, KeyedAction, OperationRules, rules_for
@@ -471,40 +471,49 @@ class Engine:
                 verdict = await (
                     runner.send(job, prepared) if runner.gate is None else runner.run(job, prepared)
                 )
-        except CheckpointError as exc:
+        except BaseException as exc:
+            return self._failed(job, exc)
+        return self._settled(job, verdict)
+
+    def _unread(self) -> bool:
+        """Whether nobody reads a success's ItemResult (none kept, none handed over, no
+        on_result): it is then only counted, not built."""
+        ledger = self.ledger
+        return ledger.on_result is None and not self.deliver and not ledger.tally.keep
+
+    def _settled(self, job: Job, verdict: Verdict) -> ItemResult | None:
+        """The result of ``job`` carried out (None: a success nobody reads, accounted)."""
+        if verdict.outcome is Outcome.SUCCEEDED and self._unread():
+            self.ledger.account_succeeded(job)
+            return None
+        return self.ledger.item_result(
+            job,
+            verdict.outcome,
+            error=verdict.error,
+            record=verdict.record,
+            contact=verdict.contact,
+            attempts=verdict.attempts,
+            reconciled=verdict.reconciled,
+            reason=verdict.reason,
+        )
+
+    def _failed(self, job: Job, exc: BaseException) -> ItemResult:
+        """The result of ``job`` when carrying it out raised ``exc`` (call it in the ``except``
+        block). A cancellation of this worker, or a BaseException that is not a
+        CancelledError, is raised again: the sweep accounts for the item."""
+        if isinstance(exc, CheckpointError):
             self._fail(exc)
             error: DiallerError = exc
-        except Exception as exc:  # a bug must cost one item, never the job
+        elif isinstance(exc, Exception):  # a bug must cost one item, never the job
             log.exception("item %d failed unexpectedly", job.index)
             error = DiallerError(f"internal error: {exc!r}")
-        except asyncio.CancelledError as exc:
-            if _being_cancelled():
-                raise  # the sweep accounts for it
+        elif isinstance(exc, asyncio.CancelledError) and not _being_cancelled():
             # Raised below us though nobody cancelled this worker: escaping, it ended the
             # worker (and with every worker gone, the job hung). It costs this item only.
             log.error("item %d: %r raised without a cancel", job.index, exc)
             error = DiallerError(f"internal error: {exc!r} raised without a cancel")
         else:
-            if (
-                verdict.outcome is Outcome.SUCCEEDED
-                and self.ledger.on_result is None
-                and not self.deliver
-                and not self.ledger.tally.keep
-            ):
-                # Nobody reads this success's ItemResult (none kept, none handed over, no
-                # on_result): it is only counted, not built.
-                self.ledger.account_succeeded(job)
-                return None
-            return self.ledger.item_result(
-                job,
-                verdict.outcome,
-                error=verdict.error,
-                record=verdict.record,
-                contact=verdict.contact,
-                attempts=verdict.attempts,
-                reconciled=verdict.reconciled,
-                reason=verdict.reason,
-            )
+            raise exc
         return self.ledger.item_result(
             job, Outcome.AMBIGUOUS if job.sent_unsafe else Outcome.FAILED, error=error
         )
@@ -588,6 +597,8 @@ class Engine:
     async def _work(self) -> None:
         JOB_LIMITER.set(self.runner.job_limiter)  # every attempt of this task passes it
         inbox, chains, deliver, ledger = self.inbox, self.chains, self.deliver, self.ledger
+        runner = self.runner
+        plain = self.resume is None and runner.gate is None  # fixed once the workers run
         queued = inbox.rows
         while (job := queued.popleft() if queued else await inbox.get()) is not None:
             key = job.prepared.serial_key if job.prepared is not None else None
@@ -607,7 +618,32 @@ class Engine:
             self.slots.give_back()
             try:
                 while True:
-                    result = await self._outcome(job)
+                    prepared = job.prepared
+                    if (
+                        plain
+                        and prepared is not None
+                        and prepared.skip is None
+                        and not self.stopping
+                    ):
+                        # _outcome's common case, inline (a coroutine per row less): no
+                        # checkpoint, no key gate, a valid row, the job running.
+                        try:
+                            verdict = await runner.send(job, prepared)
+                        except BaseException as exc:
+                            result: ItemResult | None = self._failed(job, exc)
+                        else:
+                            if (
+                                verdict.outcome is Outcome.SUCCEEDED
+                                and ledger.on_result is None
+                                and not deliver
+                                and not ledger.tally.keep
+                            ):
+                                ledger.account_succeeded(job)
+                                result = None
+                            else:
+                                result = self._settled(job, verdict)
+                    else:
+                        result = await self._outcome(job)
                     if result is not None and ledger.account(job, result) and deliver:
                         await self._hand_over(result)
                     if key is None or not (chain := chains[key]):
