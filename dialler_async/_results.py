@@ -86,9 +86,10 @@ class ItemResult:
 
     @property
     def contact_id(self) -> int | None:
-        """The server's ID of the contact this item wrote or found (None without a record)."""
+        """The server's ID of the contact this item wrote or found (None without a record):
+        from ``record``, or from ``contact`` where a lookup found it (a reconciled write)."""
         if self.record is None:
-            return None
+            return None if self._contact is None else self._contact.id
         value = self.record.get("ID")
         return value if isinstance(value, int) else None
 

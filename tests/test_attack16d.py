@@ -797,8 +797,7 @@ async def test_every_write_kind_after_every_kind_of_first_failure(
             assert result.retries == first.attempts - 1 == 1
         if job.startswith("import"):
             assert emulator.store.contact_count() == n
-            # (a reconciled row's contact_id: see the xfail test below)
-            assert all(i.contact_id is not None for i in items if not i.reconciled)
+            assert all(i.contact_id is not None for i in items)  # reconciled ones too
             assert all(i.contact is not None and i.contact.id is not None for i in items)
         if job == "delete":
             assert emulator.store.contact_count() == 0
@@ -810,11 +809,6 @@ async def test_every_write_kind_after_every_kind_of_first_failure(
         assert acquired(c) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ItemResult.contact_id reads only .record; a reconciled import has .contact (from "
-    "the lookup) and no record, so the source-row -> contact map loses it (_results.py)",
-)
 async def test_a_reconciled_import_reports_its_contact_id(
     client: DiallerClient, emulator: Emulator
 ) -> None:
